@@ -1,0 +1,25 @@
+# VLAlert: from public dashcam datasets to tick-level driver alerts.
+# Stages (DESIGN.md): demo/download -> ingest -> gate -> relabel -> benchmark (-> beliefs -> sft -> ...).
+# This file only wires: config validation and helpers live in rules/common.smk,
+# every computation in the vlalert package.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/demo.smk"
+include: "rules/ingest.smk"
+include: "rules/gate.smk"
+include: "rules/relabel.smk"
+include: "rules/benchmark.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        benchmark_outputs(),

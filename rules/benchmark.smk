@@ -1,0 +1,24 @@
+# Benchmark: video-level train/val/test splits of every source's ticks, plus a manifest.
+
+
+rule benchmark:
+    input:
+        labels=expand(f"{R}/labels/{{source}}.parquet", source=SOURCES),
+        videos=expand(f"{R}/ingest/{{source}}/videos.parquet", source=SOURCES),
+        rejected=expand(f"{R}/ingest/{{source}}/rejected.parquet", source=SOURCES),
+    output:
+        train=f"{R}/benchmark/train.parquet",
+        val=f"{R}/benchmark/val.parquet",
+        test=f"{R}/benchmark/test.parquet",
+        manifest=f"{R}/benchmark/manifest.json",
+    params:
+        stage=stage_params(CFG, "benchmark"),
+        sources=SOURCES,
+    log:
+        f"{R}/logs/benchmark/benchmark.log",
+    benchmark:
+        f"{R}/benchmarks/benchmark/benchmark.tsv"
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/benchmark.py"

@@ -1,0 +1,16 @@
+# The embedded demo corpus: synthetic clips written in each real source's own format.
+
+
+rule demo_source:
+    output:
+        manifest=f"{R}/demo/{{source}}/demo_manifest.json",
+    params:
+        stage=lambda wildcards: stage_params(CFG, "demo", wildcards.source),
+    log:
+        f"{R}/logs/demo/{{source}}.log",
+    benchmark:
+        f"{R}/benchmarks/demo/{{source}}.tsv"
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/make_demo.py"

@@ -1,0 +1,21 @@
+# Ingest: read each source in its own format, probe every video, keep or reject each clip.
+
+
+rule ingest:
+    input:
+        unpack(source_inputs),
+    output:
+        videos=f"{R}/ingest/{{source}}/videos.parquet",
+        rejected=f"{R}/ingest/{{source}}/rejected.parquet",
+    params:
+        stage=lambda wildcards: stage_params(CFG, "ingest", wildcards.source),
+    log:
+        f"{R}/logs/ingest/{{source}}.log",
+    benchmark:
+        f"{R}/benchmarks/ingest/{{source}}.tsv"
+    resources:
+        mem_mb=4000,
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/ingest.py"

@@ -1,0 +1,213 @@
+"""One validated model of the whole workflow configuration.
+
+Every config key is declared here once, with its type and its bounds, so that a typo or an
+impossible value stops `snakemake` at parse time (before any job runs) with a message that
+names the key, instead of failing hours later inside a job. The rules pass each stage only its
+own slice of the config as `params`, so changing one stage's keys reruns that stage and its
+dependants, never what is upstream.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+SOURCE_KINDS: tuple[str, ...] = ("nexar", "dada2000", "dota", "dad")
+GATE_PROVIDERS: tuple[str, ...] = ("scene", "consensus", "scores_file", "badas")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be run; the message names every offending key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DemoConfig(_Strict):
+    """The embedded synthetic corpus, rendered into each real source's own format."""
+
+    enabled: bool = True
+    seed: int = 7
+    width: int = Field(160, ge=32, le=1920)
+    height: int = Field(96, ge=32, le=1080)
+    max_duration_s: float = Field(12.0, gt=0, le=120)
+    clips_per_source: int = Field(6, ge=4, le=500)
+    faults: bool = True  # add one unreadable video and one self-contradicting annotation per source
+
+
+class SourceConfig(_Strict):
+    """One public dataset as the user placed (or downloaded) it under `root`."""
+
+    kind: Literal["nexar", "dada2000", "dota", "dad"]
+    enabled: bool = True
+    root: str
+    annotations: str | None = None  # DADA-2000 sheet / DoTA metadata JSON; None: the adapter's default name
+    consensus: str | None = None  # BADAS consensus CSV; overrides the source's own times and ego flag
+    scene_truth: str | None = (
+        None  # synthetic clips only: the renderer's ground truth (gate provider `scene`)
+    )
+    gate_provider: Literal["scene", "consensus", "scores_file", "badas"] | None = None
+    gate_scores: str | None = None  # for gate_provider scores_file
+    prefix_negatives: bool = False
+    split_map: dict[str, Literal["train", "val", "test", "hash", "trainval"]] = Field(default_factory=dict)
+
+
+class TicksConfig(_Strict):
+    hz: float = Field(1.0, gt=0, le=30)
+
+
+class WindowConfig(_Strict):
+    frames: int = Field(8, ge=1, le=64)
+    span_s: float = Field(2.0, gt=0, le=30)
+
+
+class LabelsConfig(_Strict):
+    """The risky-time + 2 s rule (DESIGN.md, "Ticks, windows, labels")."""
+
+    alert_s: float = Field(2.0, gt=0)
+    observe_s: float = Field(4.0, ge=0)
+    prefix_gap_s: float = Field(0.5, ge=0)
+    prefix_min_extra_s: float = Field(2.0, ge=0)  # a prefix must hold window.span_s + this
+    non_ego_danger_cap: float = Field(0.5, ge=0, le=1)
+    gated_sources: list[str] = Field(default_factory=lambda: ["dota"])
+
+
+class GateConfig(_Strict):
+    provider: Literal["scene", "consensus", "scores_file", "badas"] = "scene"
+    alert_min: float = Field(0.5, ge=0, le=1)
+    observe_min: float = Field(0.3, ge=0, le=1)
+    lookback_s: float = Field(1.0, ge=0)  # the alert check looks at [t_r - lookback_s, t_r + alert_s)
+    consensus_ramp_s: float = Field(
+        4.0, gt=0
+    )  # consensus provider: score ramps 0 -> 0.5 over this before t_alert
+
+    @model_validator(mode="after")
+    def _ordered(self) -> GateConfig:
+        if self.observe_min > self.alert_min:
+            raise ValueError("gate.observe_min must not exceed gate.alert_min")
+        return self
+
+
+class SplitsConfig(_Strict):
+    fractions: dict[str, float] = Field(default_factory=lambda: {"train": 0.7, "val": 0.1, "test": 0.2})
+    salt: str = "vlalert-v1"
+
+    @field_validator("fractions")
+    @classmethod
+    def _sum_to_one(cls, v: dict[str, float]) -> dict[str, float]:
+        if set(v) != set(SPLITS):
+            raise ValueError(f"splits.fractions must have exactly the keys {list(SPLITS)}, got {sorted(v)}")
+        if any(x < 0 for x in v.values()):
+            raise ValueError("splits.fractions must be non-negative")
+        if not math.isclose(sum(v.values()), 1.0, abs_tol=1e-6):
+            raise ValueError(f"splits.fractions must sum to 1, got {sum(v.values()):.6f}")
+        return v
+
+
+class LLMConfig(_Strict):
+    """An OpenAI-compatible chat endpoint (GPT-4o, or a local vLLM/Ollama server)."""
+
+    base_url: str = "https://api.openai.com/v1"
+    model: str = "gpt-4o-2024-08-06"
+    api_key_env: str = "OPENAI_API_KEY"  # the key is read from this environment variable, never from config
+    max_concurrency: int = Field(4, ge=1, le=256)
+    timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(5, ge=0, le=20)
+    backoff_base_s: float = Field(1.0, gt=0)
+    backoff_max_s: float = Field(60.0, gt=0)
+    max_cost_usd: float = Field(50.0, ge=0)
+    usd_per_1k_input_tokens: float = Field(0.0025, ge=0)
+    usd_per_1k_output_tokens: float = Field(0.01, ge=0)
+    jpeg_quality: int = Field(85, ge=1, le=100)
+    max_image_side: int = Field(512, ge=32)
+    cache_dir: str = "results/beliefs/llm_cache"
+
+
+class BeliefsConfig(_Strict):
+    provider: Literal["rules", "llm"] = "rules"
+    llm: LLMConfig = Field(default_factory=LLMConfig)
+
+
+class WorkflowConfig(_Strict):
+    run: str = Field("demo", pattern=r"^[A-Za-z0-9_.-]+$")
+    results: str = "results"
+    strict: bool = False  # True: the first rejected clip stops the run instead of going to rejected.parquet
+    demo: DemoConfig = Field(default_factory=DemoConfig)
+    sources: dict[str, SourceConfig]
+    ticks: TicksConfig = Field(default_factory=TicksConfig)
+    window: WindowConfig = Field(default_factory=WindowConfig)
+    labels: LabelsConfig = Field(default_factory=LabelsConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
+    splits: SplitsConfig = Field(default_factory=SplitsConfig)
+    beliefs: BeliefsConfig = Field(default_factory=BeliefsConfig)
+
+    @field_validator("sources")
+    @classmethod
+    def _source_names(cls, v: dict[str, SourceConfig]) -> dict[str, SourceConfig]:
+        if not v:
+            raise ValueError("at least one source is required")
+        for name in v:
+            if not name.replace("_", "").replace("-", "").isalnum():
+                raise ValueError(f"source name {name!r} may only hold letters, digits, '_' and '-'")
+        return v
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> WorkflowConfig:
+        for name in self.labels.gated_sources:
+            if name not in self.sources:
+                raise ValueError(f"labels.gated_sources names unknown source {name!r}")
+        for name, src in self.sources.items():
+            demo_root = f"{self.results}/demo/{name}"
+            if self.demo.enabled and src.enabled and src.root.rstrip("/") != demo_root:
+                raise ValueError(
+                    f"sources.{name}.root must be {demo_root!r} while demo.enabled is true "
+                    "(the demo renders each source there); set demo.enabled: false for real data"
+                )
+            provider = src.gate_provider or self.gate.provider
+            if provider == "scores_file" and not src.gate_scores:
+                raise ValueError(f"sources.{name}.gate_scores is required with gate provider scores_file")
+            if provider == "consensus" and not src.consensus:
+                raise ValueError(f"sources.{name}.consensus is required with gate provider consensus")
+            if provider == "scene" and not src.scene_truth:
+                raise ValueError(f"sources.{name}.scene_truth is required with gate provider scene")
+        return self
+
+    def enabled_sources(self) -> list[str]:
+        return [name for name, src in self.sources.items() if src.enabled]
+
+    def gate_provider(self, source: str) -> str:
+        return self.sources[source].gate_provider or self.gate.provider
+
+
+def _format_errors(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"  {key}: {msg}" if key else f"  {msg}")
+    return "invalid config:\n" + "\n".join(lines)
+
+
+def validate_config(raw: dict[str, Any]) -> WorkflowConfig:
+    """Validate a raw config mapping (as Snakemake holds it) into the typed model."""
+    try:
+        return WorkflowConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err)) from None
+
+
+def load_config(path: str | Path) -> WorkflowConfig:
+    with open(path) as fh:
+        raw = yaml.safe_load(fh) or {}
+    try:
+        return validate_config(raw)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None

@@ -1,0 +1,189 @@
+"""The one place where every Parquet file type of the workflow is given its schema.
+
+Writers go through `write_table`, which checks the table against its schema (names, types,
+nullability, and the value sets of the enum-like columns) and writes atomically (temp file +
+rename), so a killed job never leaves a half-written file that a later rule would trust.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+ACTIONS: tuple[str, ...] = ("SILENT", "OBSERVE", "ALERT")
+
+
+class SchemaError(ValueError):
+    """A table that does not match its file type's schema; the message names file and column."""
+
+
+def _f(name: str, typ: pa.DataType, nullable: bool = False) -> pa.Field:
+    return pa.field(name, typ, nullable=nullable)
+
+
+VIDEOS = pa.schema(
+    [
+        _f("video_id", pa.string()),
+        _f("source", pa.string()),
+        _f("path", pa.string()),
+        _f("fps", pa.float64()),
+        _f("n_frames", pa.int32()),
+        _f("duration_s", pa.float64()),
+        _f("width", pa.int32()),
+        _f("height", pa.int32()),
+        _f("official_split", pa.string(), nullable=True),
+        _f("is_positive", pa.bool_()),
+        _f("t_risky_s", pa.float64(), nullable=True),
+        _f("t_event_s", pa.float64(), nullable=True),
+        _f("ego_involved", pa.bool_(), nullable=True),
+        _f("event_type", pa.string(), nullable=True),
+        _f("meta", pa.string()),  # JSON object: the source's own annotation fields, and where times came from
+    ]
+)
+
+REJECTED = pa.schema(
+    [
+        _f("video_id", pa.string()),
+        _f("source", pa.string()),
+        _f("path", pa.string()),
+        _f("reason", pa.string()),
+    ]
+)
+
+GATE = pa.schema(
+    [
+        _f("video_id", pa.string()),
+        _f("t_s", pa.float64()),
+        _f("p_collision", pa.float64(), nullable=True),  # null: the provider has no score at this time
+        _f("provider", pa.string()),
+    ]
+)
+
+LABELS = pa.schema(
+    [
+        _f("video_id", pa.string()),
+        _f("source", pa.string()),
+        _f("tick", pa.int32()),
+        _f("t_s", pa.float64()),
+        _f("frame_idx", pa.list_(pa.int32())),
+        _f("action", pa.string()),
+        _f("danger", pa.float32()),
+        _f("rule", pa.string()),
+        _f("excluded", pa.bool_()),
+        _f(
+            "parent_id", pa.string(), nullable=True
+        ),  # set on `{video_id}#prefix` clips: scored, never trained on
+    ]
+)
+
+BENCHMARK = pa.schema(
+    list(LABELS)
+    + [
+        _f("split", pa.string()),
+        _f("path", pa.string()),
+        _f("fps", pa.float64()),
+        _f("n_frames", pa.int32()),
+        _f("is_positive", pa.bool_()),
+        _f("t_risky_s", pa.float64(), nullable=True),
+        _f("t_event_s", pa.float64(), nullable=True),
+        _f("ego_involved", pa.bool_(), nullable=True),
+        _f("event_type", pa.string(), nullable=True),
+        _f("meta", pa.string()),
+    ]
+)
+
+BELIEFS = pa.schema(
+    [
+        _f("video_id", pa.string()),
+        _f("tick", pa.int32()),
+        _f("analysis", pa.string()),
+        _f("belief", pa.string()),  # JSON object validated by vlalert.beliefs (one schema)
+        _f("belief_text", pa.string()),  # the compact `<|BELIEF|> ... <|/BELIEF|>` span
+        _f("provider", pa.string()),  # rules | llm | rules-fallback
+        _f("model", pa.string(), nullable=True),
+        _f("prompt_sha256", pa.string(), nullable=True),
+        _f("cost_usd", pa.float64()),
+    ]
+)
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "videos": VIDEOS,
+    "rejected": REJECTED,
+    "gate": GATE,
+    "labels": LABELS,
+    "benchmark": BENCHMARK,
+    "beliefs": BELIEFS,
+}
+
+# Columns whose values come from a closed set.
+ENUMS: dict[str, dict[str, tuple[str, ...]]] = {
+    "labels": {"action": ACTIONS},
+    "benchmark": {"action": ACTIONS, "split": ("train", "val", "test")},
+}
+
+
+def empty_table(kind: str) -> pa.Table:
+    return SCHEMAS[kind].empty_table()
+
+
+def table_from_rows(kind: str, rows: Sequence[Mapping[str, Any]]) -> pa.Table:
+    """Build a table of file type `kind` from row dicts; missing nullable columns become null."""
+    schema = SCHEMAS[kind]
+    if not rows:
+        return schema.empty_table()
+    cols = {f.name: [r.get(f.name) for r in rows] for f in schema}
+    try:
+        return pa.Table.from_pydict(cols, schema=schema)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
+        raise SchemaError(f"{kind}: rows do not fit the schema: {err}") from None
+
+
+def check_table(kind: str, table: pa.Table, path: str | os.PathLike[str] = "<table>") -> pa.Table:
+    """Return `table` cast to the schema of `kind`, or raise SchemaError naming file and column."""
+    schema = SCHEMAS[kind]
+    names = table.column_names
+    missing = [n for n in schema.names if n not in names]
+    extra = [n for n in names if n not in schema.names]
+    if missing or extra:
+        raise SchemaError(f"{path}: {kind} table: missing columns {missing}, unexpected columns {extra}")
+    table = table.select(schema.names)
+    try:
+        table = table.cast(schema)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as err:
+        raise SchemaError(f"{path}: {kind} table does not cast to its schema: {err}") from None
+    for field in schema:
+        if not field.nullable and table.column(field.name).null_count:
+            raise SchemaError(f"{path}: column {field.name!r} holds nulls but is not nullable")
+    for col, allowed in ENUMS.get(kind, {}).items():
+        values = set(table.column(col).unique().to_pylist())
+        bad = values - set(allowed)
+        if bad:
+            raise SchemaError(f"{path}: column {col!r} holds {sorted(bad)}, allowed {list(allowed)}")
+    return table
+
+
+def write_table(kind: str, table: pa.Table, path: str | os.PathLike[str]) -> Path:
+    """Check `table` against its schema and write it to `path` atomically."""
+    path = Path(path)
+    table = check_table(kind, table, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_table(kind: str, path: str | os.PathLike[str]) -> pa.Table:
+    """Read a Parquet file and check it against the schema of `kind`."""
+    return check_table(kind, pq.read_table(path), path)

@@ -1,0 +1,101 @@
+"""The glue between Snakemake and the library: which config keys each stage depends on, and logging.
+
+`stage_params` is the single declaration of a stage's config dependencies. The rules pass it as
+`params`, so Snakemake's params rerun-trigger reruns a stage exactly when one of its own keys
+changes (changing `labels.alert_s` reruns relabel and what follows, never ingest). The scripts
+check that the params they were given equal what the config says, so a stage can never read a
+key that is not part of its params.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from vlalert.config import ConfigError, WorkflowConfig, validate_config
+
+STAGES = ("demo", "ingest", "gate", "relabel", "benchmark")
+
+
+def stage_params(cfg: WorkflowConfig, stage: str, source: str | None = None) -> dict[str, Any]:
+    """The config slice that `stage` (for `source`) reads; nothing more, so nothing else reruns it."""
+    src = cfg.sources[source] if source is not None else None
+    if stage == "demo":
+        assert src is not None
+        return {"kind": src.kind, "root": src.root, "demo": cfg.demo.model_dump()}
+    if stage == "ingest":
+        assert src is not None
+        return {
+            "kind": src.kind,
+            "root": src.root,
+            "annotations": src.annotations,
+            "consensus": src.consensus,
+            "strict": cfg.strict,
+        }
+    if stage == "gate":
+        assert src is not None and source is not None
+        provider = cfg.gate_provider(source)
+        return {
+            "provider": provider,
+            "scene_truth": src.scene_truth if provider == "scene" else None,
+            "gate_scores": src.gate_scores if provider == "scores_file" else None,
+            "consensus_ramp_s": cfg.gate.consensus_ramp_s if provider == "consensus" else None,
+            "ticks": cfg.ticks.model_dump(),
+            "window": cfg.window.model_dump(),
+        }
+    if stage == "relabel":
+        assert src is not None and source is not None
+        return {
+            "labels": cfg.labels.model_dump(),
+            "gate": {
+                k: v
+                for k, v in cfg.gate.model_dump().items()
+                if k in ("alert_min", "observe_min", "lookback_s")
+            },
+            "ticks": cfg.ticks.model_dump(),
+            "window": cfg.window.model_dump(),
+            "prefix_negatives": src.prefix_negatives,
+        }
+    if stage == "benchmark":
+        return {
+            "splits": cfg.splits.model_dump(),
+            "split_maps": {name: cfg.sources[name].split_map for name in cfg.enabled_sources()},
+        }
+    raise ValueError(f"unknown stage {stage!r}; known: {STAGES}")
+
+
+def config_for_job(snakemake: Any, stage: str, source: str | None = None) -> WorkflowConfig:
+    """Validate the job's config and check its params are the stage's declared slice."""
+    cfg = validate_config(snakemake.config)
+    expected = stage_params(cfg, stage, source)
+    given = snakemake.params.stage
+    if given != expected:
+        raise ConfigError(f"{stage}: params {given!r} differ from the config slice {expected!r}")
+    return cfg
+
+
+@contextlib.contextmanager
+def job_logging(log_path: str | Path) -> Iterator[logging.Logger]:
+    """Send logging, warnings and progress bars (stderr) of one job to its rule's log file."""
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w") as fh, contextlib.redirect_stderr(fh):
+        handler = logging.StreamHandler(fh)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root = logging.getLogger()
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        logging.captureWarnings(True)
+        try:
+            yield logging.getLogger("vlalert")
+        except Exception:
+            logging.getLogger("vlalert").exception("job failed")
+            raise
+        finally:
+            root.removeHandler(handler)
+            fh.flush()
+            sys.stderr.flush()

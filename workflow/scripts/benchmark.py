@@ -1,0 +1,21 @@
+"""Join every source's labels into video-level train/val/test splits and write the manifest."""
+
+import json
+
+from vlalert.benchmark import build_benchmark, finalize_manifest
+from vlalert.schemas import read_table, write_table
+from vlalert.workflow import config_for_job, job_logging
+
+snakemake = globals()["snakemake"]
+with job_logging(snakemake.log[0]) as log:
+    cfg = config_for_job(snakemake, "benchmark")
+    sources = snakemake.params.sources
+    labels = {s: read_table("labels", p) for s, p in zip(sources, snakemake.input.labels, strict=True)}
+    videos = {s: read_table("videos", p) for s, p in zip(sources, snakemake.input.videos, strict=True)}
+    rejected = {s: read_table("rejected", p) for s, p in zip(sources, snakemake.input.rejected, strict=True)}
+    tables, manifest = build_benchmark(labels, videos, rejected, cfg)
+    paths = {split: write_table("benchmark", tables[split], snakemake.output[split]) for split in tables}
+    manifest = finalize_manifest(manifest, paths)
+    with open(snakemake.output.manifest, "w") as fh:
+        json.dump(manifest, fh, indent=2, sort_keys=True)
+    log.info("benchmark: %s", {split: t.num_rows for split, t in tables.items()})

@@ -1,8 +1,6 @@
 """Join every source's labels into video-level train/val/test splits and write the manifest."""
 
-import json
-
-from vlalert.benchmark import build_benchmark, finalize_manifest
+from vlalert.benchmark import build_benchmark, finalize_manifest, write_manifest
 from vlalert.schemas import read_table, write_table
 from vlalert.workflow import config_for_job, job_logging
 
@@ -16,6 +14,5 @@ with job_logging(snakemake.log[0]) as log:
     tables, manifest = build_benchmark(labels, videos, rejected, cfg)
     paths = {split: write_table("benchmark", tables[split], snakemake.output[split]) for split in tables}
     manifest = finalize_manifest(manifest, paths)
-    with open(snakemake.output.manifest, "w") as fh:
-        json.dump(manifest, fh, indent=2, sort_keys=True)
+    write_manifest(manifest, snakemake.output.manifest)
     log.info("benchmark: %s", {split: t.num_rows for split, t in tables.items()})

@@ -1,0 +1,297 @@
+"""The benchmark stage: labels joined with their clips, cut into train / val / test, and a manifest.
+
+The manifest is the audit trail of the whole front half of the pipeline: how many clips each
+source offered, how many were rejected and why, which clips yielded no tick, how many ticks of
+each action every split holds (excluded post-event ticks and prefix-negative ticks counted
+apart), which label rules fired, the configuration the labels were made with, and (after
+`finalize_manifest`) the sha256 of every written split file. Nothing leaves the benchmark
+without showing up in it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from vlalert.config import SPLITS, WorkflowConfig
+from vlalert.labels import ALERT, OBSERVE, SILENT, effective_t_event, prefix_cut
+from vlalert.schemas import BENCHMARK, LABELS, check_table
+from vlalert.splits import assign_split, parent_id
+
+MANIFEST_FORMAT = "vlalert-benchmark-manifest/1"
+
+# Per-clip columns the benchmark adds to the label columns.
+_CLIP_FIELDS = [f for f in BENCHMARK if f.name not in LABELS.names]
+_CLIP_SCHEMA = pa.schema([pa.field("_clip", pa.string())] + _CLIP_FIELDS)
+
+
+class SplitLeakError(ValueError):
+    """A clip (or a prefix and its parent) was put in more than one split."""
+
+
+def _clip_record(vid: str, video: dict[str, Any], source: str, cfg: WorkflowConfig) -> dict[str, Any]:
+    """The benchmark's per-clip columns for label clip `vid` (a clip, or a prefix of `video`).
+
+    A prefix clip is a negative: no risky or event time, no event; its meta records where it was
+    cut. A positive clip without event time gets the effective one (t_r + alert_s) so that every
+    scorer uses the same rule, and its meta says so.
+    """
+    src = cfg.sources[source]
+    meta = json.loads(video["meta"]) if video["meta"] else {}
+    rec = {
+        "_clip": vid,
+        "split": assign_split(
+            vid, video["official_split"], src.split_map, cfg.splits.fractions, cfg.splits.salt
+        ),
+        "path": video["path"],
+        "fps": video["fps"],
+        "n_frames": video["n_frames"],
+        "is_positive": video["is_positive"],
+        "t_risky_s": video["t_risky_s"],
+        "t_event_s": video["t_event_s"],
+        "ego_involved": video["ego_involved"],
+        "event_type": video["event_type"],
+    }
+    if vid != video["video_id"]:
+        if not video["is_positive"] or video["t_risky_s"] is None:
+            raise ValueError(f"{source}: prefix clip {vid} of a clip without risky time")
+        meta = {
+            "prefix_of": video["video_id"],
+            "prefix_cut_s": prefix_cut(video["t_risky_s"], cfg.labels),
+            "parent_meta": meta,
+        }
+        rec.update(is_positive=False, t_risky_s=None, t_event_s=None, ego_involved=None, event_type=None)
+    elif video["is_positive"] and video["t_event_s"] is None:
+        rec["t_event_s"] = effective_t_event(video["t_risky_s"], None, cfg.labels)
+        meta = {**meta, "t_event_s_rule": "t_risky_s + labels.alert_s (the source gives no event time)"}
+    rec["meta"] = json.dumps(meta, sort_keys=True, default=str)
+    return rec
+
+
+def _join_source(labels: pa.Table, videos: pa.Table, source: str, cfg: WorkflowConfig) -> pa.Table:
+    labels = check_table("labels", labels, f"labels[{source}]")
+    by_id = {v["video_id"]: v for v in videos.to_pylist()}
+    label_ids = labels.column("video_id").to_pylist()
+    parents = labels.column("parent_id").to_pylist()
+    position: dict[str, int] = {}
+    records = []
+    for vid, par in zip(label_ids, parents, strict=True):
+        if vid in position:
+            continue
+        base = parent_id(vid)
+        if (par is not None or base != vid) and par != base:
+            raise ValueError(f"labels[{source}]: clip {vid} has parent_id {par!r}, expected {base!r}")
+        if base not in by_id:
+            raise ValueError(f"labels[{source}]: clip {vid} is not in the videos table of source {source}")
+        position[vid] = len(records)
+        records.append(_clip_record(vid, by_id[base], source, cfg))
+    clip_cols = pa.Table.from_pylist(records, schema=_CLIP_SCHEMA)
+    joined = clip_cols.take(pa.array([position[v] for v in label_ids], pa.int64()))
+    for field in _CLIP_FIELDS:
+        labels = labels.append_column(field, joined.column(field.name))
+    return labels.select(BENCHMARK.names)
+
+
+def _check_no_leak(table: pa.Table) -> None:
+    seen: dict[str, set[str]] = {}
+    for vid, split in zip(
+        table.column("video_id").to_pylist(), table.column("split").to_pylist(), strict=True
+    ):
+        seen.setdefault(parent_id(vid), set()).add(split)
+    leaks = {vid: sorted(s) for vid, s in seen.items() if len(s) > 1}
+    if leaks:
+        shown = dict(list(sorted(leaks.items()))[:10])
+        raise SplitLeakError(f"{len(leaks)} clip(s) appear in more than one split: {shown}")
+
+
+def _tick_counts(table: pa.Table) -> dict[str, dict[str, dict[str, int]]]:
+    """split -> source -> {SILENT, OBSERVE, ALERT, excluded, prefix}: a partition of the ticks.
+
+    Action counts are the ticks a model is trained and scored on; excluded (post-event) ticks and
+    prefix-negative ticks (the parent's ticks again, clip-level scoring only) are counted apart.
+    """
+    cols = [table.column(c).to_pylist() for c in ("split", "source", "action", "excluded", "parent_id")]
+    counter = Counter()
+    for split, source, action, excluded, par in zip(*cols, strict=True):
+        kind = "excluded" if excluded else "prefix" if par is not None else action
+        counter[(split, source, kind)] += 1
+    sources = sorted(set(cols[1]))
+    return {
+        split: {
+            s: {k: counter[(split, s, k)] for k in (SILENT, OBSERVE, ALERT, "excluded", "prefix")}
+            for s in sources
+            if any(counter[(split, s, k)] for k in (SILENT, OBSERVE, ALERT, "excluded", "prefix"))
+        }
+        for split in SPLITS
+    }
+
+
+def _clip_counts(table: pa.Table) -> dict[str, dict[str, dict[str, int]]]:
+    pairs = set(
+        zip(*(table.column(c).to_pylist() for c in ("split", "source", "video_id", "parent_id")), strict=True)
+    )
+    out: dict[str, dict[str, dict[str, int]]] = {split: {} for split in SPLITS}
+    for split, source, _vid, par in pairs:
+        entry = out[split].setdefault(source, {"clips": 0, "prefix_clips": 0})
+        entry["prefix_clips" if par is not None else "clips"] += 1
+    return {split: dict(sorted(v.items())) for split, v in out.items()}
+
+
+def _rule_counts(table: pa.Table) -> dict[str, dict[str, int]]:
+    counter = Counter(zip(table.column("source").to_pylist(), table.column("rule").to_pylist(), strict=True))
+    out: dict[str, dict[str, int]] = {}
+    for (source, rule), n in sorted(counter.items()):
+        out.setdefault(source, {})[rule] = n
+    return out
+
+
+def _source_summary(
+    source: str, videos: pa.Table | None, rejected: pa.Table | None, labels: pa.Table | None
+) -> dict[str, Any]:
+    accepted = videos.column("video_id").to_pylist() if videos is not None else []
+    rej = rejected.to_pylist() if rejected is not None else []
+    labelled = set(labels.column("video_id").to_pylist()) if labels is not None else set()
+    # Reasons name their clip; masking the id lets identical failures be counted together.
+    reasons = Counter(
+        r["reason"].replace(r["video_id"], "<id>") if r["video_id"] else r["reason"] for r in rej
+    )
+    return {
+        "accepted": len(accepted),
+        "rejected": len(rej),
+        "rejection_reasons": dict(sorted(reasons.items())),
+        "rejected_clips": sorted(
+            ({"video_id": r["video_id"], "reason": r["reason"]} for r in rej),
+            key=lambda r: (r["video_id"], r["reason"]),
+        ),
+        "clips_without_ticks": sorted(v for v in accepted if v not in labelled),
+    }
+
+
+def _config_used(cfg: WorkflowConfig) -> dict[str, Any]:
+    return {
+        "ticks": cfg.ticks.model_dump(),
+        "window": cfg.window.model_dump(),
+        "labels": cfg.labels.model_dump(),
+        "gate": cfg.gate.model_dump(),
+        "splits": cfg.splits.model_dump(),
+        "sources": {
+            name: {
+                "kind": src.kind,
+                "gate_provider": cfg.gate_provider(name),
+                "prefix_negatives": src.prefix_negatives,
+                "split_map": dict(src.split_map),
+                "consensus": src.consensus,
+            }
+            for name, src in sorted(cfg.sources.items())
+        },
+    }
+
+
+def build_benchmark(
+    labels: dict[str, pa.Table],
+    videos: dict[str, pa.Table],
+    rejected: dict[str, pa.Table],
+    cfg: WorkflowConfig,
+) -> tuple[dict[str, pa.Table], dict]:
+    """Split -> BENCHMARK table (every split present, maybe empty), and the manifest (without file hashes).
+
+    Rows are sorted by source, video_id, tick. Raises SplitLeakError when a clip id (a prefix
+    counted as its parent) would land in two splits, e.g. the same id in two sources.
+    """
+    missing = sorted(set(labels) - set(videos))
+    if missing:
+        raise ValueError(f"labels given for sources {missing} without their videos table")
+    unknown = sorted((set(labels) | set(videos) | set(rejected)) - set(cfg.sources))
+    if unknown:
+        raise ValueError(f"sources {unknown} are not in the config")
+    parts = [_join_source(labels[s], videos[s], s, cfg) for s in sorted(labels)]
+    table = pa.concat_tables(parts) if parts else BENCHMARK.empty_table()
+    table = table.sort_by([("source", "ascending"), ("video_id", "ascending"), ("tick", "ascending")])
+    table = check_table("benchmark", table)
+    _check_no_leak(table)
+    splits = {s: table.filter(pc.equal(table.column("split"), s)) for s in SPLITS}
+    clips = _clip_counts(table)
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "run": cfg.run,
+        "totals": {
+            s: {
+                "ticks": splits[s].num_rows,
+                "clips": sum(v["clips"] for v in clips[s].values()),
+                "prefix_clips": sum(v["prefix_clips"] for v in clips[s].values()),
+            }
+            for s in SPLITS
+        },
+        "ticks": _tick_counts(table),
+        "clips": clips,
+        "rules": _rule_counts(table),
+        "sources": {
+            s: _source_summary(s, videos.get(s), rejected.get(s), labels.get(s))
+            for s in sorted(set(videos) | set(rejected) | set(labels))
+        },
+        "config": _config_used(cfg),
+    }
+    return splits, manifest
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def finalize_manifest(manifest: dict, paths: dict[str, str | os.PathLike[str]]) -> dict:
+    """A copy of `manifest` with "files": path, bytes, rows and sha256 of each written split file.
+
+    Checks each file's row count against the manifest, so a manifest never vouches for a file
+    it was not computed from.
+    """
+    out = json.loads(json.dumps(manifest))
+    missing = sorted(set(out["totals"]) - set(paths))
+    if missing:
+        raise ValueError(f"no written file given for splits {missing}")
+    files = {}
+    for split, path in sorted(paths.items()):
+        if split not in out["totals"]:
+            raise ValueError(f"split {split!r} is not in the manifest")
+        rows = pq.ParquetFile(path).metadata.num_rows
+        if rows != out["totals"][split]["ticks"]:
+            raise ValueError(
+                f"{path}: {rows} rows, but the manifest counts {out['totals'][split]['ticks']} "
+                f"ticks for split {split}"
+            )
+        files[split] = {
+            "path": str(path),
+            "bytes": os.path.getsize(path),
+            "rows": rows,
+            "sha256": sha256_file(path),
+        }
+    out["files"] = files
+    return out
+
+
+def write_manifest(manifest: dict, path: str | os.PathLike[str]) -> Path:
+    """Write the manifest as sorted, indented JSON, atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(manifest, fh, indent=2, sort_keys=True)
+            fh.write("\n")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path

@@ -1,0 +1,248 @@
+"""DADA-2000 (driver attention in accident scenarios), as distributed: frame folders and one sheet.
+
+The sheet `DADA2000_video_annotations.xlsx` holds its table on the SECOND sheet (the first is a
+legend); a CSV export of that table is read the same way. Clips are frame folders
+`{type}/{video:03d}/images/NNNN.jpg` at 30 fps, named `{type}_{video:03d}`. Times are frame numbers
+divided by the fps, as DESIGN.md says; -1 in a frame column means "not given".
+Categories 1-18 are the paper's "ego-car involved" group; consensus labels override this.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from vlalert.config import SourceConfig
+from vlalert.sources.base import Annotation, Rejection
+from vlalert.sources.common import (
+    FieldError,
+    annotation_candidates,
+    frame_folder,
+    json_value,
+    parse_int,
+    provenance,
+    reason,
+    reject,
+    require,
+    times_from,
+)
+
+FPS = 30.0
+DEFAULT_FILES: tuple[str, ...] = ("DADA2000_video_annotations.xlsx", "DADA2000_video_annotations.csv")
+EGO_CATEGORIES = range(1, 19)
+
+VIDEO = "video"
+TYPE = "type"
+ACCIDENT = "whether an accident occurred (1/0)"
+ABNORMAL_START = "abnormal start frame"
+ACCIDENT_FRAME = "accident frame"
+ABNORMAL_END = "abnormal end frame"
+TOTAL_FRAMES = "total frames"
+COLUMNS: tuple[str, ...] = (
+    VIDEO,
+    "weather(sunny,rainy,snowy,foggy)1-4",
+    "light(day,night)1-2",
+    "scenes(highway,tunnel,mountain,urban,rural)1-5",
+    "linear(arterials,curve,intersection,t-junction,ramp) 1-5",
+    TYPE,
+    ACCIDENT,
+    ABNORMAL_START,
+    ACCIDENT_FRAME,
+    ABNORMAL_END,
+    TOTAL_FRAMES,
+    "[0,tai]",
+    "[tai,tco]",
+    "[tai,tae]",
+    "[tco,tae]",
+    "[tae,end]",
+    "texts",
+    "causes",
+    "measures",
+)
+REQUIRED: tuple[str, ...] = (VIDEO, TYPE, ACCIDENT, ABNORMAL_START, ACCIDENT_FRAME, TOTAL_FRAMES)
+HEADER_SEARCH_ROWS = 10
+
+
+def _clean_header(value: Any) -> str:
+    # Spreadsheet headers often carry line breaks or doubled spaces; compare them collapsed.
+    return " ".join(str(value).split()) if value is not None else ""
+
+
+def _table(rows: Iterable[Iterable[Any]], path: Path) -> list[dict[str, Any]]:
+    """Rows under the header (found in the first rows: a legend or title may sit above it)."""
+    rows = iter(rows)
+    for _ in range(HEADER_SEARCH_ROWS):
+        try:
+            header = [_clean_header(c) for c in next(rows)]
+        except StopIteration:
+            break
+        if VIDEO in header and TYPE in header:
+            missing = [c for c in REQUIRED if c not in header]
+            if missing:
+                raise ValueError(f"{path}: DADA-2000 annotation table lacks the columns {missing}")
+            table = []
+            for values in rows:
+                values = list(values)
+                if all(v is None or str(v).strip() == "" for v in values):
+                    continue  # blank spreadsheet rows carry no clip
+                table.append({h: v for h, v in zip(header, values, strict=False) if h})
+            return table
+    raise ValueError(
+        f"{path}: no DADA-2000 header row (with columns {VIDEO!r} and {TYPE!r}) in its first "
+        f"{HEADER_SEARCH_ROWS} rows; expected the columns {list(COLUMNS)}"
+    )
+
+
+def read_sheet(path: Path) -> list[dict[str, Any]]:
+    """The annotation table of the xlsx (second sheet) or of its CSV export, as header -> cell dicts."""
+    if path.suffix.lower() == ".csv":
+        try:
+            with open(path, newline="", encoding="utf-8-sig") as fh:
+                return _table(csv.reader(fh), path)
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{path}: not a text CSV file ({err})") from None
+    import openpyxl
+
+    try:
+        wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except Exception as err:  # zipfile.BadZipFile, InvalidFileException, KeyError ...
+        raise ValueError(f"{path}: not a readable xlsx workbook: {err}") from None
+    try:
+        if len(wb.worksheets) < 2:
+            raise ValueError(
+                f"{path}: has {len(wb.worksheets)} sheet(s); the DADA-2000 annotation table is expected "
+                "on the second sheet (the first is the legend)"
+            )
+        return _table(wb.worksheets[1].iter_rows(values_only=True), path)
+    finally:
+        wb.close()
+
+
+def _frame(row: dict[str, Any], column: str) -> int | None:
+    value = parse_int(row.get(column), column)
+    return None if value is None or value == -1 else value
+
+
+def clip_dir(root: Path, category: int, video: int) -> Path:
+    return root / str(category) / f"{video:03d}"
+
+
+def parse_row(name: str, row: dict[str, Any], sheet: Path, root: Path) -> Annotation:
+    video = require(parse_int(row.get(VIDEO), VIDEO), VIDEO)
+    category = require(parse_int(row.get(TYPE), TYPE), TYPE)
+    if video < 0:
+        raise FieldError(VIDEO, f"{row.get(VIDEO)!r} is negative")
+    if category < 1:
+        raise FieldError(TYPE, f"{row.get(TYPE)!r} is not a category number (1, 2, ...)")
+    accident = parse_int(row.get(ACCIDENT), ACCIDENT)
+    if accident not in (0, 1):
+        raise FieldError(ACCIDENT, f"{row.get(ACCIDENT)!r} is not 1 or 0")
+    start, crash = _frame(row, ABNORMAL_START), _frame(row, ACCIDENT_FRAME)
+    _frame(row, ABNORMAL_END)  # parsed only to reject a malformed cell; kept in meta
+    total = _frame(row, TOTAL_FRAMES)
+    positive = accident == 1
+    # A negative (no accident) keeps its abnormal-interval frames in meta only: it has no event.
+    t_risky = start / FPS if positive and start is not None else None
+    t_event = crash / FPS if positive and crash is not None else None
+    prov = {
+        "t_risky_s": provenance(sheet, ABNORMAL_START, "annotation"),
+        "t_event_s": provenance(sheet, ACCIDENT_FRAME, "annotation"),
+        "n_frames": provenance(sheet, TOTAL_FRAMES, "annotation"),
+        "ego_involved": provenance(sheet, TYPE, "dada-category"),
+    }
+    video_id = f"{category}_{video:03d}"
+    return Annotation(
+        video_id=video_id,
+        source=name,
+        path=str(clip_dir(root, category, video) / "images"),
+        fps=FPS,
+        official_split=None,
+        is_positive=positive,
+        t_risky_s=t_risky,
+        t_event_s=t_event,
+        ego_involved=category in EGO_CATEGORIES,
+        event_type=None,
+        annotation_file=str(sheet),
+        n_frames=total,
+        meta={
+            **{k: json_value(v) for k, v in row.items()},
+            "category": category,
+            "clip_number": video,
+            "provenance": prov,
+            "times_from": times_from(prov, t_risky, t_event),
+            "ego_from": "dada-category",
+        },
+    )
+
+
+def _find_sheet(name: str, src: SourceConfig) -> Path:
+    candidates = annotation_candidates(src, list(DEFAULT_FILES))
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise FileNotFoundError(
+        f"DADA-2000 source {name!r}: no annotation sheet; expected {' or '.join(str(p) for p in candidates)} "
+        f"(the xlsx with the table on its second sheet, or its CSV export, columns {list(COLUMNS)})"
+    )
+
+
+def _row_id(row: dict[str, Any], line: int) -> str:
+    try:
+        return f"{parse_int(row.get(TYPE), TYPE)}_{parse_int(row.get(VIDEO), VIDEO):03d}"
+    except (FieldError, TypeError, ValueError):
+        return f"<row {line}>"
+
+
+def _unannotated(name: str, root: Path, named: set[str], sheet: Path) -> list[Rejection]:
+    """Frame folders that no row names (a row rejected for a bad field still names its clip)."""
+    out = []
+    for cat_dir in sorted(p for p in root.iterdir() if p.is_dir() and p.name.isdigit()):
+        for clip in sorted(p for p in cat_dir.iterdir() if p.is_dir() and p.name.isdigit()):
+            video_id = f"{int(cat_dir.name)}_{int(clip.name):03d}"
+            folder = frame_folder(clip)
+            if folder is None or video_id in named:
+                continue
+            out.append(
+                Rejection(
+                    video_id=video_id,
+                    source=name,
+                    path=str(folder),
+                    reason=reason(folder, video_id, VIDEO, f"frame folder has no annotation row in {sheet}"),
+                )
+            )
+    return out
+
+
+def read_annotations(
+    name: str, src: SourceConfig, *, check_videos: bool = True
+) -> tuple[list[Annotation], list[Rejection]]:
+    """Every row of the sheet; rows that cannot be used, and frame folders no row names, become Rejections."""
+    root = Path(src.root)
+    sheet = _find_sheet(name, src)
+    annotations: list[Annotation] = []
+    rejections: list[Rejection] = []
+    named: set[str] = set()
+    # Line numbers are counted from the first table row; they only label rows without a usable id.
+    for line, row in enumerate(read_sheet(sheet), start=1):
+        named.add(_row_id(row, line))
+        try:
+            ann = parse_row(name, row, sheet, root)
+        except FieldError as err:
+            rejections.append(reject(name, _row_id(row, line), sheet, sheet, err))
+            continue
+        if check_videos:
+            category, video = ann.meta["category"], ann.meta["clip_number"]
+            folder = frame_folder(clip_dir(root, category, video))
+            if folder is None:
+                expected = clip_dir(root, category, video)
+                images = expected / "images"
+                what = f"video file missing: expected frame images (.jpg/.png) in {images} or {expected}"
+                rejections.append(reject(name, ann.video_id, images, sheet, FieldError(VIDEO, what)))
+                continue
+            ann.path = str(folder)
+        annotations.append(ann)
+    if check_videos and root.is_dir():
+        rejections += _unannotated(name, root, named, sheet)
+    return annotations, rejections

@@ -1,0 +1,188 @@
+"""DoTA (Detection of Traffic Anomaly): per-clip metadata JSON and 10 fps frame folders.
+
+`metadata_{train,val}.json` map each clip name to {video_start, video_end, anomaly_start,
+anomaly_end, anomaly_class, num_frames, subset}; anomaly frames count from the clip's first frame.
+`anomaly_class` reads "ego: turning" or "other: lateral": the prefix says whether the ego vehicle is
+involved, the rest is the event type. Every DoTA clip holds an anomaly, so all are positive; DoTA
+gives no collision time (t_event_s stays None unless consensus labels give one: the labels stage
+decides what a missing event time means).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from vlalert.config import SourceConfig
+from vlalert.sources.base import Annotation, Rejection
+from vlalert.sources.common import (
+    FieldError,
+    annotation_candidates,
+    frame_folder,
+    json_value,
+    parse_float,
+    parse_int,
+    provenance,
+    reason,
+    reject,
+    require,
+    times_from,
+)
+
+FPS = 10.0
+DEFAULT_FILES: tuple[str, ...] = ("metadata_train.json", "metadata_val.json")
+FIELDS: tuple[str, ...] = (
+    "video_start",
+    "video_end",
+    "anomaly_start",
+    "anomaly_end",
+    "anomaly_class",
+    "num_frames",
+    "subset",
+)
+KEY_FIELD = "clip_name (JSON key)"
+EGO_PREFIXES = {"ego": True, "other": False}
+
+
+def parse_class(value: Any) -> tuple[bool, str]:
+    """ "ego: turning" -> (True, "turning"); "other: lateral" -> (False, "lateral")."""
+    if not isinstance(value, str) or ":" not in value:
+        raise FieldError("anomaly_class", f"{value!r} is not of the form 'ego: <type>' or 'other: <type>'")
+    prefix, _, kind = value.partition(":")
+    prefix = prefix.strip().lower()
+    if prefix not in EGO_PREFIXES:
+        raise FieldError("anomaly_class", f"{value!r} starts with {prefix!r}, expected 'ego' or 'other'")
+    return EGO_PREFIXES[prefix], kind.strip()
+
+
+def parse_entry(name: str, clip_name: str, entry: Any, meta_file: Path, root: Path) -> Annotation:
+    if not isinstance(entry, dict):
+        raise FieldError(
+            KEY_FIELD, f"entry is a {type(entry).__name__}, expected an object with {list(FIELDS)}"
+        )
+    ego, event_type = parse_class(require(entry.get("anomaly_class"), "anomaly_class"))
+    start = require(parse_float(entry.get("anomaly_start"), "anomaly_start"), "anomaly_start")
+    n_frames = parse_int(entry.get("num_frames"), "num_frames")
+    subset = entry.get("subset")
+    if subset is not None and not isinstance(subset, str):
+        raise FieldError("subset", f"{subset!r} is not a split name")
+    t_risky = start / FPS
+    prov = {
+        "t_risky_s": provenance(meta_file, "anomaly_start", "annotation"),
+        "n_frames": provenance(meta_file, "num_frames", "annotation"),
+        "ego_involved": provenance(meta_file, "anomaly_class", "annotation"),
+    }
+    return Annotation(
+        video_id=clip_name,
+        source=name,
+        path=str(root / "frames" / clip_name),
+        fps=FPS,
+        official_split=subset,
+        is_positive=True,
+        t_risky_s=t_risky,
+        t_event_s=None,
+        ego_involved=ego,
+        event_type=event_type or None,
+        annotation_file=str(meta_file),
+        n_frames=n_frames,
+        meta={
+            **{k: json_value(v) for k, v in entry.items()},
+            "provenance": prov,
+            "times_from": times_from(prov, t_risky, None),
+            "ego_from": "annotation",
+        },
+    )
+
+
+def read_metadata(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(
+            f"{path}: not valid JSON ({err}); expected DoTA metadata {{clip_name: {{...}}}}"
+        ) from None
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"{path}: top level is a {type(data).__name__}; expected DoTA metadata, an object "
+            f"{{clip_name: {{{', '.join(FIELDS)}}}}}"
+        )
+    return data
+
+
+def video_candidates(root: Path, clip_name: str) -> list[Path]:
+    return [root / "frames" / clip_name, root / "videos" / f"{clip_name}.mp4"]
+
+
+def _locate(root: Path, clip_name: str) -> Path | None:
+    folder = frame_folder(root / "frames" / clip_name)
+    if folder is not None:
+        return folder
+    video = root / "videos" / f"{clip_name}.mp4"
+    return video if video.is_file() else None
+
+
+def _unannotated(name: str, root: Path, named: set[str], files: list[Path]) -> list[Rejection]:
+    """Frame folders and videos that no metadata entry names."""
+    found: list[tuple[str, Path]] = []
+    if (root / "frames").is_dir():
+        for clip in sorted(p for p in (root / "frames").iterdir() if p.is_dir()):
+            folder = frame_folder(clip)
+            if folder is not None:
+                found.append((clip.name, folder))
+    if (root / "videos").is_dir():
+        found += [(v.stem, v) for v in sorted((root / "videos").glob("*.mp4"))]
+    names = " or ".join(str(f) for f in files)
+    return [
+        Rejection(
+            video_id=clip_name,
+            source=name,
+            path=str(path),
+            reason=reason(path, clip_name, KEY_FIELD, f"video has no entry in {names}"),
+        )
+        for clip_name, path in found
+        if clip_name not in named
+    ]
+
+
+def read_annotations(
+    name: str, src: SourceConfig, *, check_videos: bool = True
+) -> tuple[list[Annotation], list[Rejection]]:
+    """Every clip of the metadata JSON files present; clips that cannot be used become Rejections.
+
+    check_videos=False parses the metadata only (DoTA's frames are a separate, large download).
+    """
+    root = Path(src.root)
+    candidates = annotation_candidates(src, list(DEFAULT_FILES))
+    files = [p for p in candidates if p.is_file()]
+    if not files:
+        raise FileNotFoundError(
+            f"DoTA source {name!r}: no metadata file; expected {' or '.join(str(p) for p in candidates)} "
+            f"(JSON objects {{clip_name: {{{', '.join(FIELDS)}}}}} as published with DoTA)"
+        )
+    annotations: list[Annotation] = []
+    rejections: list[Rejection] = []
+    named: set[str] = set()
+    for meta_file in files:
+        for clip_name, entry in read_metadata(meta_file).items():
+            named.add(clip_name)
+            try:
+                ann = parse_entry(name, clip_name, entry, meta_file, root)
+            except FieldError as err:
+                rejections.append(reject(name, clip_name, root / "frames" / clip_name, meta_file, err))
+                continue
+            if check_videos:
+                path = _locate(root, clip_name)
+                if path is None:
+                    frames, video = video_candidates(root, clip_name)
+                    err = FieldError(
+                        KEY_FIELD, f"video file missing: expected frame images in {frames} or {video}"
+                    )
+                    rejections.append(reject(name, clip_name, root / "frames" / clip_name, meta_file, err))
+                    continue
+                ann.path = str(path)
+            annotations.append(ann)
+    if check_videos:
+        rejections += _unannotated(name, root, named, files)
+    return annotations, rejections

@@ -126,11 +126,15 @@ class LLMConfig(_Strict):
     usd_per_1k_output_tokens: float = Field(0.01, ge=0)
     jpeg_quality: int = Field(85, ge=1, le=100)
     max_image_side: int = Field(512, ge=32)
+    image_detail: Literal["low", "high", "auto"] = "low"  # OpenAI vision detail; "low" is 85 tokens a frame
+    temperature: float = Field(0.0, ge=0, le=2)
+    max_output_tokens: int = Field(600, ge=16, le=16384)
     cache_dir: str = "results/beliefs/llm_cache"
 
 
 class BeliefsConfig(_Strict):
     provider: Literal["rules", "llm"] = "rules"
+    progress: bool = True  # tqdm bar with done / cached / failed counts (llm provider)
     llm: LLMConfig = Field(default_factory=LLMConfig)
 
 

@@ -1,0 +1,270 @@
+"""A scripted OpenAI-compatible chat server on 127.0.0.1 for the llm belief provider's tests.
+
+It is a real HTTP server (http.server in a thread, port 0), so the tests exercise the real
+`openai` client, its timeouts and its error mapping. Each test scripts the replies with a
+function of (request number, request JSON); the default reply is a belief that agrees with the
+label stated in the prompt, the way a well-behaved model would answer.
+
+Also here: `fake_frames`, a deterministic stand-in for vlalert.video.read_frames (same frames
+for the same path and indices in every process, which the cache keys depend on).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import numpy as np
+
+PROMPT_TOKENS = 1000
+COMPLETION_TOKENS = 100
+_LABEL_RE = re.compile(r"action=(SILENT|OBSERVE|ALERT) danger=([0-9.]+)")
+
+
+def fake_frames(path: str, indices: Sequence[int]) -> np.ndarray:
+    """Random but reproducible (N, 48, 64, 3) uint8 frames for (path, indices)."""
+    seed = zlib.crc32(f"{path}|{list(indices)}".encode())
+    return np.random.default_rng(seed).integers(0, 256, size=(len(indices), 48, 64, 3), dtype=np.uint8)
+
+
+def user_text(request: dict[str, Any]) -> str:
+    """All text parts of the request's user message(s)."""
+    parts = []
+    for msg in request.get("messages", []):
+        content = msg.get("content")
+        if msg.get("role") != "user":
+            continue
+        if isinstance(content, str):
+            parts.append(content)
+        else:
+            parts += [c.get("text", "") for c in content if c.get("type") == "text"]
+    return "\n".join(parts)
+
+
+def label_of(request: dict[str, Any]) -> tuple[str, float]:
+    """The (action, danger) the prompt states for the tick."""
+    m = _LABEL_RE.search(user_text(request))
+    if m is None:
+        raise AssertionError("request states no label")
+    return m.group(1), float(m.group(2))
+
+
+def agreeing_reply(request: dict[str, Any]) -> dict[str, Any]:
+    """A TickReply that agrees with the prompt's label."""
+    action, danger = label_of(request)
+    if action == "SILENT":
+        belief = {"hazard": "none", "where": "none", "motion": "none", "ttc_s": None}
+        analysis = "Traffic flows normally and the lane ahead is clear."
+    else:
+        belief = {"hazard": "vehicle", "where": "ahead", "motion": "braking", "ttc_s": 1.5}
+        analysis = "The car ahead brakes hard about 1.5 s ahead; slow down."
+    belief.update(danger=danger, ego_involved=action == "ALERT")
+    return {"analysis": analysis, "belief": belief, "action": action}
+
+
+def contradicting_reply(request: dict[str, Any]) -> dict[str, Any]:
+    """A reply whose danger sits on the wrong side of 0.5 for the label's action."""
+    reply = agreeing_reply(request)
+    action, _ = label_of(request)
+    reply["belief"]["danger"] = 0.2 if action == "ALERT" else 0.9
+    if action == "OBSERVE":  # OBSERVE has no danger bound: contradict the action instead
+        reply["action"] = "SILENT"
+    return reply
+
+
+@dataclass
+class Reply:
+    """One scripted HTTP answer. `content` None: the default agreeing reply."""
+
+    status: int = 200
+    content: str | dict[str, Any] | None = None
+    body: dict[str, Any] | None = None  # full response body (overrides content)
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+
+
+Script = Callable[[int, dict[str, Any]], Reply]
+
+
+@dataclass
+class Seen:
+    body_sha256: str
+    request: dict[str, Any]
+    headers: dict[str, str]
+    status: int | None = None  # what was answered (None: not answered, e.g. held or client gone)
+
+
+def completion_body(content: str | None, model: str) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "created": 0,
+        "model": model,
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+        ],
+        "usage": {
+            "prompt_tokens": PROMPT_TOKENS,
+            "completion_tokens": COMPLETION_TOKENS,
+            "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS,
+        },
+    }
+
+
+class FakeLLMServer:
+    """POST /v1/chat/completions on 127.0.0.1:<free port>, answering by `script`.
+
+    `hold_after`: after that many 200 answers, further requests are held unanswered until
+    `release()` (used to kill a client at a known point).
+    """
+
+    def __init__(self, script: Script | None = None, hold_after: int | None = None) -> None:
+        self.script: Script = script or (lambda n, req: Reply())
+        self.hold_after = hold_after
+        self.seen: list[Seen] = []
+        self._lock = threading.Lock()
+        self._release = threading.Event()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def __enter__(self) -> FakeLLMServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._release.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+    def release(self) -> None:
+        self._release.set()
+
+    def answered(self, status: int = 200) -> list[str]:
+        """Body hashes of the requests answered with `status`, in order."""
+        with self._lock:
+            return [s.body_sha256 for s in self.seen if s.status == status]
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:  # keep pytest output clean
+                pass
+
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.path.rstrip("/") != "/v1/chat/completions":
+                    self._send(404, {"error": {"message": f"no route {self.path}"}}, {})
+                    return
+                request = json.loads(raw)
+                seen = Seen(
+                    hashlib.sha256(raw).hexdigest(), request, {k.lower(): v for k, v in self.headers.items()}
+                )
+                with server._lock:
+                    n = len(server.seen)
+                    server.seen.append(seen)
+                    n_ok = sum(1 for s in server.seen if s.status == 200)
+                if server.hold_after is not None and n_ok >= server.hold_after:
+                    server._release.wait(timeout=30)
+                    return  # never answered: the client is gone by now
+                reply = server.script(n, request)
+                if reply.delay_s:
+                    time.sleep(reply.delay_s)
+                if reply.body is not None:
+                    body = reply.body
+                elif reply.status == 200:
+                    content = reply.content if reply.content is not None else agreeing_reply(request)
+                    if isinstance(content, dict):
+                        content = json.dumps(content)
+                    body = completion_body(content, request.get("model", "?"))
+                else:
+                    body = {"error": {"message": f"scripted {reply.status}", "type": "test"}}
+                if self._send(reply.status, body, reply.headers):
+                    with server._lock:
+                        seen.status = reply.status
+
+            def _send(self, status: int, body: dict[str, Any], headers: dict[str, str]) -> bool:
+                data = json.dumps(body).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    for k, v in headers.items():
+                        self.send_header(k, v)
+                    self.end_headers()
+                    self.wfile.write(data)
+                    self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    return False
+                return True
+
+        return Handler
+
+
+# ---------------------------------------------------------------- a small labelled source
+
+
+def clip_row(
+    video_id: str,
+    *,
+    fps: float = 10.0,
+    n_frames: int = 80,
+    positive: bool = True,
+    t_risky_s: float | None = 5.0,
+    t_event_s: float | None = None,
+    ego: bool | None = True,
+    event_type: str | None = None,
+    meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One VIDEOS row (meta as the JSON string videos.parquet holds)."""
+    return {
+        "video_id": video_id,
+        "source": "mix",
+        "path": f"/videos/{video_id}.mp4",
+        "fps": fps,
+        "n_frames": n_frames,
+        "duration_s": n_frames / fps,
+        "width": 64,
+        "height": 48,
+        "official_split": "test",
+        "is_positive": positive,
+        "t_risky_s": t_risky_s if positive else None,
+        "t_event_s": t_event_s if positive else None,
+        "ego_involved": ego,
+        "event_type": event_type,
+        "meta": json.dumps(meta or {}, sort_keys=True),
+    }
+
+
+def base_config(**beliefs: Any) -> dict[str, Any]:
+    """Raw workflow config of the one source `mix` (no gating by source; badas gate: no extra keys)."""
+    raw: dict[str, Any] = {
+        "sources": {"mix": {"kind": "dota", "root": "unused", "prefix_negatives": True}},
+        "labels": {"gated_sources": []},
+        "gate": {"provider": "badas"},
+        "demo": {"enabled": False},
+    }
+    if beliefs:
+        raw["beliefs"] = beliefs
+    return raw
+
+
+def small_llm_clips() -> list[dict[str, Any]]:
+    """8 trainable ticks: a DoTA-like positive (OBSERVE x3, ALERT x2, 1 post-event) and a negative."""
+    return [
+        clip_row("pos_dota", event_type="turning", meta={"anomaly_class": "ego: turning"}),
+        clip_row("neg_nexar", fps=30.0, n_frames=150, positive=False, ego=False),
+    ]

@@ -1,0 +1,83 @@
+"""On-disk cache of LLM answers, one JSON file per request, so no answer is ever paid for twice.
+
+The key is the sha256 of everything that decides the answer: the model name, the full prompt
+text (system text, instruction, output schema) and the exact bytes of every frame sent. A
+rerun, or a resume after the stage was killed, finds every answered request here and sends
+only the others. Entries are written to a temp file in the same folder and renamed into place,
+so a kill mid-write leaves either no entry or a complete one; an unreadable entry (e.g. from a
+disk error) counts as a miss and is overwritten by the next answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+
+def request_key(model: str, prompt_text: str, frames: Iterable[bytes]) -> str:
+    """sha256 over (model, prompt text, frame bytes), each part length-prefixed.
+
+    Length prefixes make the encoding unambiguous: moving a byte from one part to the next
+    changes the key.
+    """
+    h = hashlib.sha256()
+    for part in (model.encode(), prompt_text.encode()):
+        h.update(len(part).to_bytes(8, "big"))
+        h.update(part)
+    for frame in frames:
+        h.update(len(frame).to_bytes(8, "big"))
+        h.update(frame)
+    return h.hexdigest()
+
+
+class ResponseCache:
+    """A folder of `{key[:2]}/{key}.json` files (sharded so no folder holds millions of files)."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    def path(self, key: str) -> Path:
+        if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
+            raise ValueError(f"cache key must be a sha256 hex digest, got {key!r}")
+        return self.root / key[:2] / f"{key}.json"
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        p = self.path(key)
+        try:
+            with open(p, encoding="utf-8") as fh:
+                value = json.load(fh)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return None
+        return value if isinstance(value, dict) else None
+
+    def __contains__(self, key: str) -> bool:
+        return self.get(key) is not None
+
+    def put(self, key: str, value: dict[str, Any]) -> Path:
+        """Write one entry atomically (temp file in the same folder, fsync, rename)."""
+        p = self.path(key)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{key[:16]}.", suffix=".tmp", dir=p.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(value, fh, sort_keys=True)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, p)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return p
+
+    def keys(self) -> list[str]:
+        """Every complete entry's key (temp files of interrupted writes are not entries)."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.stem for p in self.root.glob("??/*.json"))

@@ -1,0 +1,618 @@
+"""The `llm` belief provider: any OpenAI-compatible chat endpoint, with a cache, retries and a budget.
+
+Per tick: the tick's frames are sent as JPEG data URLs with an instruction that states the
+tick's label, and the reply is asked for as structured output (`TickReply` JSON Schema). Then:
+
+- every answer is cached on disk under the sha256 of (model, prompt text, frame bytes) before it
+  is used, so a rerun or a resume after a kill sends only requests that were never answered;
+- 429, 5xx, 408/409 and timeouts / connection errors are retried here (the client's own retries
+  are off, so the behaviour is ours, bounded and tested) with exponential backoff and jitter,
+  or exactly the server's Retry-After when it sends one (capped at backoff_max_s);
+- a reply that fails the schema or contradicts the label is asked again once, with the reason
+  appended to the prompt; a second failure falls back to the `rules` provider, flagged
+  `provider = "rules-fallback"` (model and prompt_sha256 then name the request that was tried);
+- cost per row = its answers' usage tokens x the configured prices. The budget counts the cost
+  of every answer the result uses, cached ones included, so killing and resuming a run cannot
+  spend more than max_cost_usd in total; once it is reached no new request is sent (requests
+  already in flight, at most max_concurrency, still complete) and `BudgetExceeded` carries the
+  partial result;
+- 401/403/404 stop the whole stage at once (a wrong key, model or URL fails every request);
+  another 4xx, or retries exhausted, fails that tick: the other ticks go on, the failure is not
+  cached (a rerun asks again) and `RequestsFailed` lists it at the end. A refused request is
+  usually a setting the server does not support, which would hit every tick: it must be seen,
+  not silently turned into rules beliefs;
+- the API key is removed from every message this module logs or raises.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from pydantic import ValidationError
+
+from vlalert.beliefs.cache import ResponseCache, request_key
+from vlalert.beliefs.rules import TickContext, rules_reply
+from vlalert.beliefs.schema import TickReply, agreement_errors, reply_json_schema, response_format
+from vlalert.beliefs.schema import validation_message as _validation_message
+from vlalert.beliefs.text import belief_text, clean_analysis
+from vlalert.config import LabelsConfig, LLMConfig, WindowConfig
+from vlalert.schemas import table_from_rows
+
+log = logging.getLogger(__name__)
+
+PROVIDER = "llm"
+FALLBACK_PROVIDER = "rules-fallback"
+REDACTED = "[REDACTED]"
+FATAL_STATUSES = frozenset({401, 403, 404})
+RETRY_STATUSES = frozenset({408, 409, 429})
+
+FramesLoader = Callable[[str, Sequence[int]], np.ndarray]
+
+
+# ---------------------------------------------------------------- errors
+
+
+class LLMError(RuntimeError):
+    """The endpoint cannot be used at all (no key, wrong key, wrong model or URL). Key redacted."""
+
+
+class BeliefsIncomplete(RuntimeError):
+    """The stage stopped before every tick had a belief; `partial` holds the rows that do.
+
+    Everything answered so far is in the cache, so a rerun resumes without paying twice.
+    """
+
+    def __init__(self, message: str, partial: pa.Table, *, done: int, total: int) -> None:
+        super().__init__(message)
+        self.partial = partial
+        self.done = done
+        self.total = total
+
+
+class BudgetExceeded(BeliefsIncomplete):
+    """beliefs.llm.max_cost_usd was reached; no further request was sent."""
+
+    def __init__(self, message: str, partial: pa.Table, *, done: int, total: int, spent_usd: float) -> None:
+        super().__init__(message, partial, done=done, total=total)
+        self.spent_usd = spent_usd
+
+
+class RequestsFailed(BeliefsIncomplete):
+    """Some ticks got no answer after all retries (endpoint down, frames unreadable, ...)."""
+
+
+def redact(text: str, secrets: Iterable[str | None]) -> str:
+    """`text` with every secret (of 4+ characters) replaced by [REDACTED]."""
+    for s in secrets:
+        if s and len(s) >= 4:
+            text = text.replace(s, REDACTED)
+    return text
+
+
+def api_key_from_env(cfg: LLMConfig, environ: Mapping[str, str]) -> str:
+    """The API key, from the environment variable the config names (never from the config itself)."""
+    key = environ.get(cfg.api_key_env)
+    if not key:
+        raise LLMError(
+            f"beliefs.llm: environment variable {cfg.api_key_env} is not set; export the API key there "
+            "(servers that need no key, e.g. a local vLLM, accept any value such as 'EMPTY')"
+        )
+    return key
+
+
+# ---------------------------------------------------------------- pure helpers
+
+
+def cost_usd(usage: Mapping[str, Any] | None, cfg: LLMConfig) -> float:
+    """Price of one answer from its usage tokens; an answer without usage is counted as free."""
+    if not usage:
+        return 0.0
+    p = float(usage.get("prompt_tokens") or 0)
+    c = float(usage.get("completion_tokens") or 0)
+    return p / 1000.0 * cfg.usd_per_1k_input_tokens + c / 1000.0 * cfg.usd_per_1k_output_tokens
+
+
+def backoff_delay(
+    attempt: int, base_s: float, max_s: float, retry_after_s: float | None, rng: random.Random
+) -> float:
+    """Seconds to wait before retry number `attempt` (0-based).
+
+    The server's Retry-After wins when given (capped at max_s so one header cannot stall the
+    stage); else exponential base * 2^attempt, capped, with "equal jitter": half fixed, half
+    random, so that concurrent workers that failed together do not retry together.
+    """
+    if retry_after_s is not None:
+        return min(max(retry_after_s, 0.0), max_s)
+    d = min(max_s, base_s * (2.0**attempt))
+    return d / 2.0 + rng.uniform(0.0, d / 2.0)
+
+
+def retry_after_seconds(headers: Mapping[str, str] | None, now: float | None = None) -> float | None:
+    """Retry-After (seconds or HTTP date) or retry-after-ms, in seconds; None when absent or unreadable."""
+    if not headers:
+        return None
+    ms = headers.get("retry-after-ms")
+    if ms is not None:
+        try:
+            return max(float(ms) / 1000.0, 0.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
+    return max(when - (time.time() if now is None else now), 0.0)
+
+
+def encode_frames(frames: np.ndarray, max_side: int, quality: int) -> list[bytes]:
+    """JPEG bytes of each frame (N,H,W,3 uint8), downscaled so the longer side is <= max_side."""
+    from PIL import Image
+
+    arr = np.asarray(frames)
+    if arr.ndim != 4 or arr.shape[-1] != 3 or arr.dtype != np.uint8:
+        raise ValueError(f"frames must be an (N,H,W,3) uint8 array, got {arr.shape} {arr.dtype}")
+    out = []
+    for frame in arr:
+        img = Image.fromarray(frame, "RGB")
+        scale = max_side / max(img.size)
+        if scale < 1.0:
+            size = (max(1, round(img.size[0] * scale)), max(1, round(img.size[1] * scale)))
+            img = img.resize(size, Image.Resampling.BICUBIC)
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=quality)
+        out.append(buf.getvalue())
+    return out
+
+
+def data_url(jpeg: bytes) -> str:
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
+
+
+SYSTEM_PROMPT = (
+    "You annotate dashcam video for a driver-alert system. For the current moment (the last frame) "
+    "you write a short analysis of the traffic scene and a structured safety belief, and you state "
+    "the alert action: SILENT (nothing to do), OBSERVE (a hazard is developing, watch it) or ALERT "
+    "(the driver must act now). The action and its danger level are given to you by a human label; "
+    "your job is to describe what the frames show consistently with that label. Answer with JSON only."
+)
+
+
+def _annotation_lines(ctx: TickContext) -> list[str]:
+    lines = []
+    meta = ctx.meta
+    if meta.get("anomaly_class"):
+        lines.append(f"DoTA anomaly class: {meta['anomaly_class']}")
+    for k in ("texts", "causes"):
+        if meta.get(k):
+            lines.append(f"DADA-2000 {k}: {meta[k]}")
+    consensus = meta.get("consensus")
+    if isinstance(consensus, Mapping) and consensus.get("Event-type"):
+        lines.append(f"event kind: {consensus['Event-type']}")
+    if ctx.event_type:
+        lines.append(f"event type: {ctx.event_type}")
+    if ctx.scene_clip is not None and ctx.scene_clip.get("scenario"):
+        lines.append(f"scenario: {ctx.scene_clip['scenario']}")
+    return lines
+
+
+def build_instruction(ctx: TickContext, window: WindowConfig) -> str:
+    """The user text of one tick's request: what the frames are, what the annotation says, the label."""
+    ego = {True: "yes", False: "no", None: "unknown"}[ctx.ego_involved]
+    lines = [
+        f"The {len(ctx.frame_idx) or window.frames} images are dashcam frames spread over the last "
+        f"{window.span_s:.1f} s up to the current moment, oldest first.",
+    ]
+    if ctx.is_positive and ctx.t_event_s is not None:
+        dt = ctx.t_event_s - ctx.t_s
+        when = f"{dt:.1f} s after" if dt >= 0 else f"{-dt:.1f} s before"
+        lines.append(f"This clip contains an incident; its event happens {when} the current moment.")
+    else:
+        lines.append("This clip contains no incident (normal driving).")
+    lines += [f"Annotation: {line}" for line in _annotation_lines(ctx)]
+    lines += [
+        f"Ego vehicle involved in the incident: {ego}",
+        f"Label for the current moment: action={ctx.action} danger={ctx.danger:.2f}",
+        "",
+        "Rules: `action` must equal the label's action. ALERT needs danger >= 0.5 and a hazard; "
+        "SILENT needs danger < 0.5; OBSERVE needs a hazard (hazard other than none). Use danger close "
+        "to the label's. ttc_s is the seconds until contact if nothing changes, null when nothing is "
+        "on a collision course. The analysis is one or two plain sentences naming the agent, its side, "
+        "its motion, the timing and the advice, without any <| |> tags or [bracketed] headers.",
+    ]
+    return "\n".join(lines)
+
+
+def prompt_text(instruction: str) -> str:
+    """Everything textual that decides the answer (the cache key's prompt part)."""
+    schema = json.dumps(reply_json_schema(), sort_keys=True, separators=(",", ":"))
+    return f"{SYSTEM_PROMPT}\n\n{instruction}\n\nschema: {schema}"
+
+
+def build_messages(instruction: str, jpegs: Sequence[bytes], detail: str) -> list[dict[str, Any]]:
+    content: list[dict[str, Any]] = [{"type": "text", "text": instruction}]
+    content += [{"type": "image_url", "image_url": {"url": data_url(j), "detail": detail}} for j in jpegs]
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": content}]
+
+
+def retry_instruction(instruction: str, reason: str) -> str:
+    return (
+        f"{instruction}\n\nYour previous answer was rejected: {reason}. "
+        "Answer again, following the rules above exactly."
+    )
+
+
+def _strip_code_fence(content: str) -> str:
+    """JSON wrapped in a ``` fence, as servers without structured output often send it."""
+    text = content.strip()
+    if text.startswith("```") and text.endswith("```"):
+        text = text[3:-3]
+        text = text[4:] if text.startswith("json") else text
+    return text.strip()
+
+
+def check_reply(content: str | None, ctx: TickContext) -> tuple[TickReply | None, str | None]:
+    """The reply as a `TickReply` that agrees with the label, or None and the reason it does not."""
+    if not content or not content.strip():
+        return None, "the reply was empty"
+    try:
+        raw = json.loads(_strip_code_fence(content))
+    except ValueError as err:
+        return None, f"the reply is not valid JSON ({err.msg} at char {err.pos})"
+    try:
+        reply = TickReply.model_validate(raw)
+    except ValidationError as err:
+        return None, f"the reply does not fit the schema: {_validation_message(err)}"
+    try:
+        analysis = clean_analysis(reply.analysis)
+    except ValueError as err:
+        return None, str(err)
+    problems = []
+    if reply.action != ctx.action:
+        problems.append(f"action {reply.action} but the label is {ctx.action}")
+    problems += agreement_errors(reply.belief, ctx.action)
+    if problems:
+        return None, "the reply contradicts the label: " + "; ".join(problems)
+    return TickReply(analysis=analysis, belief=reply.belief, action=reply.action), None
+
+
+# ---------------------------------------------------------------- transport
+
+
+class _Fatal(Exception):
+    """The endpoint refuses every request (auth / not found): stop the stage."""
+
+
+class _GaveUp(Exception):
+    """Retries exhausted on a retryable failure."""
+
+
+class _Rejected(Exception):
+    """A 4xx other than auth or rate limit: this one request is refused."""
+
+
+class _BudgetStop(Exception):
+    """No request may be sent: max_cost_usd reached, or the stage is stopping."""
+
+
+class _Budget:
+    """Thread-safe running cost of the result against the cap."""
+
+    def __init__(self, cap_usd: float) -> None:
+        self.cap = cap_usd
+        self.spent = 0.0
+        self.reached = False
+        self._lock = threading.Lock()
+
+    def may_send(self) -> bool:
+        with self._lock:
+            if self.spent >= self.cap:
+                self.reached = True
+                return False
+            return True
+
+    def add(self, usd: float) -> None:
+        with self._lock:
+            self.spent += usd
+
+
+def _usage_dict(usage: Any) -> dict[str, int]:
+    if usage is None:
+        return {}
+    return {
+        "prompt_tokens": int(getattr(usage, "prompt_tokens", 0) or 0),
+        "completion_tokens": int(getattr(usage, "completion_tokens", 0) or 0),
+    }
+
+
+@dataclass
+class _Counts:
+    done: int = 0
+    cached: int = 0
+    failed: int = 0
+    fallback: int = 0
+
+    def postfix(self) -> dict[str, int]:
+        return {"done": self.done, "cached": self.cached, "failed": self.failed, "fallback": self.fallback}
+
+
+@dataclass
+class _RunState:
+    """What a run has collected so far (only the main thread writes it)."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    fatal: list[str] = field(default_factory=list)
+    not_requested: int = 0
+    counts: _Counts = field(default_factory=_Counts)
+
+
+@dataclass(frozen=True)
+class _Answer:
+    content: str | None
+    usage: dict[str, int]
+    key: str
+    cached: bool
+
+
+class LLMBeliefProvider:
+    """Beliefs for many ticks from one endpoint; `run` is the only entry point."""
+
+    def __init__(
+        self,
+        cfg: LLMConfig,
+        labels_cfg: LabelsConfig,
+        window_cfg: WindowConfig,
+        *,
+        api_key: str,
+        frames_loader: FramesLoader,
+        cache: ResponseCache | None = None,
+        client: Any = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.labels_cfg = labels_cfg
+        self.window_cfg = window_cfg
+        self._key = api_key
+        self.frames_loader = frames_loader
+        self.cache = cache if cache is not None else ResponseCache(cfg.cache_dir)
+        self._client = client
+        self._owns_client = client is None
+        self._client_lock = threading.Lock()
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._rng_lock = threading.Lock()
+        self._stop = threading.Event()
+
+    # -- client
+
+    def _get_client(self) -> Any:
+        with self._client_lock:  # workers start together: build one client, not one each
+            if self._client is None:
+                from openai import OpenAI  # lazy: the rules provider never needs it
+
+                self._client = OpenAI(
+                    api_key=self._key, base_url=self.cfg.base_url, max_retries=0, timeout=self.cfg.timeout_s
+                )
+            return self._client
+
+    def close(self) -> None:
+        """Close the HTTP client this provider built (one that was passed in belongs to the caller)."""
+        with self._client_lock:
+            if self._owns_client and self._client is not None:
+                self._client.close()
+                self._client = None
+
+    def _redact(self, text: str) -> str:
+        return redact(text, [self._key])
+
+    def _call(self, messages: list[dict[str, Any]]) -> tuple[str | None, dict[str, int]]:
+        """One chat completion with our retry policy; returns (content, usage)."""
+        import openai
+
+        client = self._get_client()
+        last = ""
+        for attempt in range(self.cfg.max_retries + 1):
+            if self._stop.is_set():
+                raise _BudgetStop("stopping")
+            retry_after = None
+            try:
+                resp = client.chat.completions.create(
+                    model=self.cfg.model,
+                    messages=messages,
+                    response_format=response_format(),
+                    temperature=self.cfg.temperature,
+                    max_completion_tokens=self.cfg.max_output_tokens,
+                    timeout=self.cfg.timeout_s,
+                )
+            except openai.APIStatusError as err:
+                msg = self._redact(f"HTTP {err.status_code}: {err.message}")
+                if err.status_code in FATAL_STATUSES:
+                    raise _Fatal(msg) from None
+                if err.status_code not in RETRY_STATUSES and err.status_code < 500:
+                    raise _Rejected(msg) from None
+                retry_after = retry_after_seconds(err.response.headers)
+                last = msg
+            except openai.APITimeoutError:
+                last = f"timed out after {self.cfg.timeout_s:g} s"
+            except openai.APIConnectionError as err:
+                last = self._redact(f"connection error: {err}")
+            else:
+                choice = resp.choices[0] if resp.choices else None
+                content = choice.message.content if choice is not None else None
+                return content, _usage_dict(resp.usage)
+            if attempt == self.cfg.max_retries:
+                break
+            with self._rng_lock:
+                delay = backoff_delay(
+                    attempt, self.cfg.backoff_base_s, self.cfg.backoff_max_s, retry_after, self._rng
+                )
+            log.warning(
+                "beliefs llm: %s; retry %d/%d in %.2f s", last, attempt + 1, self.cfg.max_retries, delay
+            )
+            self._sleep(delay)
+        raise _GaveUp(f"no answer after {self.cfg.max_retries + 1} attempts, last: {last}")
+
+    # -- one tick
+
+    def _answer(self, instruction: str, jpegs: list[bytes], budget: _Budget) -> _Answer:
+        """The cached answer to this exact request, or a fresh one (cached before it is used)."""
+        key = request_key(self.cfg.model, prompt_text(instruction), jpegs)
+        entry = self.cache.get(key)
+        if entry is not None:
+            usage = dict(entry.get("usage") or {})
+            budget.add(cost_usd(usage, self.cfg))
+            return _Answer(entry.get("content"), usage, key, cached=True)
+        if self._stop.is_set() or not budget.may_send():
+            raise _BudgetStop("budget")
+        content, usage = self._call(build_messages(instruction, jpegs, self.cfg.image_detail))
+        self.cache.put(key, {"content": content, "usage": usage, "model": self.cfg.model})
+        budget.add(cost_usd(usage, self.cfg))
+        return _Answer(content, usage, key, cached=False)
+
+    def _row(
+        self, ctx: TickContext, reply: TickReply, provider: str, key: str, cost: float
+    ) -> dict[str, Any]:
+        return {
+            "video_id": ctx.video_id,
+            "tick": ctx.tick,
+            "analysis": reply.analysis,
+            "belief": reply.belief.to_json(),
+            "belief_text": belief_text(reply.belief),
+            "provider": provider,
+            "model": self.cfg.model,
+            "prompt_sha256": key,
+            "cost_usd": cost,
+        }
+
+    def tick_row(self, ctx: TickContext, budget: _Budget) -> tuple[dict[str, Any], bool]:
+        """One tick's BELIEFS row and whether every answer it used came from the cache."""
+        frames = self.frames_loader(ctx.path, list(ctx.frame_idx))
+        jpegs = encode_frames(frames, self.cfg.max_image_side, self.cfg.jpeg_quality)
+        instruction = build_instruction(ctx, self.window_cfg)
+        first = self._answer(instruction, jpegs, budget)
+        reply, reason = check_reply(first.content, ctx)
+        cost = cost_usd(first.usage, self.cfg)
+        if reply is not None:
+            return self._row(ctx, reply, PROVIDER, first.key, cost), first.cached
+        log.info(
+            "beliefs llm: %s tick %d asked again: %s", ctx.video_id, ctx.tick, self._redact(reason or "")
+        )
+        second = self._answer(retry_instruction(instruction, reason or "invalid"), jpegs, budget)
+        cost += cost_usd(second.usage, self.cfg)
+        reply, reason2 = check_reply(second.content, ctx)
+        cached = first.cached and second.cached
+        if reply is not None:
+            return self._row(ctx, reply, PROVIDER, second.key, cost), cached
+        log.info("beliefs llm: %s tick %d falls back to rules: %s", ctx.video_id, ctx.tick, reason2)
+        return self._row(ctx, rules_reply(ctx, self.labels_cfg), FALLBACK_PROVIDER, second.key, cost), cached
+
+    # -- all ticks
+
+    def _collect(self, contexts: Sequence[TickContext], budget: _Budget, state: _RunState, bar: Any) -> None:
+        """Run every tick on the worker pool, sorting each outcome into `state` as it arrives."""
+
+        def work(ctx: TickContext) -> tuple[dict[str, Any], bool]:
+            if self._stop.is_set():
+                raise _BudgetStop("stopping")
+            return self.tick_row(ctx, budget)
+
+        counts = state.counts
+        with ThreadPoolExecutor(max_workers=self.cfg.max_concurrency) as pool:
+            futures = {pool.submit(work, ctx): ctx for ctx in contexts}
+            for fut in as_completed(futures):
+                ctx = futures[fut]
+                try:
+                    row, cached = fut.result()
+                except _BudgetStop:
+                    state.not_requested += 1
+                except _Fatal as err:
+                    state.fatal.append(str(err))
+                    self._stop.set()
+                except Exception as err:  # one tick's failure must not lose the other ticks' answers
+                    counts.failed += 1
+                    what = self._redact(f"{type(err).__name__}: {err}")
+                    state.failures.append(f"{ctx.video_id} tick {ctx.tick}: {what}")
+                else:
+                    state.rows.append(row)
+                    counts.fallback += row["provider"] == FALLBACK_PROVIDER
+                    if cached:
+                        counts.cached += 1
+                    else:
+                        counts.done += 1
+                bar.update(1)
+                bar.set_postfix(counts.postfix(), refresh=False)
+
+    def run(self, contexts: Sequence[TickContext], *, progress: bool = True) -> pa.Table:
+        """BELIEFS rows of every tick, or a `BeliefsIncomplete` carrying the rows that were done."""
+        from tqdm import tqdm
+
+        budget = _Budget(self.cfg.max_cost_usd)
+        state = _RunState()
+        self._stop.clear()
+        bar = tqdm(total=len(contexts), desc="beliefs (llm)", unit="tick", disable=not progress)
+        try:
+            self._collect(contexts, budget, state, bar)
+        finally:
+            bar.close()
+            self.close()
+
+        rows = sorted(state.rows, key=lambda r: (r["video_id"], r["tick"]))
+        partial = table_from_rows("beliefs", rows)
+        total = len(contexts)
+        where = f"answers are cached in {self.cache.root}; a rerun sends only the missing requests"
+        if state.fatal:
+            raise LLMError(
+                self._redact(
+                    f"beliefs llm: the endpoint {self.cfg.base_url} refused the request: {state.fatal[0]}"
+                )
+            )
+        if budget.reached or state.not_requested:
+            raise BudgetExceeded(
+                f"beliefs llm: budget cap beliefs.llm.max_cost_usd = ${self.cfg.max_cost_usd:.4f} reached "
+                f"(${budget.spent:.4f} for the answers used); stopped cleanly with {len(rows)} of {total} "
+                f"ticks done and {state.not_requested} not requested. {where}; raise max_cost_usd to finish.",
+                partial,
+                done=len(rows),
+                total=total,
+                spent_usd=budget.spent,
+            )
+        if state.failures:
+            n = len(state.failures)
+            shown = "; ".join(state.failures[:3]) + (f"; ... ({n - 3} more)" if n > 3 else "")
+            raise RequestsFailed(
+                self._redact(f"beliefs llm: {n} of {total} ticks failed: {shown}. {where}."),
+                partial,
+                done=len(rows),
+                total=total,
+            )
+        c = state.counts
+        log.info(
+            "beliefs llm: %d ticks (%d answered, %d cached, %d rules-fallback), $%.4f",
+            total,
+            c.done,
+            c.cached,
+            c.fallback,
+            budget.spent,
+        )
+        return partial

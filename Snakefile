@@ -1,5 +1,5 @@
 # VLAlert: from public dashcam datasets to tick-level driver alerts.
-# Stages (DESIGN.md): demo/download -> ingest -> gate -> relabel -> benchmark (-> beliefs -> sft -> ...).
+# Stages (DESIGN.md): demo/download -> ingest -> gate -> relabel -> beliefs -> benchmark (-> sft -> ...).
 # This file only wires: config validation and helpers live in rules/common.smk,
 # every computation in the vlalert package.
 
@@ -16,6 +16,7 @@ include: "rules/demo.smk"
 include: "rules/ingest.smk"
 include: "rules/gate.smk"
 include: "rules/relabel.smk"
+include: "rules/beliefs.smk"
 include: "rules/benchmark.smk"
 
 

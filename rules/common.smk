@@ -41,6 +41,19 @@ def gate_inputs(wildcards):
     return inputs
 
 
+def beliefs_inputs(wildcards):
+    inputs = {
+        "labels": f"{R}/labels/{wildcards.source}.parquet",
+        "videos": f"{R}/ingest/{wildcards.source}/videos.parquet",
+    }
+    scene_truth = source_cfg(wildcards).scene_truth
+    if CFG.demo.enabled:
+        return inputs | source_inputs(wildcards)
+    if scene_truth:
+        inputs["scene_truth"] = scene_truth
+    return inputs
+
+
 def benchmark_outputs():
     return expand(f"{R}/benchmark/{{split}}.parquet", split=["train", "val", "test"]) + [
         f"{R}/benchmark/manifest.json"

@@ -29,8 +29,15 @@ from vlalert.splits import assign_split, parent_id
 
 MANIFEST_FORMAT = "vlalert-benchmark-manifest/1"
 
+# Columns the benchmark takes from the beliefs stage (BELIEFS name -> BENCHMARK name).
+_BELIEF_COLUMNS = {
+    "analysis": "analysis",
+    "belief": "belief",
+    "belief_text": "belief_text",
+    "provider": "belief_provider",
+}
 # Per-clip columns the benchmark adds to the label columns.
-_CLIP_FIELDS = [f for f in BENCHMARK if f.name not in LABELS.names]
+_CLIP_FIELDS = [f for f in BENCHMARK if f.name not in LABELS.names and f.name not in _BELIEF_COLUMNS.values()]
 _CLIP_SCHEMA = pa.schema([pa.field("_clip", pa.string())] + _CLIP_FIELDS)
 
 
@@ -77,7 +84,9 @@ def _clip_record(vid: str, video: dict[str, Any], source: str, cfg: WorkflowConf
     return rec
 
 
-def _join_source(labels: pa.Table, videos: pa.Table, source: str, cfg: WorkflowConfig) -> pa.Table:
+def _join_source(
+    labels: pa.Table, videos: pa.Table, beliefs: pa.Table | None, source: str, cfg: WorkflowConfig
+) -> pa.Table:
     labels = check_table("labels", labels, f"labels[{source}]")
     by_id = {v["video_id"]: v for v in videos.to_pylist()}
     label_ids = labels.column("video_id").to_pylist()
@@ -98,7 +107,70 @@ def _join_source(labels: pa.Table, videos: pa.Table, source: str, cfg: WorkflowC
     joined = clip_cols.take(pa.array([position[v] for v in label_ids], pa.int64()))
     for field in _CLIP_FIELDS:
         labels = labels.append_column(field, joined.column(field.name))
-    return labels.select(BENCHMARK.names)
+    return _join_beliefs(labels, beliefs, source)
+
+
+def _join_beliefs(table: pa.Table, beliefs: pa.Table | None, source: str) -> pa.Table:
+    """Attach each tick's belief; every trainable tick must have one, and no belief may be orphaned.
+
+    `beliefs` None means the run has no beliefs stage: the belief columns stay null.
+    """
+    if beliefs is None:
+        for name in _BELIEF_COLUMNS.values():
+            table = table.append_column(BENCHMARK.field(name), pa.nulls(table.num_rows, pa.string()))
+        return table.select(BENCHMARK.names)
+    beliefs = check_table("beliefs", beliefs, f"beliefs[{source}]")
+    renamed = beliefs.select(["video_id", "tick", *_BELIEF_COLUMNS]).rename_columns(
+        ["video_id", "tick", *_BELIEF_COLUMNS.values()]
+    )
+    # Arrow's join cannot carry list columns (frame_idx): join the keys with a row number, then attach.
+    keys = table.select(["video_id", "tick"]).append_column(
+        "_row", pa.array(range(table.num_rows), pa.int64())
+    )
+    matched = keys.join(renamed, keys=["video_id", "tick"], join_type="left outer").sort_by("_row")
+    if matched.num_rows != table.num_rows:
+        raise ValueError(f"beliefs[{source}]: a (video_id, tick) appears twice in the beliefs table")
+    joined = table
+    for name in _BELIEF_COLUMNS.values():
+        joined = joined.append_column(BENCHMARK.field(name), matched.column(name))
+    trainable = pc.and_(pc.invert(joined.column("excluded")), pc.is_null(joined.column("parent_id")))
+    lacking = joined.filter(pc.and_(trainable, pc.is_null(joined.column("belief"))))
+    if lacking.num_rows:
+        first = lacking.slice(0, 1).to_pylist()[0]
+        raise ValueError(
+            f"beliefs[{source}]: {lacking.num_rows} trainable tick(s) have no belief, "
+            f"e.g. clip {first['video_id']} tick {first['tick']}"
+        )
+    trainable_keys = table.filter(
+        pc.and_(pc.invert(table.column("excluded")), pc.is_null(table.column("parent_id")))
+    )
+    if beliefs.num_rows != trainable_keys.num_rows:
+        raise ValueError(
+            f"beliefs[{source}]: {beliefs.num_rows} beliefs for {trainable_keys.num_rows} trainable ticks "
+            "(beliefs for unknown, excluded or prefix ticks)"
+        )
+    # Prefix and excluded ticks keep null beliefs even where the parent's tick has one.
+    untrainable = pc.invert(trainable)
+    for name in _BELIEF_COLUMNS.values():
+        col = pc.if_else(untrainable, pa.scalar(None, pa.string()), joined.column(name))
+        joined = joined.set_column(joined.schema.get_field_index(name), name, col)
+    return joined.select(BENCHMARK.names)
+
+
+def _belief_counts(table: pa.Table) -> dict[str, Any]:
+    """source -> provider counts and hazard x action counts of the beliefs in the benchmark."""
+    out: dict[str, Any] = {}
+    for source in sorted(set(table.column("source").to_pylist())):
+        part = table.filter(
+            pc.and_(pc.equal(table.column("source"), source), pc.is_valid(table.column("belief")))
+        )
+        hazards = [json.loads(b)["hazard"] for b in part.column("belief").to_pylist()]
+        pairs = Counter(zip(hazards, part.column("action").to_pylist(), strict=True))
+        out[source] = {
+            "providers": dict(Counter(part.column("belief_provider").to_pylist())),
+            "hazard_x_action": {f"{h}|{a}": n for (h, a), n in sorted(pairs.items())},
+        }
+    return out
 
 
 def _check_no_leak(table: pa.Table) -> None:
@@ -201,6 +273,7 @@ def build_benchmark(
     videos: dict[str, pa.Table],
     rejected: dict[str, pa.Table],
     cfg: WorkflowConfig,
+    beliefs: dict[str, pa.Table] | None = None,
 ) -> tuple[dict[str, pa.Table], dict]:
     """Split -> BENCHMARK table (every split present, maybe empty), and the manifest (without file hashes).
 
@@ -213,7 +286,12 @@ def build_benchmark(
     unknown = sorted((set(labels) | set(videos) | set(rejected)) - set(cfg.sources))
     if unknown:
         raise ValueError(f"sources {unknown} are not in the config")
-    parts = [_join_source(labels[s], videos[s], s, cfg) for s in sorted(labels)]
+    if beliefs is not None and set(beliefs) != set(labels):
+        raise ValueError(f"beliefs given for sources {sorted(beliefs)}, labels for {sorted(labels)}")
+    parts = [
+        _join_source(labels[s], videos[s], beliefs[s] if beliefs is not None else None, s, cfg)
+        for s in sorted(labels)
+    ]
     table = pa.concat_tables(parts) if parts else BENCHMARK.empty_table()
     table = table.sort_by([("source", "ascending"), ("video_id", "ascending"), ("tick", "ascending")])
     table = check_table("benchmark", table)
@@ -234,6 +312,7 @@ def build_benchmark(
         "ticks": _tick_counts(table),
         "clips": clips,
         "rules": _rule_counts(table),
+        "beliefs": _belief_counts(table) if beliefs is not None else None,
         "sources": {
             s: _source_summary(s, videos.get(s), rejected.get(s), labels.get(s))
             for s in sorted(set(videos) | set(rejected) | set(labels))

@@ -95,6 +95,11 @@ BENCHMARK = pa.schema(
         _f("ego_involved", pa.bool_(), nullable=True),
         _f("event_type", pa.string(), nullable=True),
         _f("meta", pa.string()),
+        # from the beliefs stage; null on excluded (post-event) and prefix ticks, which get no belief
+        _f("analysis", pa.string(), nullable=True),
+        _f("belief", pa.string(), nullable=True),
+        _f("belief_text", pa.string(), nullable=True),
+        _f("belief_provider", pa.string(), nullable=True),
     ]
 )
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from vlalert.config import ConfigError, WorkflowConfig, validate_config
 
-STAGES = ("demo", "ingest", "gate", "relabel", "benchmark")
+STAGES = ("demo", "ingest", "gate", "relabel", "beliefs", "benchmark")
 
 
 def stage_params(cfg: WorkflowConfig, stage: str, source: str | None = None) -> dict[str, Any]:
@@ -59,6 +59,14 @@ def stage_params(cfg: WorkflowConfig, stage: str, source: str | None = None) -> 
             "ticks": cfg.ticks.model_dump(),
             "window": cfg.window.model_dump(),
             "prefix_negatives": src.prefix_negatives,
+        }
+    if stage == "beliefs":
+        assert src is not None
+        return {
+            "beliefs": cfg.beliefs.model_dump(),
+            "labels": cfg.labels.model_dump(),
+            "window": cfg.window.model_dump(),
+            "scene_truth": src.scene_truth,
         }
     if stage == "benchmark":
         return {

@@ -11,7 +11,8 @@ with job_logging(snakemake.log[0]) as log:
     labels = {s: read_table("labels", p) for s, p in zip(sources, snakemake.input.labels, strict=True)}
     videos = {s: read_table("videos", p) for s, p in zip(sources, snakemake.input.videos, strict=True)}
     rejected = {s: read_table("rejected", p) for s, p in zip(sources, snakemake.input.rejected, strict=True)}
-    tables, manifest = build_benchmark(labels, videos, rejected, cfg)
+    beliefs = {s: read_table("beliefs", p) for s, p in zip(sources, snakemake.input.beliefs, strict=True)}
+    tables, manifest = build_benchmark(labels, videos, rejected, cfg, beliefs)
     paths = {split: write_table("benchmark", tables[split], snakemake.output[split]) for split in tables}
     manifest = finalize_manifest(manifest, paths)
     write_manifest(manifest, snakemake.output.manifest)

@@ -1,0 +1,20 @@
+# Beliefs: one structured safety belief and analysis per trainable tick (rules or an LLM).
+
+
+rule beliefs:
+    input:
+        unpack(beliefs_inputs),
+    output:
+        beliefs=f"{R}/beliefs/{{source}}.parquet",
+    params:
+        stage=lambda wildcards: stage_params(CFG, "beliefs", wildcards.source),
+    log:
+        f"{R}/logs/beliefs/{{source}}.log",
+    benchmark:
+        f"{R}/benchmarks/beliefs/{{source}}.tsv"
+    resources:
+        llm_requests=1,
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/beliefs.py"

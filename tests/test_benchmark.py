@@ -239,3 +239,60 @@ def test_empty_corpus(tmp_path):
     splits, manifest = build_benchmark({}, {}, {}, cfg)
     assert all(t.num_rows == 0 for t in splits.values())
     assert manifest["totals"]["train"] == {"ticks": 0, "clips": 0, "prefix_clips": 0}
+
+
+def rules_beliefs(labels, videos, cfg):
+    from vlalert.beliefs.stage import generate_beliefs
+
+    return {s: generate_beliefs(labels[s], videos[s], cfg) for s in labels}
+
+
+def test_beliefs_are_joined_on_trainable_ticks_only(tmp_path):
+    cfg = make_cfg(tmp_path)
+    labels, videos, rejected = corpus(cfg)
+    beliefs = rules_beliefs(labels, videos, cfg)
+    splits, manifest = build_benchmark(labels, videos, rejected, cfg, beliefs)
+    table = pa.concat_tables(splits.values())
+    trainable = [
+        not e and p is None
+        for e, p in zip(table["excluded"].to_pylist(), table["parent_id"].to_pylist(), strict=True)
+    ]
+    has_belief = [b is not None for b in table["belief"].to_pylist()]
+    assert has_belief == trainable
+    assert sum(trainable) == sum(t.num_rows for t in beliefs.values())
+    rows = zip(
+        table["belief_text"].to_pylist(),
+        table["belief"].to_pylist(),
+        table["action"].to_pylist(),
+        strict=True,
+    )
+    for text, belief, action in rows:
+        if text is None:
+            continue
+        assert text.startswith("<|BELIEF|>") and text.endswith("<|/BELIEF|>")
+        if action == "ALERT":
+            assert json.loads(belief)["danger"] >= 0.5
+    counts = manifest["beliefs"]["nexar"]
+    assert counts["providers"] == {
+        "rules": sum(trainable[i] for i, s in enumerate(table["source"].to_pylist()) if s == "nexar")
+    }
+    assert sum(counts["hazard_x_action"].values()) == counts["providers"]["rules"]
+
+
+def test_a_trainable_tick_without_belief_is_an_error(tmp_path):
+    cfg = make_cfg(tmp_path)
+    labels, videos, rejected = corpus(cfg)
+    beliefs = rules_beliefs(labels, videos, cfg)
+    beliefs["dota"] = beliefs["dota"].slice(1)
+    with pytest.raises(ValueError, match=r"beliefs\[dota\]: 1 trainable tick\(s\) have no belief"):
+        build_benchmark(labels, videos, rejected, cfg, beliefs)
+
+
+def test_a_belief_for_an_unknown_tick_is_an_error(tmp_path):
+    cfg = make_cfg(tmp_path)
+    labels, videos, rejected = corpus(cfg)
+    beliefs = rules_beliefs(labels, videos, cfg)
+    extra = beliefs["nexar"].slice(0, 1).to_pylist()[0] | {"tick": 999}
+    beliefs["nexar"] = pa.concat_tables([beliefs["nexar"], table_from_rows("beliefs", [extra])])
+    with pytest.raises(ValueError, match=r"beliefs\[nexar\]: .* beliefs for .* trainable ticks"):
+        build_benchmark(labels, videos, rejected, cfg, beliefs)

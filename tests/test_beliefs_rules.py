@@ -21,11 +21,12 @@ from vlalert.beliefs.rules import (
     tick_context,
 )
 from vlalert.beliefs.schema import Belief, agreement_errors
-from vlalert.beliefs.stage import belief_contexts, generate_beliefs, read_scene_truth
+from vlalert.beliefs.stage import belief_contexts, generate_beliefs
 from vlalert.beliefs.text import parse_belief_text, parse_generation, target_text
 from vlalert.config import validate_config
 from vlalert.labels import label_source
 from vlalert.schemas import check_table, table_from_rows
+from vlalert.synthetic.truth import read_scene_truth
 
 
 def _timeline(duration: float, t_e: float) -> dict:
@@ -301,5 +302,5 @@ def test_read_scene_truth_checks_the_format(tmp_path):
     assert read_scene_truth(good)["clips"].keys() == SCENE_TRUTH["clips"].keys()
     bad = tmp_path / "other.json"
     bad.write_text(json.dumps({"format": "something-else"}))
-    with pytest.raises(ValueError, match="not a vlalert-scene-truth/1 file"):
+    with pytest.raises(ValueError, match="not a scene truth file .*expected .vlalert-scene-truth/1."):
         read_scene_truth(bad)

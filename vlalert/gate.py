@@ -27,9 +27,8 @@ import pyarrow.parquet as pq
 
 from vlalert.config import GateConfig, SourceConfig, WorkflowConfig
 from vlalert.schemas import table_from_rows
+from vlalert.synthetic.truth import read_scene_truth
 from vlalert.ticks import TIME_EPS, tick_times
-
-SCENE_TRUTH_FORMAT = "vlalert-scene-truth/1"
 
 # `scene`: p = clip(1 - ttc / SCENE_TTC_HORIZON_S, 0, 1). With 6 s an ego collision course reads
 # p = 0.5 at ttc = 3 s and p = 0.67 at ttc = 2 s (the usual alert lead), so it passes alert_min
@@ -95,17 +94,7 @@ def _scene_scorer(videos: list[dict[str, Any]], src: SourceConfig, cfg: Workflow
     if not src.scene_truth:
         raise ValueError("gate provider 'scene' needs sources.<name>.scene_truth")
     path = Path(src.scene_truth)
-    with open(path) as fh:
-        truth = json.load(fh)
-    if truth.get("format") != SCENE_TRUTH_FORMAT:
-        raise ValueError(
-            f"{path}: not a scene truth file (format {truth.get('format')!r}, "
-            f"expected {SCENE_TRUTH_FORMAT!r})"
-        )
-    if truth.get("source") not in (None, src.kind):
-        raise ValueError(
-            f"{path}: scene truth is for source kind {truth.get('source')!r}, but this source is {src.kind!r}"
-        )
+    truth = read_scene_truth(path, src.kind)
     clips = truth.get("clips", {})
     missing = sorted(c["video_id"] for c in videos if c["video_id"] not in clips)
     if missing:

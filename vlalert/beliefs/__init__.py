@@ -18,7 +18,7 @@ from vlalert.beliefs.schema import (
     belief_json_schema,
     reply_json_schema,
 )
-from vlalert.beliefs.stage import generate_beliefs, read_scene_truth
+from vlalert.beliefs.stage import generate_beliefs
 from vlalert.beliefs.text import (
     ACTION_CLOSE,
     ACTION_OPEN,
@@ -60,7 +60,6 @@ __all__ = [
     "generate_beliefs",
     "parse_belief_text",
     "parse_generation",
-    "read_scene_truth",
     "reply_json_schema",
     "target_text",
 ]

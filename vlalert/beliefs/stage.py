@@ -12,7 +12,6 @@ Rows are sorted by (video_id, tick).
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -25,17 +24,6 @@ from vlalert.beliefs.rules import TickContext, rules_reply, tick_context
 from vlalert.beliefs.text import belief_text
 from vlalert.config import LabelsConfig, WorkflowConfig
 from vlalert.schemas import table_from_rows
-
-SCENE_TRUTH_FORMAT = "vlalert-scene-truth/1"
-
-
-def read_scene_truth(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """A synthetic source's scene_truth.json, checked for its format tag."""
-    with open(path, encoding="utf-8") as fh:
-        data = json.load(fh)
-    if not isinstance(data, dict) or data.get("format") != SCENE_TRUTH_FORMAT:
-        raise ValueError(f"{path}: not a {SCENE_TRUTH_FORMAT} file (format={data.get('format')!r})")
-    return data
 
 
 def scene_clips(scene_truth: Mapping[str, Any] | None) -> Mapping[str, Mapping[str, Any]]:

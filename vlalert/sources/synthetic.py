@@ -37,11 +37,11 @@ from vlalert.synthetic.scenarios import (
     make_scenario,
     truth_entry,
 )
+from vlalert.synthetic.truth import SCENE_TRUTH_FORMAT
 
 MANIFEST = "demo_manifest.json"
 SCENE_TRUTH = "scene_truth.json"
 MARKER = ".vlalert-demo"  # only a directory holding this file (or an empty one) is ever wiped
-TRUTH_FORMAT = "vlalert-scene-truth/1"
 
 # (scenario, fault) of the two extra clips per kind when demo.faults is on.
 FAULTS: dict[str, tuple[tuple[str, str], tuple[str, str]]] = {
@@ -346,7 +346,7 @@ def plan_demo(kind: str, demo: DemoConfig) -> list[DemoClip]:
 def scene_truth(kind: str, clips: list[DemoClip]) -> dict[str, Any]:
     """scene_truth.json for the clips that are not faults (format vlalert-scene-truth/1)."""
     return {
-        "format": TRUTH_FORMAT,
+        "format": SCENE_TRUTH_FORMAT,
         "source": kind,
         "fps": KIND_FPS[kind],
         "clips": {c.video_id: truth_entry(c.scenario) for c in clips if c.fault is None},

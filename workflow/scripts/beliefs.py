@@ -1,8 +1,9 @@
 """Beliefs of one source's ticks; an incomplete LLM run keeps its partial rows and fails loudly."""
 
 from vlalert.beliefs.llm import BeliefsIncomplete
-from vlalert.beliefs.stage import generate_beliefs, read_scene_truth
+from vlalert.beliefs.stage import generate_beliefs
 from vlalert.schemas import read_table, write_table
+from vlalert.synthetic.truth import read_scene_truth
 from vlalert.workflow import config_for_job, job_logging
 
 snakemake = globals()["snakemake"]
@@ -10,7 +11,7 @@ source = snakemake.wildcards.source
 with job_logging(snakemake.log[0]) as log:
     cfg = config_for_job(snakemake, "beliefs", source)
     scene_path = cfg.sources[source].scene_truth
-    scene = read_scene_truth(scene_path) if scene_path else None
+    scene = read_scene_truth(scene_path, cfg.sources[source].kind) if scene_path else None
     labels = read_table("labels", snakemake.input.labels)
     videos = read_table("videos", snakemake.input.videos)
     try:

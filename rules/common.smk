@@ -38,6 +38,8 @@ def gate_inputs(wildcards):
         inputs["scores"] = src.gate_scores
     elif provider == "consensus":
         inputs["consensus"] = src.consensus
+    elif provider == "badas" and CFG.gate.badas.model_path:
+        inputs["badas_weights"] = CFG.gate.badas.model_path
     return inputs
 
 

@@ -4,8 +4,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from vlalert.config import WorkflowConfig
-from vlalert.gate import ProviderNotAvailable, gate_scores
+from vlalert.config import ConfigError, WorkflowConfig, validate_config
+from vlalert.gate import gate_scores
 from vlalert.schemas import check_table, table_from_rows
 
 
@@ -212,9 +212,43 @@ def test_scores_file_rejects_bad_values(tmp_path):
         gate_scores(table_from_rows("videos", [clip("a")]), "scores_file", src, cfg)
 
 
-def test_badas_is_not_available(tmp_path):
-    src, cfg = make(tmp_path, "badas")
-    with pytest.raises(ProviderNotAvailable, match="'badas' is not available yet.*scores_file"):
-        gate_scores(table_from_rows("videos", [clip("a")]), "badas", src, cfg)
-    with pytest.raises(ValueError, match="unknown gate provider"):
-        gate_scores(table_from_rows("videos", [clip("a")]), "oracle", src, cfg)
+def test_badas_provider_scores_a_real_video(tmp_path):
+    """The `badas` branch runs Open-BADAS (here a tiny random V-JEPA2) on the clip's frames."""
+    import av
+    import numpy as np
+
+    from vlalert.badas.model import BadasModel, tiny_config
+
+    weights = tmp_path / "badas"
+    BadasModel.from_config(tiny_config(), seed=0).save_pretrained(weights)
+    video = tmp_path / "a.mp4"
+    with av.open(str(video), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        for i in range(40):
+            frame = np.full((64, 64, 3), (i * 6) % 255, np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    cfg = WorkflowConfig.model_validate(
+        {
+            "demo": {"enabled": False},
+            "gate": {"provider": "badas", "badas": {"model_path": str(weights), "progress": False}},
+            "sources": {"dota": {"kind": "dota", "root": str(tmp_path)}},
+        }
+    )
+    row = clip("a") | {"path": str(video), "fps": 10.0, "n_frames": 40, "duration_s": 4.0}
+    table = gate_scores(table_from_rows("videos", [row]), "badas", cfg.sources["dota"], cfg)
+    assert table.column("t_s").to_pylist() == [2.0, 3.0]
+    assert set(table.column("provider").to_pylist()) == {"badas"}
+    assert all(0.0 <= p <= 1.0 for p in table.column("p_collision").to_pylist())
+
+
+def test_badas_without_weights_is_a_config_error(tmp_path):
+    raw = {
+        "demo": {"enabled": False},
+        "sources": {"dota": {"kind": "dota", "root": str(tmp_path), "gate_provider": "badas"}},
+    }
+    with pytest.raises(ConfigError, match="sources.dota"):
+        validate_config(raw)

@@ -16,6 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from vlalert.badas.config import BadasConfig  # pydantic only: no torch at parse time
+
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 SOURCE_KINDS: tuple[str, ...] = ("nexar", "dada2000", "dota", "dad")
 GATE_PROVIDERS: tuple[str, ...] = ("scene", "consensus", "scores_file", "badas")
@@ -80,6 +82,7 @@ class LabelsConfig(_Strict):
 
 class GateConfig(_Strict):
     provider: Literal["scene", "consensus", "scores_file", "badas"] = "scene"
+    badas: BadasConfig = Field(default_factory=BadasConfig)  # provider badas: weights, device, windows
     alert_min: float = Field(0.5, ge=0, le=1)
     observe_min: float = Field(0.3, ge=0, le=1)
     lookback_s: float = Field(1.0, ge=0)  # the alert check looks at [t_r - lookback_s, t_r + alert_s)
@@ -178,6 +181,8 @@ class WorkflowConfig(_Strict):
                 raise ValueError(f"sources.{name}.gate_scores is required with gate provider scores_file")
             if provider == "consensus" and not src.consensus:
                 raise ValueError(f"sources.{name}.consensus is required with gate provider consensus")
+            if provider == "badas" and (problem := self.gate.badas.check_weights_source()):
+                raise ValueError(f"sources.{name}: {problem}")
             if provider == "scene" and not src.scene_truth:
                 raise ValueError(f"sources.{name}.scene_truth is required with gate provider scene")
         return self

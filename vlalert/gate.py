@@ -6,7 +6,7 @@ collision predictor actually sees the ego vehicle in danger. Providers:
 - `scene`: synthetic demo clips only; from the renderer's ground-truth time-to-collision.
 - `consensus`: from the BADAS consensus row that ingest stored in `meta["consensus"]`.
 - `scores_file`: precomputed scores (e.g. Open-BADAS run elsewhere) in a Parquet or CSV file.
-- `badas`: Open-BADAS itself; not available yet (raises `ProviderNotAvailable`).
+- `badas`: Open-BADAS itself (V-JEPA2 encoder + attentive probe, `vlalert.badas`), GPU when present.
 
 Each provider only reads gate configuration and its own inputs (never `labels.*`), so changing a
 label rule reruns relabel but not the gate.
@@ -195,11 +195,12 @@ def _scores_file_scorer(videos: list[dict[str, Any]], src: SourceConfig, cfg: Wo
 
 
 def _badas_scorer(videos: list[dict[str, Any]], src: SourceConfig, cfg: WorkflowConfig) -> Callable:
-    raise ProviderNotAvailable(
-        "gate provider 'badas' is not available yet: Open-BADAS inference (V-JEPA2 ViT-L + attentive "
-        "probe, GPU) is not wired into this pipeline; use scene, consensus or scores_file "
-        "(e.g. BADAS scores computed elsewhere, given as sources.<name>.gate_scores)"
-    )
+    # torch and transformers load only here, when a source actually uses Open-BADAS.
+    try:
+        from vlalert.badas.provider import BadasScorer
+    except ImportError as err:
+        raise ProviderNotAvailable(f"gate provider 'badas' needs torch and transformers: {err}") from None
+    return BadasScorer(cfg.gate.badas, total=len(videos))
 
 
 _PROVIDERS: dict[str, Callable] = {

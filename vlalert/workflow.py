@@ -44,6 +44,14 @@ def stage_params(cfg: WorkflowConfig, stage: str, source: str | None = None) -> 
             "scene_truth": src.scene_truth if provider == "scene" else None,
             "gate_scores": src.gate_scores if provider == "scores_file" else None,
             "consensus_ramp_s": cfg.gate.consensus_ramp_s if provider == "consensus" else None,
+            # what changes the scores (weights, windows, temperature), not how fast they are computed
+            "badas": {
+                k: v
+                for k, v in cfg.gate.badas.model_dump().items()
+                if k not in ("progress", "batch_size", "cache_dir", "device")
+            }
+            if provider == "badas"
+            else None,
             "ticks": cfg.ticks.model_dump(),
             "window": cfg.window.model_dump(),
         }

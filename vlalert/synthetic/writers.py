@@ -22,49 +22,14 @@ from typing import Any
 
 import numpy as np
 
-NEXAR_COLUMNS: tuple[str, ...] = ("id", "time_of_event", "time_of_alert", "target")
-DADA_COLUMNS: tuple[str, ...] = (
-    "video",
-    "weather(sunny,rainy,snowy,foggy)1-4",
-    "light(day,night)1-2",
-    "scenes(highway,tunnel,mountain,urban,rural)1-5",
-    "linear(arterials,curve,intersection,t-junction,ramp) 1-5",
-    "type",
-    "whether an accident occurred (1/0)",
-    "abnormal start frame",
-    "accident frame",
-    "abnormal end frame",
-    "total frames",
-    "[0,tai]",
-    "[tai,tco]",
-    "[tai,tae]",
-    "[tco,tae]",
-    "[tae,end]",
-    "texts",
-    "causes",
-    "measures",
-)
-DADA_SHEET_FILE = "DADA2000_video_annotations.xlsx"
-DOTA_KEYS: tuple[str, ...] = (
-    "video_start",
-    "video_end",
-    "anomaly_start",
-    "anomaly_end",
-    "anomaly_class",
-    "num_frames",
-    "subset",
-)
-CONSENSUS_COLUMNS: tuple[str, ...] = (
-    "id",
-    "batch",
-    "Event-type",
-    "Nexar-vehicle-involved",
-    "min_support",
-    "Time-of-alert",
-    "Time-of-collision",
-    "Diff",
-    "article_category",
-)
+from vlalert.sources import consensus, dada2000, dota, nexar
+
+# The native column/key sets are the adapters' own: the demo writes exactly what a real run reads.
+NEXAR_COLUMNS: tuple[str, ...] = nexar.COLUMNS
+DADA_COLUMNS: tuple[str, ...] = dada2000.COLUMNS
+DADA_SHEET_FILE = dada2000.DEFAULT_FILES[0]
+DOTA_KEYS: tuple[str, ...] = dota.FIELDS
+CONSENSUS_COLUMNS: tuple[str, ...] = consensus.COLUMNS
 CONSENSUS_FILES: dict[str, str] = {
     "dada2000": "badas_consensus_dada_test.csv",
     "dota": "badas_consensus_dota_test.csv",

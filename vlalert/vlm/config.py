@@ -1,0 +1,140 @@
+"""Configuration of the VLM stage's model side: which model, its input geometry, its prompt.
+
+The same `VLMConfig` drives the demo (`name_or_path: tiny-qwen3vl`, a Qwen3-VL architecture at toy
+width built locally from `tiny`) and real runs (`name_or_path: Qwen/Qwen3-VL-4B-Instruct` or a
+local directory, where `tiny` is ignored). The workflow config nests it under `model:`.
+
+Frames are resized to a fixed `image_height` x `image_width` rather than to the size the Qwen
+processor would pick per clip (its `smart_resize`): every tick then costs the same number of vision
+tokens, so batches pack evenly and the cache stage's throughput does not depend on the source's
+resolution. Both sides must be multiples of patch_size x spatial_merge_size (32 for Qwen3-VL), the
+grid the 2x2 merger needs.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+TINY_NAME = "tiny-qwen3vl"
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a driving-safety assistant watching the forward dashcam of the ego vehicle. "
+    "You warn the driver only when a collision is likely."
+)
+DEFAULT_INSTRUCTION = (
+    "Describe what happens in the last two seconds of this dashcam video, then give your safety "
+    "assessment as a belief span and choose one action: SILENT, OBSERVE or ALERT."
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TinyModelConfig(_Strict):
+    """Widths of the locally built demo model (a real Qwen3-VL architecture, toy sizes).
+
+    The defaults keep a forward + backward pass of 4 ticks (8 frames each at 64 x 96) well under a
+    second on one CPU core while still exercising every part of the real architecture: GQA,
+    interleaved M-RoPE, the 2x2 patch merger and DeepStack injection into the first text layers.
+    """
+
+    vocab_size: int = Field(2048, ge=512, le=65536)  # BPE vocabulary trained on the belief corpus
+    min_frequency: int = Field(2, ge=1)  # BPE: a merge needs this many occurrences
+    hidden_size: int = Field(128, ge=16)
+    num_hidden_layers: int = Field(4, ge=1)
+    num_attention_heads: int = Field(4, ge=1)
+    num_key_value_heads: int = Field(2, ge=1)
+    head_dim: int = Field(32, ge=8)
+    intermediate_size: int = Field(256, ge=16)
+    mrope_section: tuple[int, int, int] = (6, 5, 5)  # (t, h, w) frequency split, sums to head_dim // 2
+    rope_theta: float = Field(5_000_000.0, gt=0)
+    max_position_embeddings: int = Field(4096, ge=256)
+    vision_depth: int = Field(2, ge=1)
+    vision_hidden_size: int = Field(64, ge=16)
+    vision_num_heads: int = Field(4, ge=1)
+    vision_intermediate_size: int = Field(256, ge=16)
+    vision_num_position_embeddings: int = Field(64, ge=4)  # a square: the learned position grid is n x n
+    deepstack_visual_indexes: tuple[int, ...] = (
+        0,
+        1,
+    )  # vision blocks whose output feeds text layers 0, 1, ...
+    tie_word_embeddings: bool = True  # as Qwen3-VL-4B
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TinyModelConfig:
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError("tiny.num_attention_heads must be a multiple of tiny.num_key_value_heads")
+        if sum(self.mrope_section) != self.head_dim // 2:
+            raise ValueError(
+                f"tiny.mrope_section must sum to head_dim // 2 = {self.head_dim // 2}, "
+                f"got {sum(self.mrope_section)}"
+            )
+        if self.vision_hidden_size % self.vision_num_heads:
+            raise ValueError("tiny.vision_hidden_size must be divisible by tiny.vision_num_heads")
+        if (self.vision_hidden_size // self.vision_num_heads) % 4:
+            raise ValueError("the vision head dim must be a multiple of 4 (2-D axial rotary embedding)")
+        side = round(self.vision_num_position_embeddings**0.5)
+        if side * side != self.vision_num_position_embeddings:
+            raise ValueError("tiny.vision_num_position_embeddings must be a perfect square")
+        bad = [i for i in self.deepstack_visual_indexes if not 0 <= i < self.vision_depth]
+        if bad:
+            raise ValueError(
+                f"tiny.deepstack_visual_indexes {bad} outside [0, vision_depth={self.vision_depth})"
+            )
+        if len(self.deepstack_visual_indexes) > self.num_hidden_layers:
+            raise ValueError("tiny.deepstack_visual_indexes: more DeepStack levels than text layers")
+        return self
+
+
+class VLMConfig(_Strict):
+    """Model identity, frame geometry and prompt of the VLM stage (nested as `model:`)."""
+
+    name_or_path: str = TINY_NAME  # "tiny-qwen3vl": build locally; else a hub id or a local model directory
+    tiny: TinyModelConfig = Field(default_factory=TinyModelConfig)
+    image_height: int = Field(64, ge=32)
+    image_width: int = Field(96, ge=32)
+    # Qwen3-VL's vision tower: 16 x 16 patches, 2 frames per temporal patch, 2 x 2 spatial merge.
+    patch_size: int = Field(16, ge=1)
+    temporal_patch_size: int = Field(2, ge=1)
+    spatial_merge_size: int = Field(2, ge=1)
+    image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    # Timestamps written before each temporal group ("<0.1 seconds>"). "window": seconds since the
+    # window's first frame, so the model cannot read the clip position (and with it the label) off
+    # the clock; "clip": seconds since the clip's start, as the Qwen processor computes them.
+    timestamp_origin: Literal["window", "clip"] = "window"
+    # transformers >= 5 keeps the chat template's own <|vision_start|> ... <|vision_end|> around the
+    # per-group blocks; Qwen's reference processor (transformers 4.57) replaced it. False: reference.
+    outer_vision_wrapper: bool = False
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    instruction: str = DEFAULT_INSTRUCTION
+    max_length: int = Field(2048, ge=64)  # prompt + target tokens of one example; longer is an error
+    max_new_tokens: int = Field(192, ge=8)  # generation budget for analysis + belief + action
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+
+    @model_validator(mode="after")
+    def _grid(self) -> VLMConfig:
+        unit = self.patch_size * self.spatial_merge_size
+        for key in ("image_height", "image_width"):
+            if getattr(self, key) % unit:
+                raise ValueError(f"{key} ({getattr(self, key)}) must be a multiple of {unit} (patch x merge)")
+        if any(s <= 0 for s in self.image_std):
+            raise ValueError("image_std must be positive")
+        return self
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.name_or_path == TINY_NAME
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return (self.image_height, self.image_width)
+
+    def tokens_per_group(self) -> int:
+        """Vision tokens one temporal group (2 frames) adds to the text after the 2 x 2 merge."""
+        grid_h = self.image_height // self.patch_size
+        grid_w = self.image_width // self.patch_size
+        return grid_h * grid_w // self.spatial_merge_size**2

@@ -1,0 +1,145 @@
+"""Load the VLM and its tokenizer, the same code for the tiny demo directory and real Qwen3-VL.
+
+Both go through `from_pretrained`, so a local directory (the tiny model the demo builds, a
+downloaded Qwen3-VL, a merged SFT checkpoint) and a hub id are one code path. A real Qwen
+tokenizer lacks the belief/action tokens: they are added as special tokens, and the model's
+embedding matrix grows if it has no rows for them (Qwen3-VL-4B has 151,936 rows for a
+151,669-token tokenizer, so the four new ids already fit). The rows of newly added tokens start as
+the mean of the original vocabulary's rows, in the input embedding and in the output head, so a
+new token starts out as "an average token" instead of a random direction that dominates the
+logits. This is deterministic, so loading twice gives the same model.
+
+Tests must not reach the hub: they pass local directories and run with HF_HUB_OFFLINE=1.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from vlalert.beliefs.text import SPECIAL_TOKENS
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _local_only(name_or_path: str | os.PathLike[str]) -> bool:
+    # A directory on disk is never looked up on the hub, whatever the environment says.
+    return Path(name_or_path).is_dir()
+
+
+def _tokenizer_with_specials(name_or_path: str | os.PathLike[str]) -> tuple[Any, list[int]]:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(name_or_path), local_files_only=_local_only(name_or_path))
+    vocab = tok.get_vocab()
+    missing = [t for t in SPECIAL_TOKENS if t not in vocab]
+    if missing:
+        tok.add_special_tokens({"extra_special_tokens": missing}, replace_extra_special_tokens=False)
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = "<|endoftext|>" if "<|endoftext|>" in tok.get_vocab() else tok.eos_token
+    return tok, [int(tok.convert_tokens_to_ids(t)) for t in missing]
+
+
+def load_tokenizer(name_or_path: str | os.PathLike[str]) -> Any:
+    """The model's tokenizer with `<|BELIEF|> <|/BELIEF|> <|ACTION|> <|/ACTION|>` as single special tokens.
+
+    Left padding (batched generation). Adding the tokens is deterministic, so this and
+    `load_model` agree on their ids.
+    """
+    return _tokenizer_with_specials(name_or_path)[0]
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_dtype(dtype: str | Any | None, device: str) -> Any:
+    """bf16 on CUDA and fp32 elsewhere unless a dtype is named ("auto" = that default)."""
+    import torch
+
+    if dtype is None or dtype == "auto":
+        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES} or 'auto', got {dtype!r}")
+    return getattr(torch, dtype)
+
+
+def _init_new_rows(model: Any, new_ids: list[int]) -> None:
+    import torch
+
+    if not new_ids:
+        return
+    first_new = min(new_ids)
+    with torch.no_grad():
+        for emb in {id(m): m for m in (model.get_input_embeddings(), model.get_output_embeddings())}.values():
+            if emb is None:
+                continue
+            weight = emb.weight
+            mean = weight[:first_new].float().mean(dim=0).to(weight.dtype)
+            weight[new_ids] = mean
+
+
+def load_model(
+    name_or_path: str | os.PathLike[str],
+    *,
+    dtype: str | Any | None = None,
+    device: str | None = None,
+    fuse_patch_embed: bool = False,
+) -> Any:
+    """A `Qwen3VLForConditionalGeneration` (or whatever the directory holds) ready for `load_tokenizer`'s ids.
+
+    dtype: None/"auto" -> bf16 on CUDA, fp32 on CPU. device: None -> CUDA when available.
+    fuse_patch_embed: transformers' load-time fusion of the Conv3d patch embedding into a Linear
+    (inference only; outputs change by float rounding). transformers 5.23 registers that fusion
+    for the whole process: once a fused model is loaded, every later load of the same model type
+    in that process comes out fused as well. Rather than hand back a silently different model,
+    an unfused load after a fused one raises; load fused models only in inference processes.
+    """
+    from transformers import AutoModelForImageTextToText
+
+    device = device or default_device()
+    # device_map places the weights as they are read: a 4B model never stages through CPU memory.
+    kwargs: dict[str, Any] = {"dtype": resolve_dtype(dtype, device), "device_map": device}
+    if fuse_patch_embed:
+        kwargs["fusion_config"] = {"patch_embeddings": True}
+    model = AutoModelForImageTextToText.from_pretrained(
+        str(name_or_path), local_files_only=_local_only(name_or_path), **kwargs
+    )
+    tok, new_ids = _tokenizer_with_specials(name_or_path)
+    rows = model.get_input_embeddings().weight.shape[0]
+    if len(tok) > rows:
+        model.resize_token_embeddings(len(tok), mean_resizing=False)
+    _init_new_rows(model, new_ids)
+    if patch_embed_fused(model) != fuse_patch_embed:
+        state = "fused" if not fuse_patch_embed else "not fused (the model has no Conv3d patch embedding)"
+        raise RuntimeError(
+            f"asked for fuse_patch_embed={fuse_patch_embed} but the loaded patch embedding is {state}: "
+            "transformers' fusion is process-global, so load the unfused model in a process that never "
+            "loaded a fused one"
+        )
+    return model.to(device).eval()
+
+
+def patch_embed_fused(model: Any) -> bool:
+    """Whether the vision tower's patch embedding runs as a Linear (transformers' fusion) not a Conv3d."""
+    visual = getattr(getattr(model, "model", None), "visual", None)
+    return hasattr(getattr(visual, "patch_embed", None), "linear_proj")
+
+
+def load_model_and_tokenizer(
+    name_or_path: str | os.PathLike[str],
+    *,
+    dtype: str | Any | None = None,
+    device: str | None = None,
+    fuse_patch_embed: bool = False,
+) -> tuple[Any, Any]:
+    return (
+        load_model(name_or_path, dtype=dtype, device=device, fuse_patch_embed=fuse_patch_embed),
+        load_tokenizer(name_or_path),
+    )

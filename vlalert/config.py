@@ -16,7 +16,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from vlalert.badas.config import BadasConfig  # pydantic only: no torch at parse time
+# Each stage's own config model lives beside its code; all are pydantic only (no torch at parse time).
+from vlalert.badas.config import BadasConfig
+from vlalert.heads.config import HeadsTrainConfig
+from vlalert.metrics.config import ScoringConfig
+from vlalert.vlm.config import VLMConfig
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 SOURCE_KINDS: tuple[str, ...] = ("nexar", "dada2000", "dota", "dad")
@@ -153,6 +157,9 @@ class WorkflowConfig(_Strict):
     gate: GateConfig = Field(default_factory=GateConfig)
     splits: SplitsConfig = Field(default_factory=SplitsConfig)
     beliefs: BeliefsConfig = Field(default_factory=BeliefsConfig)
+    model: VLMConfig = Field(default_factory=VLMConfig)
+    heads: HeadsTrainConfig = Field(default_factory=HeadsTrainConfig)
+    scoring: ScoringConfig = Field(default_factory=ScoringConfig)
 
     @field_validator("sources")
     @classmethod
@@ -166,6 +173,11 @@ class WorkflowConfig(_Strict):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> WorkflowConfig:
+        if self.scoring.observe_s != self.labels.observe_s:
+            raise ValueError(
+                f"scoring.observe_s ({self.scoring.observe_s}) must equal labels.observe_s "
+                f"({self.labels.observe_s}): DAUS credits OBSERVE where the labels ask for it"
+            )
         for name in self.labels.gated_sources:
             if name not in self.sources:
                 raise ValueError(f"labels.gated_sources names unknown source {name!r}")

@@ -117,6 +117,39 @@ BELIEFS = pa.schema(
     ]
 )
 
+# Policies scored by the score stage: our heads, and the baselines run through the same decoder.
+POLICIES: tuple[str, ...] = ("heads", "danger", "gate", "vlm", "always-silent", "always-alert")
+
+SCORES = pa.schema(
+    [
+        _f("video_id", pa.string()),
+        _f("source", pa.string()),
+        _f("tick", pa.int32()),
+        _f("t_s", pa.float64()),
+        _f("seed", pa.int32()),  # heads seed; seed-independent baselines carry seed 0 once
+        _f("policy", pa.string()),
+        _f("p_danger", pa.float64(), nullable=True),  # DangerHead output; null where a policy has none
+        _f("p_silent", pa.float64(), nullable=True),
+        _f("p_observe", pa.float64(), nullable=True),
+        _f("p_alert", pa.float64(), nullable=True),
+        _f("action", pa.string()),  # decoded by the FSM
+        _f("label", pa.string()),  # the benchmark's action
+        _f("excluded", pa.bool_()),
+        _f("parent_id", pa.string(), nullable=True),
+    ]
+)
+
+SUMMARY = pa.schema(
+    [
+        _f("policy", pa.string()),
+        _f("source", pa.string()),  # "all" for the overall summary
+        _f("metric", pa.string()),
+        _f("mean", pa.float64(), nullable=True),  # null: undefined on every seed (e.g. no positive clip)
+        _f("std", pa.float64(), nullable=True),  # null: fewer than two seeds with a defined value
+        _f("n_seeds", pa.int32()),  # seeds with a defined value
+    ]
+)
+
 SCHEMAS: dict[str, pa.Schema] = {
     "videos": VIDEOS,
     "rejected": REJECTED,
@@ -124,12 +157,16 @@ SCHEMAS: dict[str, pa.Schema] = {
     "labels": LABELS,
     "benchmark": BENCHMARK,
     "beliefs": BELIEFS,
+    "scores": SCORES,
+    "summary": SUMMARY,
 }
 
 # Columns whose values come from a closed set.
 ENUMS: dict[str, dict[str, tuple[str, ...]]] = {
     "labels": {"action": ACTIONS},
     "benchmark": {"action": ACTIONS, "split": ("train", "val", "test")},
+    "scores": {"policy": POLICIES, "action": ACTIONS, "label": ACTIONS},
+    "summary": {"policy": POLICIES},
 }
 
 

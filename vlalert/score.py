@@ -1,0 +1,561 @@
+"""The score stage: every policy's per-tick probabilities and decoded actions, and their metrics.
+
+Policies (the `policy` column of SCORES), all decoded by the *same* FSM (`vlalert.heads.fsm`) with
+the same thresholds, so that a difference between two rows of the summary comes from the signal
+and not from the decoder:
+
+- `heads`: the PolicyHead run autoregressively (`fsm.rollout`: the decoded a_{t-1} is fed back);
+  p_danger is the DangerHead's per-tick score of the same seed.
+- `danger`: the DangerHead alone, its p_danger as a single score (below).
+- `gate`: the gate stage's p_collision as a single score (the Open-BADAS baseline when the gate
+  provider is `badas`). A null score, or a tick the gate file has no row for, counts as 0: a gate
+  that says nothing raises nothing.
+- `vlm`: the action the VLM generated itself (parsed from `generated_text`), as one-hot
+  probabilities; an unparsable generation is SILENT, and counted.
+- `always-silent`, `always-alert`: one-hot constants (the FSM passes them unchanged: 1.0 is above
+  every enter threshold and never below an exit threshold).
+
+A single score p in [0, 1] becomes the distribution (1 - p, 0, p). The decoder reads two signals,
+p_observe + p_alert (to climb to and stay at OBSERVE) and p_alert (to climb to and stay at ALERT):
+with this mapping both equal p, so one score is thresholded by observe_enter / alert_enter /
+alert_direct with the decoder's hysteresis, exactly like the heads' probabilities.
+
+Seeds: `heads` and `danger` have one block of rows per heads seed. The other four do not depend on
+a seed; they are scored once with `seed = BASELINE_SEED` (0) rather than repeated, so that their
+summary says n_seeds = 1 and std undefined instead of a misleading "± 0 over 5 seeds".
+
+Which ticks are scored: every benchmark tick that has a cache row, one clip per video_id, in tick
+order. A prefix clip (`parent_id` set, the negatives of DoTA/DADA-2000) is scored as a clip of its
+own that starts fresh (new GRU state, FSM back at SILENT) on its parent's cache rows, because its
+ticks are the parent's ticks: the cache row of (parent_id, tick) is used, and (video_id, tick) only
+when the cache has no parent row. Every non-excluded tick must have a cache row (else the cache is
+incomplete: an error). Excluded (post-event) ticks may be absent from the cache: absent ones are
+left out of the output; present ones are scored and marked `excluded`, because DAUS and the clip
+metrics look at decoded actions up to t_event, which can lie after t_r + alert_s. They are the tail
+of a clip and both heads are causal (the DangerHead scores each tick from its own z_t, the
+PolicyHead is a GRU), so running them never changes a score of a non-excluded tick.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.dataset as pads
+
+from vlalert.beliefs.text import parse_generation
+from vlalert.heads import fsm
+from vlalert.heads.config import FSMConfig
+from vlalert.heads.data import CacheError, cache_parts, fixed_size_list_to_numpy, read_cache
+from vlalert.metrics import OVERALL, ScoringConfig, aggregate_seeds, clips_from_table, summarize_by_source
+from vlalert.schemas import ACTIONS, POLICIES, SCORES, SUMMARY, check_table
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+BASELINE_SEED = 0
+SEEDED_POLICIES: tuple[str, ...] = ("heads", "danger")
+COUNTS_KEY = b"vlalert.score_counts"  # schema metadata of score_split's table (see `score_counts`)
+
+# The benchmark columns the score stage reads.
+TICK_COLUMNS: tuple[str, ...] = ("video_id", "source", "tick", "t_s", "action", "excluded", "parent_id")
+CLIP_COLUMNS: tuple[str, ...] = ("video_id", "source", "is_positive", "t_risky_s", "t_event_s")
+
+# Columns and headers of `format_summary`; recall_at_{k}s columns are added for every k present.
+KEY_METRICS: tuple[tuple[str, str], ...] = (
+    ("daus", "DAUS"),
+    ("daus_U", "U"),
+    ("daus_P", "P"),
+    ("tick_auroc", "AUROC"),
+    ("tick_ap", "AP"),
+    ("tick_macro_f1", "macro-F1"),
+    ("clip_ap", "clip AP"),
+    ("clip_mtta_s", "mTTA s"),
+    ("false_alerts_per_hour", "FA/h"),
+)
+
+
+# ----------------------------------------------------------------------------- probabilities
+
+
+def single_score_probs(p: np.ndarray) -> np.ndarray:
+    """One score per tick -> (p_silent, p_observe, p_alert) = (1 - p, 0, p), p clipped to [0, 1]."""
+    p = np.clip(np.asarray(p, dtype=np.float64), 0.0, 1.0)
+    out = np.zeros((p.size, 3), dtype=np.float64)
+    out[:, fsm.SILENT] = 1.0 - p
+    out[:, fsm.ALERT] = p
+    return out
+
+
+def one_hot_probs(codes: np.ndarray) -> np.ndarray:
+    """Action codes [N] -> one-hot probabilities [N, 3]."""
+    return np.eye(3, dtype=np.float64)[np.asarray(codes, dtype=np.int64)]
+
+
+def decode_clips(probs: np.ndarray, offsets: np.ndarray, cfg: FSMConfig) -> np.ndarray:
+    """FSM-decode every clip (clip c = rows offsets[c]:offsets[c+1]) in one batched pass.
+
+    Clips are padded at the end to the longest; the decoder is causal, so padding never changes a
+    real tick. The Python loop runs over tick positions, not over clips or ticks.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    offsets = np.asarray(offsets, dtype=np.int64)
+    lengths = np.diff(offsets)
+    if lengths.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    pos = np.arange(int(lengths.max()))
+    valid = pos[None, :] < lengths[:, None]
+    entry = offsets[:-1, None] + np.minimum(pos[None, :], lengths[:, None] - 1)
+    return fsm.decode(probs[entry], cfg)[valid]
+
+
+def vlm_actions(texts: Sequence[str | None]) -> tuple[np.ndarray, int]:
+    """Action codes parsed from generated texts; an unparsable (or null) text is SILENT.
+
+    Returns (codes [N], number of unparsable texts). Only the action span is needed here, so a
+    generation with a broken belief span but a valid action still counts as that action.
+    """
+    codes = np.zeros(len(texts), dtype=np.int64)
+    bad = 0
+    lut = {name: i for i, name in enumerate(ACTIONS)}
+    for i, text in enumerate(texts):
+        action = parse_generation(text).action if text is not None else None
+        if action is None:
+            bad += 1
+        else:
+            codes[i] = lut[action]
+    return codes, bad
+
+
+# ----------------------------------------------------------------------------- ticks and cache
+
+
+@dataclass(frozen=True)
+class ScoreTicks:
+    """The ticks to score, sorted by (video_id, tick); clip c owns rows offsets[c]:offsets[c+1].
+
+    `frame` holds video_id, source, tick, t_s, label, excluded, parent_id and `row`, the index of the
+    tick's cache row (the parent's row for a prefix clip).
+    """
+
+    frame: pl.DataFrame
+    offsets: np.ndarray
+    n_excluded_missing: int
+
+    @property
+    def rows(self) -> np.ndarray:
+        return self.frame["row"].to_numpy()
+
+
+def _keys(table: pa.Table, what: str) -> pl.DataFrame:
+    df = pl.from_arrow(table.select(["video_id", "tick"])).with_columns(pl.col("tick").cast(pl.Int32))
+    if df.select(pl.struct("video_id", "tick").is_duplicated().any()).item():
+        raise CacheError(f"{what} holds duplicate (video_id, tick) rows")
+    return df
+
+
+def select_ticks(benchmark: pa.Table, cache_keys: pa.Table) -> ScoreTicks:
+    """Map every benchmark tick to its cache row (rules in the module docstring)."""
+    missing = [c for c in TICK_COLUMNS if c not in benchmark.column_names]
+    if missing:
+        raise ValueError(f"benchmark lacks columns {missing}")
+    _keys(benchmark, "benchmark")
+    keys = _keys(cache_keys, "cache").with_row_index("row")
+    bm = (
+        pl.from_arrow(benchmark.select(list(TICK_COLUMNS)))
+        .with_columns(pl.col("tick").cast(pl.Int32), pl.col("t_s").cast(pl.Float64))
+        .rename({"action": "label"})
+        .with_columns(pl.coalesce("parent_id", "video_id").alias("_key"))
+    )
+    bm = bm.join(
+        keys.rename({"video_id": "_key", "row": "_row_parent"}), on=["_key", "tick"], how="left"
+    ).join(keys.rename({"row": "_row_own"}), on=["video_id", "tick"], how="left")
+    bm = bm.with_columns(pl.coalesce("_row_parent", "_row_own").cast(pl.Int64).alias("row"))
+    absent = bm.filter(pl.col("row").is_null())
+    lost = absent.filter(~pl.col("excluded"))
+    if lost.height:
+        some = lost.select(pl.format("{}@{}", "video_id", "tick")).to_series().head(5).to_list()
+        raise CacheError(f"{lost.height} scored (non-excluded) ticks have no cache row, e.g. {some}")
+    frame = (
+        bm.filter(pl.col("row").is_not_null())
+        .sort(["video_id", "tick"])
+        .select("video_id", "source", "tick", "t_s", "label", "excluded", "parent_id", "row")
+    )
+    vid = frame["video_id"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, vid[1:] != vid[:-1]]) if vid.size else np.zeros(0, np.int64)
+    offsets = np.append(starts, frame.height).astype(np.int64)
+    return ScoreTicks(frame=frame, offsets=offsets, n_excluded_missing=absent.height)
+
+
+def read_generated_text(cache_dir: str | Path) -> pa.Table:
+    """video_id, tick, generated_text of every cache part, in the same row order as `read_cache`."""
+    dataset = pads.dataset([str(p) for p in cache_parts(cache_dir)], format="parquet")
+    if "generated_text" not in dataset.schema.names:
+        raise CacheError(f"{cache_dir}: cache lacks column 'generated_text'")
+    return dataset.to_table(columns=["video_id", "tick", "generated_text"])
+
+
+def gate_lookup(ticks: pl.DataFrame, gate: pa.Table) -> tuple[np.ndarray, int, int]:
+    """p_collision per tick (a prefix tick reads its parent's score), nulls and missing rows as 0.
+
+    Times are matched at micro-second resolution: gate and labels both place ticks with the same
+    float arithmetic, but a score file written elsewhere may round differently in the last bits.
+    Returns (scores [N], ticks whose score was null, ticks the gate file has no row for).
+    """
+    g = pl.from_arrow(gate.select(["video_id", "t_s", "p_collision"])).with_columns(
+        (pl.col("t_s") * 1e6).round().cast(pl.Int64).alias("_us"), pl.col("p_collision").cast(pl.Float64)
+    )
+    if g.select(pl.struct("video_id", "_us").is_duplicated().any()).item():
+        raise ValueError("gate table holds a (video_id, t_s) more than once")
+    g = g.select("video_id", "_us", "p_collision", pl.lit(True).alias("_has"))
+    t = ticks.select(
+        pl.coalesce("parent_id", "video_id").alias("_key"),
+        "video_id",
+        (pl.col("t_s") * 1e6).round().cast(pl.Int64).alias("_us"),
+    ).with_row_index("_i")
+    merged = (
+        t.join(
+            g.rename({"video_id": "_key", "p_collision": "_p_parent", "_has": "_has_parent"}),
+            on=["_key", "_us"],
+            how="left",
+        )
+        .join(g.rename({"p_collision": "_p_own", "_has": "_has_own"}), on=["video_id", "_us"], how="left")
+        .sort("_i")
+        # the parent's row first (prefix ticks are the parent's), the clip's own row otherwise
+        .select(
+            pl.when(pl.col("_has_parent"))
+            .then(pl.col("_p_parent"))
+            .otherwise(pl.col("_p_own"))
+            .alias("p_collision"),
+            pl.coalesce("_has_parent", "_has_own").fill_null(False).alias("_has"),
+        )
+    )
+    has = merged["_has"].to_numpy().astype(bool)
+    p = merged["p_collision"].to_numpy().astype(np.float64)
+    n_missing = int((~has).sum())
+    n_null = int((has & np.isnan(p)).sum())
+    return np.nan_to_num(p, nan=0.0), n_null, n_missing
+
+
+# ----------------------------------------------------------------------------- heads
+
+
+def _gather(mat: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    return np.asarray(mat[rows], dtype=np.float32)
+
+
+def danger_scores(model: torch.nn.Module, z: np.ndarray, rows: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """The DangerHead's per-tick danger sigmoid(tick logit) for cache rows `rows`.
+
+    The per-tick output depends on z_t alone (the clip-level PMA output is not used for scoring),
+    so ticks are scored in flat chunks regardless of clip boundaries.
+    """
+    import torch
+
+    out = np.empty(rows.size, dtype=np.float64)
+    with torch.no_grad():
+        for a in range(0, rows.size, chunk):
+            zt = torch.from_numpy(_gather(z, rows[a : a + chunk])).unsqueeze(0)
+            mask = torch.ones(zt.shape[:2], dtype=torch.bool)
+            tick_logits, _ = model(zt, mask)
+            out[a : a + chunk] = torch.sigmoid(tick_logits[0].double()).numpy()
+    return out
+
+
+def policy_scores(
+    model: torch.nn.Module,
+    r: np.ndarray,
+    rows: np.ndarray,
+    offsets: np.ndarray,
+    cfg: FSMConfig,
+    batch_clips: int = 64,
+) -> tuple[np.ndarray, np.ndarray]:
+    """PolicyHead probabilities [N, 3] and decoded actions [N] from `fsm.rollout`, clips padded per batch."""
+    import torch
+
+    n = rows.size
+    probs = np.empty((n, 3), dtype=np.float64)
+    actions = np.empty(n, dtype=np.int64)
+    n_clips = offsets.size - 1
+    for c0 in range(0, n_clips, batch_clips):
+        c1 = min(c0 + batch_clips, n_clips)
+        starts = offsets[c0:c1]
+        lengths = offsets[c0 + 1 : c1 + 1] - starts
+        pos = np.arange(int(lengths.max()))
+        valid = pos[None, :] < lengths[:, None]
+        entry = starts[:, None] + np.minimum(pos[None, :], lengths[:, None] - 1)
+        r_batch = torch.from_numpy(_gather(r, rows[entry.reshape(-1)])).view(*entry.shape, r.shape[1])
+        p, a = fsm.rollout(model, r_batch, cfg)
+        probs[entry[valid]] = p[valid]
+        actions[entry[valid]] = a[valid]
+    return probs, actions
+
+
+def _load(head_dir: str | Path, kind: str, width: int) -> tuple[torch.nn.Module, dict[str, Any]]:
+    from vlalert.heads.train import load_head
+
+    model, config = load_head(head_dir)
+    if config["head"] != kind:
+        raise ValueError(f"{head_dir}: expected a {kind} head, found {config['head']!r}")
+    dim = config["dims"]["z_dim" if kind == "danger" else "r_dim"]
+    if dim != width:
+        raise ValueError(f"{head_dir}: {kind} head was trained at width {dim}, the cache has {width}")
+    return model, config
+
+
+# ----------------------------------------------------------------------------- the split
+
+
+def _block(
+    ticks: pl.DataFrame,
+    policy: str,
+    seed: int,
+    probs: np.ndarray,
+    actions: np.ndarray,
+    p_danger: np.ndarray | None = None,
+) -> pa.Table:
+    n = ticks.height
+    names = np.asarray(ACTIONS, dtype=object)
+    base = ticks.select("video_id", "source", "tick", "t_s").to_arrow()
+    cols = {
+        "video_id": base.column("video_id"),
+        "source": base.column("source"),
+        "tick": base.column("tick"),
+        "t_s": base.column("t_s"),
+        "seed": pa.array(np.full(n, seed, dtype=np.int32)),
+        "policy": pa.array([policy] * n, pa.string()),
+        "p_danger": pa.nulls(n, pa.float64()) if p_danger is None else pa.array(p_danger, pa.float64()),
+        "p_silent": pa.array(probs[:, 0], pa.float64()),
+        "p_observe": pa.array(probs[:, 1], pa.float64()),
+        "p_alert": pa.array(probs[:, 2], pa.float64()),
+        "action": pa.array(names[actions].tolist(), pa.string()),
+        "label": ticks["label"].to_arrow(),
+        "excluded": ticks["excluded"].to_arrow(),
+        "parent_id": ticks["parent_id"].to_arrow(),
+    }
+    return pa.table(cols).cast(SCORES)
+
+
+def score_split(
+    benchmark: pa.Table,
+    cache_dir: str | Path,
+    heads_dirs: Mapping[int, Mapping[str, str | Path]],
+    gate: pa.Table | None,
+    fsm_cfg: FSMConfig,
+    *,
+    batch_clips: int = 64,
+) -> pa.Table:
+    """SCORES rows of one split: every policy (module docstring) on every scored tick.
+
+    `heads_dirs` maps a seed to {"danger": dir, "policy": dir} (the heads stage's outputs); an empty
+    mapping scores the baselines only. `gate` is the concatenated gate table of the split's sources,
+    or None to leave the gate policy out. Rows are ordered by policy (POLICIES order), seed,
+    video_id, tick. The table's schema metadata (`score_counts`) says how many ticks were scored,
+    how many excluded ticks had no cache row, how many VLM generations could not be parsed, and how
+    many gate scores were null or missing.
+    """
+    for seed, dirs in heads_dirs.items():
+        if set(dirs) != {"danger", "policy"}:
+            raise ValueError(
+                f"seed {seed}: heads_dirs needs exactly 'danger' and 'policy', got {sorted(dirs)}"
+            )
+    vectors = ("z", "r") if heads_dirs else ()
+    cache = read_cache(cache_dir, vectors)
+    texts = read_generated_text(cache_dir)
+    if not (
+        texts.column("video_id").equals(cache.column("video_id"))
+        and texts.column("tick").equals(cache.column("tick"))
+    ):
+        raise CacheError(f"{cache_dir}: the cache parts read back in two different orders")
+    st = select_ticks(benchmark, cache)
+    rows, offsets, ticks = st.rows, st.offsets, st.frame
+    counts: dict[str, int] = {"ticks": ticks.height, "clips": offsets.size - 1}
+    counts["excluded_without_cache_row"] = st.n_excluded_missing
+
+    blocks: dict[str, list[pa.Table]] = {p: [] for p in POLICIES}
+    if heads_dirs:
+        z = fixed_size_list_to_numpy(cache.column("z"))
+        r = fixed_size_list_to_numpy(cache.column("r"))
+        for seed in sorted(heads_dirs):
+            danger_model, _ = _load(heads_dirs[seed]["danger"], "danger", z.shape[1])
+            policy_model, policy_cfg = _load(heads_dirs[seed]["policy"], "policy", r.shape[1])
+            if policy_cfg["fsm_config"] != fsm_cfg:
+                log.warning(
+                    "seed %s: the PolicyHead was trained with another FSM config than it is scored with", seed
+                )
+            p_danger = danger_scores(danger_model, z, rows)
+            probs, actions = policy_scores(policy_model, r, rows, offsets, fsm_cfg, batch_clips)
+            blocks["heads"].append(_block(ticks, "heads", seed, probs, actions, p_danger))
+            d_probs = single_score_probs(p_danger)
+            d_actions = decode_clips(d_probs, offsets, fsm_cfg)
+            blocks["danger"].append(_block(ticks, "danger", seed, d_probs, d_actions, p_danger))
+
+    if gate is not None:
+        g, counts["gate_null"], counts["gate_missing"] = gate_lookup(ticks, gate)
+        g_probs = single_score_probs(g)
+        blocks["gate"].append(
+            _block(ticks, "gate", BASELINE_SEED, g_probs, decode_clips(g_probs, offsets, fsm_cfg))
+        )
+
+    text_col = texts.column("generated_text").to_pylist()
+    vlm_codes, counts["vlm_unparsable"] = vlm_actions([text_col[i] for i in rows])
+    v_probs = one_hot_probs(vlm_codes)
+    blocks["vlm"].append(
+        _block(ticks, "vlm", BASELINE_SEED, v_probs, decode_clips(v_probs, offsets, fsm_cfg))
+    )
+    for policy, code in (("always-silent", fsm.SILENT), ("always-alert", fsm.ALERT)):
+        c_probs = one_hot_probs(np.full(ticks.height, code))
+        blocks[policy].append(
+            _block(ticks, policy, BASELINE_SEED, c_probs, decode_clips(c_probs, offsets, fsm_cfg))
+        )
+
+    if counts["vlm_unparsable"]:
+        log.warning(
+            "%d of %d VLM generations had no parsable action (scored SILENT)",
+            counts["vlm_unparsable"],
+            len(rows),
+        )
+    out = pa.concat_tables([b for p in POLICIES for b in blocks[p]])
+    out = check_table("scores", out)
+    return out.replace_schema_metadata({COUNTS_KEY: json.dumps(counts, sort_keys=True).encode()})
+
+
+def score_counts(scores: pa.Table) -> dict[str, int]:
+    """The counts that `score_split` stored in its table's schema metadata ({} when there are none)."""
+    meta = scores.schema.metadata or {}
+    return json.loads(meta[COUNTS_KEY]) if COUNTS_KEY in meta else {}
+
+
+# ----------------------------------------------------------------------------- summary
+
+
+def clip_info(benchmark: pa.Table | pl.DataFrame) -> pl.DataFrame:
+    """One row per clip: video_id, source, is_positive, t_risky_s, t_event_s (constant within a clip)."""
+    df = (
+        benchmark
+        if isinstance(benchmark, pl.DataFrame)
+        else pl.from_arrow(benchmark.select(list(CLIP_COLUMNS)))
+    )
+    df = df.select(list(CLIP_COLUMNS))
+    varying = (
+        df.group_by("video_id")
+        .agg([pl.col(c).n_unique().alias(c) for c in CLIP_COLUMNS[1:]])
+        .filter(pl.any_horizontal([pl.col(c) > 1 for c in CLIP_COLUMNS[1:]]))
+    )
+    if varying.height:
+        raise ValueError(f"clip columns vary within clips {sorted(varying['video_id'].to_list())[:5]}")
+    return df.unique(subset="video_id", keep="first").sort("video_id")
+
+
+def _finite_or_none(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def summarize_scores(
+    scores: pa.Table, benchmark: pa.Table, scoring_cfg: ScoringConfig, tick_hz: float
+) -> pa.Table:
+    """SUMMARY: every metric of `metrics.summarize` per policy x source (and "all"), mean ± std over seeds.
+
+    Each (policy, seed) is summarised on its own clips (`metrics.summarize_by_source`, clip score
+    p_alert), then `metrics.aggregate_seeds` takes mean and sample std over that policy's seeds; a
+    metric undefined on a seed is left out of its mean and `n_seeds` says how many seeds remain.
+    Undefined means and stds are null. Rows are ordered by policy (POLICIES order), source (sorted,
+    "all" last), metric (summarize's order).
+    """
+    clips = clip_info(benchmark)
+    df = pl.from_arrow(
+        scores.select(["video_id", "t_s", "seed", "policy", "p_alert", "action", "label", "excluded"])
+    )
+    rows: list[dict[str, Any]] = []
+    for policy in POLICIES:
+        sub = df.filter(pl.col("policy") == policy)
+        if sub.height == 0:
+            continue
+        per_seed = []
+        for seed in sorted(sub["seed"].unique().to_list()):
+            ticks = sub.filter(pl.col("seed") == seed)
+            series = clips_from_table(ticks, clips, label_col="label", excluded_col="excluded")
+            per_seed.append(summarize_by_source(series, scoring_cfg, tick_hz=tick_hz))
+        sources = list(per_seed[0])
+        if any(list(s) != sources for s in per_seed):
+            raise ValueError(f"policy {policy}: seeds were scored on different sources")
+        for source in sources:
+            agg = aggregate_seeds([s[source] for s in per_seed])
+            for metric, ms in agg.items():
+                rows.append(
+                    {
+                        "policy": policy,
+                        "source": source,
+                        "metric": metric,
+                        "mean": _finite_or_none(ms.mean),
+                        "std": _finite_or_none(ms.std),
+                        "n_seeds": ms.n,
+                    }
+                )
+    table = pa.Table.from_pylist(rows, schema=SUMMARY) if rows else SUMMARY.empty_table()
+    return check_table("summary", table)
+
+
+def format_mean_std(mean: float | None, std: float | None) -> str:
+    """'0.512 ± 0.031'; just the mean when std is undefined (one seed); 'n/a' when the mean is.
+
+    Three decimals, one for values of 100 and more (false alerts per hour); the std takes the
+    mean's precision so that a column reads evenly.
+    """
+    if mean is None:
+        return "n/a"
+    spec = ".1f" if abs(mean) >= 100 else ".3f"
+    return f"{mean:{spec}}" if std is None else f"{mean:{spec}} ± {std:{spec}}"
+
+
+def key_metrics(summary: pa.Table | pl.DataFrame) -> list[tuple[str, str]]:
+    """(metric, header) pairs of the key metrics present in `summary`, R@k s included."""
+    df = summary if isinstance(summary, pl.DataFrame) else pl.from_arrow(summary)
+    present = df["metric"].unique(maintain_order=True).to_list()
+    recall = [(m, "R@" + m.removeprefix("recall_at_")) for m in present if m.startswith("recall_at_")]
+    head = [(m, h) for m, h in KEY_METRICS if m in present]
+    return head[:7] + recall + head[7:]
+
+
+def summary_grid(
+    summary: pa.Table | pl.DataFrame, source: str = OVERALL
+) -> tuple[list[str], list[list[str]]]:
+    """Header and rows (one per policy, "mean ± std" cells) of the key metrics of one source."""
+    df = summary if isinstance(summary, pl.DataFrame) else pl.from_arrow(summary)
+    metrics = key_metrics(df)
+    df = df.filter(pl.col("source") == source)
+    cells = {(r["policy"], r["metric"]): r for r in df.iter_rows(named=True)}
+    header = ["policy", "seeds"] + [h for _, h in metrics]
+    rows = []
+    present = set(df["policy"].to_list())
+    for policy in [p for p in POLICIES if p in present]:
+        seeds = cells.get((policy, "n_clips"), {}).get("n_seeds")
+        row = [policy, "" if seeds is None else str(seeds)]
+        for m, _ in metrics:
+            c = cells.get((policy, m))
+            row.append("n/a" if c is None else format_mean_std(c["mean"], c["std"]))
+        rows.append(row)
+    return header, rows
+
+
+def format_summary(summary: pa.Table | pl.DataFrame, source: str = OVERALL) -> str:
+    """Plain-text table of the key metrics of one source: policies as rows, "mean ± std" cells."""
+    header, rows = summary_grid(summary, source)
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        first = cells[0].ljust(widths[0])
+        return "  ".join([first] + [c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True)])
+
+    title = f"source: {source} (mean ± std over seeds; seeds = seeds with a defined value)"
+    return "\n".join([title, line(header), "  ".join("-" * w for w in widths), *map(line, rows)])

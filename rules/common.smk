@@ -6,6 +6,7 @@ from vlalert.workflow import stage_params
 
 CFG = validate_config(config)
 R = CFG.results
+RUN = CFG.run
 SOURCES = CFG.enabled_sources()
 ENV = "../envs/vlalert.yaml"
 
@@ -13,6 +14,8 @@ ENV = "../envs/vlalert.yaml"
 wildcard_constraints:
     source="|".join(SOURCES),
     split="train|val|test",
+    head="danger|policy",
+    seed=r"\d+",
 
 
 def source_cfg(wildcards):

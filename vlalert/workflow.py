@@ -18,7 +18,7 @@ from typing import Any
 
 from vlalert.config import ConfigError, WorkflowConfig, validate_config
 
-STAGES = ("demo", "ingest", "gate", "relabel", "beliefs", "benchmark")
+STAGES = ("demo", "ingest", "gate", "relabel", "beliefs", "benchmark", "heads", "score", "summary")
 
 
 def stage_params(cfg: WorkflowConfig, stage: str, source: str | None = None) -> dict[str, Any]:
@@ -76,6 +76,12 @@ def stage_params(cfg: WorkflowConfig, stage: str, source: str | None = None) -> 
             "window": cfg.window.model_dump(),
             "scene_truth": src.scene_truth,
         }
+    if stage == "heads":
+        return {"heads": cfg.heads.model_dump()}
+    if stage == "score":
+        return {"heads": cfg.heads.model_dump()}
+    if stage == "summary":
+        return {"scoring": cfg.scoring.model_dump(), "ticks": cfg.ticks.model_dump()}
     if stage == "benchmark":
         return {
             "splits": cfg.splits.model_dump(),

@@ -1,0 +1,21 @@
+"""Train one head with one seed on the VLM cache."""
+
+from pathlib import Path
+
+from vlalert.heads.train import train_head
+from vlalert.workflow import config_for_job, job_logging
+
+snakemake = globals()["snakemake"]
+with job_logging(snakemake.log[0]) as log:
+    cfg = config_for_job(snakemake, "heads")
+    metrics = train_head(
+        snakemake.wildcards.head,
+        int(snakemake.wildcards.seed),
+        Path(snakemake.input.train_cache).parent,
+        Path(snakemake.input.val_cache).parent,
+        snakemake.input.train_labels,
+        snakemake.input.val_labels,
+        cfg.heads,
+        Path(snakemake.output.model).parent,
+    )
+    log.info("heads %s seed %s: %s", snakemake.wildcards.head, snakemake.wildcards.seed, metrics)

@@ -1,0 +1,22 @@
+"""Score one split: the heads of every seed and the baselines, all through the same FSM."""
+
+from pathlib import Path
+
+import pyarrow as pa
+
+from vlalert.schemas import read_table, write_table
+from vlalert.score import score_counts, score_split
+from vlalert.workflow import config_for_job, job_logging
+
+snakemake = globals()["snakemake"]
+with job_logging(snakemake.log[0]) as log:
+    cfg = config_for_job(snakemake, "score")
+    heads = [Path(p).parent for p in snakemake.input.heads]
+    heads_dirs = {
+        seed: {d.parent.name: d for d in heads if d.name == f"seed{seed}"} for seed in cfg.heads.seeds
+    }
+    gate = pa.concat_tables([read_table("gate", p) for p in snakemake.input.gate])
+    benchmark = read_table("benchmark", snakemake.input.benchmark)
+    scores = score_split(benchmark, Path(snakemake.input.cache).parent, heads_dirs, gate, cfg.heads.fsm)
+    log.info("score %s: %s", snakemake.wildcards.split, score_counts(scores))
+    write_table("scores", scores, snakemake.output.scores)

@@ -1,0 +1,61 @@
+# Sources on disk: hub datasets fetched at a pinned commit (with a completion marker), the sources
+# that cannot be downloaded checked where the user placed them (every missing item named at once).
+# Both run where snakemake itself runs (localrules): cluster nodes often have no internet access.
+
+from vlalert.download import download_for_source
+
+HUB_DOWNLOADS = [name for name, dl in CFG.download.items() if dl.enabled]
+MANUAL_SOURCES = [s for s in SOURCES if download_for_source(CFG.download, s) is None]
+
+
+localrules:
+    download_hub,
+    check_source,
+    download,
+
+
+# `snakemake download`: every hub dataset, and in a real run the layout of every source placed by hand.
+rule download:
+    input:
+        expand(f"{R}/download/{{name}}.json", name=HUB_DOWNLOADS),
+        expand(f"{R}/download/{{source}}.layout.json", source=[] if CFG.demo.enabled else MANUAL_SOURCES),
+
+
+rule download_hub:
+    output:
+        marker=f"{R}/download/{{name}}.json",
+    params:
+        stage=lambda wildcards: stage_params(CFG, "download", wildcards.name),
+    log:
+        f"{R}/logs/download/{{name}}.log",
+    benchmark:
+        f"{R}/benchmarks/download/{{name}}.tsv"
+    wildcard_constraints:
+        name="|".join(HUB_DOWNLOADS) or "(?!)",
+    resources:
+        mem_mb=2000,
+        runtime=720,
+        cpus_per_task=2,
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/download_hub.py"
+
+
+rule check_source:
+    output:
+        layout=f"{R}/download/{{source}}.layout.json",
+    params:
+        stage=lambda wildcards: stage_params(CFG, "check_source", wildcards.source),
+    log:
+        f"{R}/logs/download/{{source}}.layout.log",
+    benchmark:
+        f"{R}/benchmarks/download/{{source}}.layout.tsv"
+    resources:
+        mem_mb=1000,
+        runtime=10,
+        cpus_per_task=1,
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/check_source.py"

@@ -1,0 +1,683 @@
+"""Getting the sources onto disk: hub datasets by download, the others by a layout check.
+
+Hub datasets (Nexar, the published VLAlert-Bench annotations) are fetched with `huggingface_hub`
+at a pinned commit, so that two runs months apart read the same bytes; every file is then checked
+against the hub's own listing (sha256 of LFS files, git blob sha1 of the others) and recorded with
+its sha256 in a completion marker. A run that is cut short keeps every finished file (the hub client
+skips them on the next run) and a dropped connection is resumed with an HTTP Range request by the
+client itself. The token comes from the HF_TOKEN environment variable only: never from the config,
+the machine's stored login, or anything that is written to disk.
+
+DADA-2000, DoTA and DAD cannot be downloaded automatically; `check_source_layout` lists, at once,
+every file or folder that a source's adapter needs and does not find, and where to obtain it.
+
+This module is imported by the config model at parse time, so it imports nothing heavy at module
+level (huggingface_hub and the source adapters are imported where they are used).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+log = logging.getLogger(__name__)
+
+COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
+TOKEN_ENV = "HF_TOKEN"
+HASH_CHUNK = 1 << 20
+
+HUB_URL = "https://huggingface.co"
+NEXAR_REPO = "nexar-ai/nexar_collision_prediction"
+
+# Where each source kind can be obtained, named in every problem the layout check reports.
+OBTAIN: dict[str, str] = {
+    "nexar": (
+        f"download it automatically with a `download` entry (repo_id: {NEXAR_REPO}, source: <this source>), "
+        f"or by hand from {HUB_URL}/datasets/{NEXAR_REPO}"
+    ),
+    "dada2000": (
+        "DADA-2000 is distributed by its authors, not by a hub: follow the download link and terms on "
+        "https://github.com/JWFangit/LOTVS-DADA (research use only; unpack the frames with its "
+        "python/extract_images.py); the annotation sheet DADA2000_video_annotations.xlsx comes with it"
+    ),
+    "dota": (
+        "DoTA: follow the instructions of https://github.com/MoonBlvd/Detection-of-Traffic-Anomaly "
+        "(metadata_train.json / metadata_val.json are in its dataset/ folder; the frames from the "
+        "download link in its README, or extracted from the YouTube videos with its scripts at 10 fps)"
+    ),
+    "dad": (
+        "DAD (Dashcam Accident Dataset, Chan et al., ACCV 2016): download link on its project page "
+        "https://aliensunmin.github.io/project/dashcam/"
+    ),
+}
+OBTAIN_CONSENSUS = (
+    "the BADAS consensus labels CSV (columns id, batch, Event-type, Nexar-vehicle-involved, min_support, "
+    "Time-of-alert, Time-of-collision, Diff, article_category) published with Nexar's BADAS work; "
+    "or remove sources.{name}.consensus"
+)
+OBTAIN_GATE_SCORES = (
+    "a gate scores table (Parquet or CSV with video_id, t_s, p_collision), e.g. from an Open-BADAS run; "
+    "or choose another gate provider for sources.{name}"
+)
+
+
+class DownloadError(RuntimeError):
+    """A hub download that cannot complete; the message says what to change (never holds the token)."""
+
+
+class DownloadConfig(BaseModel):
+    """One hub repository to fetch at a pinned commit into `local_dir`.
+
+    `source` names the configured source whose root this download fills: its ingest then waits for
+    the download instead of a layout check. Datasets used only for comparison (VLAlert-Bench) have none.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    repo_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    repo_type: Literal["dataset", "model"] = "dataset"
+    revision: str = Field(min_length=1)
+    allow_unpinned: bool = False  # True: a branch/tag is resolved to its commit at download time
+    allow_patterns: list[str] | None = None  # None: the whole repository
+    local_dir: str = Field(min_length=1)
+    source: str | None = None
+    max_workers: int = Field(8, ge=1, le=64)
+
+    @model_validator(mode="after")
+    def _pinned(self) -> DownloadConfig:
+        if not self.allow_unpinned and not COMMIT_RE.fullmatch(self.revision):
+            raise ValueError(
+                f"revision {self.revision!r} is not a commit: pin a 40-character commit sha (the repo's "
+                "'Files and versions' -> 'History' page on the hub lists them), or set allow_unpinned: true "
+                "to resolve it at download time (the commit used is recorded in the marker)"
+            )
+        if self.allow_patterns is not None and not self.allow_patterns:
+            raise ValueError("allow_patterns is empty: it would select no file (omit it for the whole repo)")
+        return self
+
+
+def download_params(dl: DownloadConfig) -> dict[str, Any]:
+    """What `download_hub` depends on: a change reruns the download (`enabled` and `source` do not)."""
+    return {
+        "repo_id": dl.repo_id,
+        "repo_type": dl.repo_type,
+        "revision": dl.revision,
+        "allow_unpinned": dl.allow_unpinned,
+        "allow_patterns": dl.allow_patterns,
+        "local_dir": dl.local_dir,
+    }
+
+
+def download_config_errors(
+    downloads: Mapping[str, DownloadConfig], source_roots: Mapping[str, str]
+) -> list[str]:
+    """Cross-checks of the `download` section against the sources (for the config model's validator).
+
+    `source_roots` maps each enabled source to its root. A download that fills a source must write
+    exactly into that source's root, and two downloads must not share a folder.
+    """
+    errors = []
+    owner: dict[str, str] = {}
+    for name, dl in downloads.items():
+        if not dl.enabled:
+            continue
+        key = os.path.normpath(dl.local_dir)
+        if key in owner:
+            errors.append(f"download.{name}.local_dir {dl.local_dir!r} is also used by download.{owner[key]}")
+        owner[key] = name
+        if dl.source is None:
+            continue
+        if dl.source not in source_roots:
+            errors.append(f"download.{name}.source names {dl.source!r}, which is not an enabled source")
+        elif os.path.normpath(source_roots[dl.source]) != key:
+            errors.append(
+                f"download.{name}.local_dir {dl.local_dir!r} must equal sources.{dl.source}.root "
+                f"{source_roots[dl.source]!r}: the download fills that source"
+            )
+    return errors
+
+
+def download_for_source(downloads: Mapping[str, DownloadConfig], source: str) -> str | None:
+    """The enabled download that fills `source`, or None when the user places its files by hand."""
+    for name, dl in downloads.items():
+        if dl.enabled and dl.source == source:
+            return name
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Hub download
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    path: str  # path in the repository ('/'-separated), also its place under local_dir
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class DownloadRecord:
+    """What the completion marker holds: enough to prove later which bytes a run read."""
+
+    name: str
+    repo_id: str
+    repo_type: str
+    revision: str
+    commit: str
+    endpoint: str
+    allow_patterns: list[str] | None
+    local_dir: str
+    files: list[FileRecord] = field(default_factory=list)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["n_files"] = len(self.files)
+        out["total_bytes"] = self.total_bytes
+        return out
+
+
+@dataclass(frozen=True)
+class RepoEntry:
+    """One file of the hub's listing at the commit: what its bytes must hash to."""
+
+    path: str
+    size: int
+    blob_id: str  # git blob sha1 of the file as stored in git (the pointer, for LFS files)
+    lfs_sha256: str | None = None  # sha256 of the content, for LFS files
+    lfs_size: int | None = None
+
+    @property
+    def content_size(self) -> int:
+        return self.lfs_size if self.lfs_size is not None else self.size
+
+
+def token_from_env(environ: Mapping[str, str] | None = None) -> str | None:
+    """The hub token, from HF_TOKEN only (an empty value counts as none)."""
+    value = (os.environ if environ is None else environ).get(TOKEN_ENV, "").strip()
+    return value or None
+
+
+def public_endpoint(endpoint: str) -> str:
+    """The endpoint as recorded and logged: without any user:password part of the URL."""
+    parts = urlsplit(endpoint)
+    if parts.username or parts.password:
+        host = parts.hostname or ""
+        netloc = f"{host}:{parts.port}" if parts.port else host
+        parts = parts._replace(netloc=netloc)
+    return urlunsplit(parts).rstrip("/")
+
+
+def _scrub(text: str, token: str | None) -> str:
+    return text.replace(token, "***") if token else text
+
+
+def file_digests(path: str | os.PathLike[str]) -> tuple[str, str]:
+    """(sha256 of the content, git blob sha1) in one pass; the hub lists the latter for non-LFS files."""
+    size = os.path.getsize(path)
+    sha256 = hashlib.sha256()
+    blob = hashlib.sha1(f"blob {size}\0".encode())
+    with open(path, "rb") as fh:
+        while chunk := fh.read(HASH_CHUNK):
+            sha256.update(chunk)
+            blob.update(chunk)
+    return sha256.hexdigest(), blob.hexdigest()
+
+
+def select_entries(entries: Iterable[RepoEntry], allow_patterns: list[str] | None) -> list[RepoEntry]:
+    """The files the download takes: the same pattern semantics as huggingface_hub's own filter."""
+    from huggingface_hub.utils import filter_repo_objects
+
+    return sorted(
+        filter_repo_objects(list(entries), allow_patterns=allow_patterns, key=lambda e: e.path),
+        key=lambda e: e.path,
+    )
+
+
+def verify_files(local_dir: str | os.PathLike[str], expected: list[RepoEntry]) -> list[FileRecord]:
+    """Hash every expected file and compare it with the listing; a bad file is deleted and named.
+
+    Deleting is what makes the next run fetch it again: the hub client skips a file that is present
+    and recorded as downloaded at the same commit.
+    """
+    root = Path(local_dir)
+    records, bad = [], []
+    for entry in expected:
+        path = root / entry.path
+        if not path.is_file():
+            bad.append(f"{entry.path}: missing after download")
+            continue
+        size = path.stat().st_size
+        sha256, blob = file_digests(path)
+        if size != entry.content_size:
+            problem = f"size {size} bytes, the hub lists {entry.content_size}"
+        elif entry.lfs_sha256 is not None and sha256 != entry.lfs_sha256:
+            problem = f"sha256 {sha256}, the hub lists {entry.lfs_sha256}"
+        elif entry.lfs_sha256 is None and blob != entry.blob_id:
+            problem = f"git blob sha1 {blob}, the hub lists {entry.blob_id}"
+        else:
+            records.append(FileRecord(entry.path, size, sha256))
+            continue
+        path.unlink()
+        bad.append(f"{entry.path}: {problem} (deleted; the next run fetches it again)")
+    if bad:
+        raise DownloadError(
+            f"{len(bad)} file(s) in {root} do not match the hub listing:\n  " + "\n  ".join(bad)
+        )
+    return records
+
+
+def _hub_error(
+    err: Exception, dl: DownloadConfig, name: str, endpoint: str, token: str | None
+) -> DownloadError:
+    """A hub exception as a message that says which config key or environment variable to fix."""
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    where = f"{dl.repo_type} repo {dl.repo_id} at {endpoint}"
+    if isinstance(err, RevisionNotFoundError):
+        msg = (
+            f"download.{name}: revision {dl.revision!r} does not exist in the {where}; set "
+            f"download.{name}.revision to one of its commits (the hub's 'Files and versions' -> 'History')"
+        )
+    elif isinstance(err, GatedRepoError):
+        msg = (
+            f"download.{name}: the {where} is gated: accept its terms on the hub with your account, then "
+            f"export {TOKEN_ENV} with a read token of that account"
+        )
+    elif isinstance(err, RepositoryNotFoundError):
+        hint = f"check download.{name}.repo_id and repo_type"
+        if token is None:
+            hint += f"; if the repo is private, export {TOKEN_ENV} with a token that can read it"
+        msg = f"download.{name}: the {where} was not found or is not readable ({hint})"
+    elif isinstance(err, HfHubHTTPError) and err.response is not None and err.response.status_code == 401:
+        msg = f"download.{name}: the hub refused the credentials for the {where}: check {TOKEN_ENV}"
+    else:
+        msg = (
+            f"download.{name}: downloading the {where} failed: {type(err).__name__}: {err}. Files already "
+            "complete are kept; run again to resume"
+        )
+    return DownloadError(_scrub(msg, token))
+
+
+def list_repo_entries(api: Any, dl: DownloadConfig, commit: str) -> list[RepoEntry]:
+    from huggingface_hub.hf_api import RepoFile
+
+    return [
+        RepoEntry(
+            path=f.path,
+            size=f.size,
+            blob_id=f.blob_id,
+            lfs_sha256=f.lfs.sha256 if f.lfs is not None else None,
+            lfs_size=f.lfs.size if f.lfs is not None else None,
+        )
+        for f in api.list_repo_tree(dl.repo_id, repo_type=dl.repo_type, revision=commit, recursive=True)
+        if isinstance(f, RepoFile)
+    ]
+
+
+def hub_download(
+    name: str,
+    dl: DownloadConfig,
+    *,
+    endpoint: str | None = None,
+    token: str | None = None,
+) -> DownloadRecord:
+    """Fetch `dl.repo_id` at its commit into `dl.local_dir`, verify every file, return the record.
+
+    endpoint: None for huggingface_hub's own (HF_ENDPOINT, else huggingface.co); tests and mirrors
+    pass another. token: None for anonymous access; callers pass `token_from_env()`.
+    """
+    from huggingface_hub import HfApi, constants, snapshot_download
+
+    endpoint = (endpoint or constants.ENDPOINT).rstrip("/")
+    shown = public_endpoint(endpoint)
+    auth: str | bool = token or False  # False: never fall back to a token stored on the machine
+    api = HfApi(endpoint=endpoint, token=auth)
+    try:
+        commit = dl.revision
+        if not COMMIT_RE.fullmatch(commit):
+            commit = api.repo_info(dl.repo_id, repo_type=dl.repo_type, revision=dl.revision).sha
+            log.warning(
+                "download %s: revision %r is not pinned; it resolved to %s (set revision: %s to pin it)",
+                name,
+                dl.revision,
+                commit,
+                commit,
+            )
+        expected = select_entries(list_repo_entries(api, dl, commit), dl.allow_patterns)
+        if not expected:
+            raise DownloadError(
+                f"download.{name}: allow_patterns {dl.allow_patterns} match no file of {dl.repo_id} "
+                f"at {commit}"
+            )
+        log.info(
+            "download %s: %s@%s from %s, %d files, %.1f MB",
+            name,
+            dl.repo_id,
+            commit[:12],
+            shown,
+            len(expected),
+            sum(e.content_size for e in expected) / 1e6,
+        )
+        snapshot_download(
+            dl.repo_id,
+            repo_type=dl.repo_type,
+            revision=commit,
+            local_dir=dl.local_dir,
+            allow_patterns=dl.allow_patterns,
+            token=auth,
+            endpoint=endpoint,
+            max_workers=dl.max_workers,
+        )
+    except DownloadError:
+        raise
+    except Exception as err:  # every hub or network failure is reported the same way, token scrubbed
+        # `from None`: the chained hub exception is not kept, so nothing it carries reaches a log.
+        raise _hub_error(err, dl, name, shown, token) from None
+    files = verify_files(dl.local_dir, expected)
+    return DownloadRecord(
+        name=name,
+        repo_id=dl.repo_id,
+        repo_type=dl.repo_type,
+        revision=dl.revision,
+        commit=commit,
+        endpoint=shown,
+        allow_patterns=dl.allow_patterns,
+        local_dir=dl.local_dir,
+        files=files,
+    )
+
+
+def write_json(data: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write atomically: a marker that exists is always complete."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Layout checks of the sources placed by hand
+# ---------------------------------------------------------------------------------------------
+
+
+class SourceLike(Protocol):
+    """The fields of vlalert.config.SourceConfig the layout check reads."""
+
+    kind: str
+    root: str
+    annotations: str | None
+    consensus: str | None
+    gate_scores: str | None
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One missing file or folder, and where to get it."""
+
+    path: str
+    what: str
+    obtain: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.what}\n      get it: {self.obtain}"
+
+
+@dataclass(frozen=True)
+class LayoutReport:
+    source: str
+    kind: str
+    root: str
+    problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+    found: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "kind": self.kind,
+            "root": self.root,
+            "ok": self.ok,
+            "problems": [asdict(p) for p in self.problems],
+            "warnings": [asdict(p) for p in self.warnings],
+            "found": self.found,
+        }
+
+
+def format_problems(report: LayoutReport) -> str:
+    lines = [
+        f"source {report.source!r} ({report.kind}) under {report.root}: "
+        f"{len(report.problems)} missing item(s); place them and run again:"
+    ]
+    lines += [f"  - {p}" for p in report.problems]
+    return "\n".join(lines)
+
+
+def layout_params(src: SourceLike) -> dict[str, Any]:
+    """What `check_source` depends on."""
+    return {
+        "kind": src.kind,
+        "root": src.root,
+        "annotations": src.annotations,
+        "consensus": src.consensus,
+        "gate_scores": src.gate_scores,
+    }
+
+
+def _has_images(folder: Path) -> bool:
+    from vlalert.video import IMAGE_SUFFIXES
+
+    try:
+        with os.scandir(folder) as it:
+            return any(e.is_file() and Path(e.name).suffix.lower() in IMAGE_SUFFIXES for e in it)
+    except OSError:
+        return False
+
+
+def _frame_clip(clip_dir: Path) -> bool:
+    """A clip folder holds its frames in images/ or directly (as the adapters read them)."""
+    return _has_images(clip_dir / "images") or _has_images(clip_dir)
+
+
+def _subdirs(folder: Path) -> list[Path]:
+    try:
+        return sorted(p for p in folder.iterdir() if p.is_dir())
+    except OSError:
+        return []
+
+
+def _count_mp4(folder: Path) -> int:
+    return sum(1 for _ in folder.glob("*.mp4")) if folder.is_dir() else 0
+
+
+def _annotation_files(src: SourceLike, defaults: tuple[str, ...]) -> list[Path]:
+    if src.annotations:
+        given = Path(src.annotations)
+        if not given.is_absolute() and not given.exists() and (Path(src.root) / given).exists():
+            return [Path(src.root) / given]
+        return [given]
+    return [Path(src.root) / name for name in defaults]
+
+
+def _need_one_of(
+    files: list[Path],
+    what: str,
+    obtain: str,
+    problems: list[Problem],
+    warnings: list[Problem],
+    *,
+    all_expected: bool,
+) -> list[Path]:
+    """At least one of `files` must exist; with all_expected, each missing one is worth a warning."""
+    present = [p for p in files if p.is_file()]
+    if not present:
+        problems += [Problem(str(p), f"missing: {what}", obtain) for p in files]
+    elif all_expected:
+        warnings += [
+            Problem(str(p), f"missing: {what} (the others are present)", obtain)
+            for p in files
+            if p not in present
+        ]
+    return present
+
+
+def _check_nexar(
+    src: SourceLike, obtain: str, problems: list[Problem], warnings: list[Problem]
+) -> dict[str, Any]:
+    from vlalert.sources import nexar
+
+    root = Path(src.root)
+    csvs = _need_one_of(
+        _annotation_files(src, tuple(f"{s}.csv" for s in nexar.SPLITS)),
+        f"a Nexar annotation CSV (columns {','.join(nexar.COLUMNS)})",
+        obtain,
+        problems,
+        warnings,
+        all_expected=not src.annotations,
+    )
+    videos = {}
+    for csv_path in csvs:
+        split = csv_path.stem
+        folders = [root / split / "positive", root / split / "negative", root / split]
+        videos[split] = sum(_count_mp4(f) for f in folders)
+        if videos[split] == 0:
+            problems.append(
+                Problem(
+                    str(root / split),
+                    f"no videos for {csv_path.name}: expected {root / split}/{{positive,negative}}/NNNNN.mp4",
+                    obtain,
+                )
+            )
+    return {"annotation_files": [str(p) for p in csvs], "videos": videos}
+
+
+def _check_dada2000(
+    src: SourceLike, obtain: str, problems: list[Problem], warnings: list[Problem]
+) -> dict[str, Any]:
+    from vlalert.sources import dada2000
+
+    root = Path(src.root)
+    sheets = _need_one_of(
+        _annotation_files(src, dada2000.DEFAULT_FILES),
+        "the DADA-2000 annotation sheet (xlsx with the table on its second sheet, or its CSV export)",
+        obtain,
+        problems,
+        warnings,
+        all_expected=False,
+    )
+    clips = sum(
+        1
+        for category in _subdirs(root)
+        if category.name.isdigit()
+        for clip in _subdirs(category)
+        if clip.name.isdigit() and _frame_clip(clip)
+    )
+    if clips == 0:
+        problems.append(
+            Problem(
+                str(root / "<type>" / "<NNN>" / "images"), "no clip frame folders (NNNN.jpg images)", obtain
+            )
+        )
+    return {"annotation_files": [str(p) for p in sheets], "clips": clips}
+
+
+def _check_dota(
+    src: SourceLike, obtain: str, problems: list[Problem], warnings: list[Problem]
+) -> dict[str, Any]:
+    from vlalert.sources import dota
+
+    root = Path(src.root)
+    metas = _need_one_of(
+        _annotation_files(src, dota.DEFAULT_FILES),
+        "DoTA metadata JSON ({clip_name: {video_start, ..., anomaly_class, num_frames, subset}})",
+        obtain,
+        problems,
+        warnings,
+        all_expected=not src.annotations,
+    )
+    frame_clips = sum(1 for clip in _subdirs(root / "frames") if _frame_clip(clip))
+    video_clips = _count_mp4(root / "videos")
+    if frame_clips + video_clips == 0:
+        problems.append(
+            Problem(str(root / "frames"), "no clip frames: expected frames/<clip>/NNNNNN.jpg", obtain)
+        )
+        problems.append(
+            Problem(str(root / "videos"), "or no clip videos: expected videos/<clip>.mp4", obtain)
+        )
+    return {"annotation_files": [str(p) for p in metas], "clips": frame_clips + video_clips}
+
+
+def _check_dad(
+    src: SourceLike, obtain: str, problems: list[Problem], warnings: list[Problem]
+) -> dict[str, Any]:
+    from vlalert.sources import dad
+
+    root = Path(src.root) / "videos"
+    counts = {f"{s}/{lab}": _count_mp4(root / s / lab) for s in dad.SPLITS for lab in dad.LABELS}
+    empty = [key for key, n in counts.items() if n == 0]
+    what = "folder of NNNNNN.mp4 clips (DAD's published layout)"
+    if len(empty) == len(counts):
+        problems += [Problem(str(root / key), f"missing or empty: {what}", obtain) for key in empty]
+    else:
+        warnings += [
+            Problem(str(root / key), f"missing or empty: {what} (the others hold clips)", obtain)
+            for key in empty
+        ]
+    return {"videos": counts}
+
+
+CHECKS = {"nexar": _check_nexar, "dada2000": _check_dada2000, "dota": _check_dota, "dad": _check_dad}
+
+
+def check_source_layout(name: str, src: SourceLike) -> LayoutReport:
+    """Every file and folder `src` needs that is not there, with where to get it; nothing is read but names.
+
+    Missing clips among present ones are not problems here: ingest rejects those one by one, with reasons.
+    """
+    if src.kind not in CHECKS:
+        raise ValueError(f"no layout check for source kind {src.kind!r}; known: {sorted(CHECKS)}")
+    obtain = OBTAIN[src.kind]
+    problems: list[Problem] = []
+    warnings: list[Problem] = []
+    root = Path(src.root)
+    if not root.is_dir():
+        problems.append(Problem(str(root), f"folder missing (sources.{name}.root)", obtain))
+    found = CHECKS[src.kind](src, obtain, problems, warnings)
+    if src.consensus and not Path(src.consensus).is_file():
+        problems.append(
+            Problem(src.consensus, f"missing: sources.{name}.consensus", OBTAIN_CONSENSUS.format(name=name))
+        )
+    if src.gate_scores and not Path(src.gate_scores).is_file():
+        problems.append(
+            Problem(
+                src.gate_scores, f"missing: sources.{name}.gate_scores", OBTAIN_GATE_SCORES.format(name=name)
+            )
+        )
+    return LayoutReport(name, src.kind, src.root, problems, warnings, found)

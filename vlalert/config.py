@@ -18,9 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 # Each stage's own config model lives beside its code; all are pydantic only (no torch at parse time).
 from vlalert.badas.config import BadasConfig
+from vlalert.cache.config import CacheConfig
+from vlalert.download import DownloadConfig, download_config_errors
 from vlalert.heads.config import HeadsTrainConfig
 from vlalert.metrics.config import ScoringConfig
-from vlalert.vlm.config import VLMConfig
+from vlalert.vlm.config import SFTConfig, VLMConfig
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 SOURCE_KINDS: tuple[str, ...] = ("nexar", "dada2000", "dota", "dad")
@@ -156,10 +158,13 @@ class WorkflowConfig(_Strict):
     labels: LabelsConfig = Field(default_factory=LabelsConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
     splits: SplitsConfig = Field(default_factory=SplitsConfig)
+    download: dict[str, DownloadConfig] = Field(default_factory=dict)  # hub datasets (real runs only)
     beliefs: BeliefsConfig = Field(default_factory=BeliefsConfig)
     model: VLMConfig = Field(default_factory=VLMConfig)
+    sft: SFTConfig = Field(default_factory=SFTConfig)
     heads: HeadsTrainConfig = Field(default_factory=HeadsTrainConfig)
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
 
     @field_validator("sources")
     @classmethod
@@ -178,6 +183,11 @@ class WorkflowConfig(_Strict):
                 f"scoring.observe_s ({self.scoring.observe_s}) must equal labels.observe_s "
                 f"({self.labels.observe_s}): DAUS credits OBSERVE where the labels ask for it"
             )
+        if not self.demo.enabled:
+            roots = {n: s.root for n, s in self.sources.items() if s.enabled}
+            errors = download_config_errors(self.download, roots)
+            if errors:
+                raise ValueError("; ".join(errors))
         for name in self.labels.gated_sources:
             if name not in self.sources:
                 raise ValueError(f"labels.gated_sources names unknown source {name!r}")

@@ -13,9 +13,10 @@ grid the 2x2 merger needs.
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 TINY_NAME = "tiny-qwen3vl"
 
@@ -62,6 +63,7 @@ class TinyModelConfig(_Strict):
         1,
     )  # vision blocks whose output feeds text layers 0, 1, ...
     tie_word_embeddings: bool = True  # as Qwen3-VL-4B
+    seed: int = Field(0, ge=0)  # random initialisation: the directory is a function of (corpus, config, seed)
 
     @model_validator(mode="after")
     def _consistent(self) -> TinyModelConfig:
@@ -138,3 +140,132 @@ class VLMConfig(_Strict):
         grid_h = self.image_height // self.patch_size
         grid_w = self.image_width // self.patch_size
         return grid_h * grid_w // self.spatial_merge_size**2
+
+
+def model_location(cfg: VLMConfig, results: str = "results") -> str:
+    """Where the stages load the model from: the locally built tiny directory, or `name_or_path`."""
+    return f"{results}/models/{TINY_NAME}" if cfg.is_tiny else cfg.name_or_path
+
+
+def model_inputs(cfg: VLMConfig, results: str = "results") -> dict[str, str]:
+    """Snakemake inputs of a rule that loads the model: the directory's config.json, none for a hub id.
+
+    The tiny model's config.json is the output of the rule that builds it; a real model in a local
+    directory is a plain input (editing it reruns what loaded it); a hub id has no file to track.
+    """
+    location = model_location(cfg, results)
+    if cfg.is_tiny or Path(location).is_dir():
+        return {"model": f"{location}/config.json"}
+    return {}
+
+
+# Qwen3's projections inside each decoder layer of the *language* model. The vision tower names its
+# own qkv/proj/linear_fc1/linear_fc2, and vlalert.vlm.sft anchors the match on `language_model`, so
+# the adapter never touches the vision tower.
+LORA_TARGETS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+# Keys that change how fast or where SFT runs but not what it learns (up to float rounding): they
+# are left out of the stage's params and of the checkpoint fingerprint, so changing them neither
+# reruns the stage nor invalidates a checkpoint to resume from.
+SFT_RUNTIME_KEYS: frozenset[str] = frozenset(
+    {
+        "micro_batch",
+        "nproc",
+        "num_workers",
+        "threads",
+        "cache_examples",
+        "eval_batch",
+        "gen_batch",
+        "save_every",
+        "keep_checkpoints",
+        "clean_checkpoints",
+        "gradient_checkpointing",
+    }
+)
+
+
+class SFTConfig(_Strict):
+    """LoRA SFT of the VLM on the benchmark's train ticks (nested as `sft:` in the workflow config).
+
+    `batch_size` is the global batch (examples per optimiser step over all processes and
+    accumulation steps); `micro_batch` x `nproc` x grad_accum must equal it, so adding GPUs or
+    shrinking the micro-batch to fit memory leaves the optimisation unchanged. The loss of a step
+    is the mean over all target tokens of the global batch, whichever way it is split.
+
+    train_embeddings: which rows of the (tied) input embedding / output head train beside LoRA.
+    "special": the four belief/action tokens (new to a real Qwen tokenizer, so their rows carry
+    nothing yet); "all": every row (the tiny model's embeddings are random, so all of them must
+    learn); "none"; "auto": "all" for the tiny model, "special" otherwise.
+    """
+
+    lora_r: int = Field(32, ge=1)
+    lora_alpha: float = Field(64.0, gt=0)
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: tuple[str, ...] = LORA_TARGETS  # module names inside the language model's layers
+    train_embeddings: Literal["auto", "special", "all", "none"] = "auto"
+    seed: int = Field(0, ge=0)  # LoRA init, data order, dropout
+    max_steps: int = Field(2000, ge=1)  # optimiser steps
+    batch_size: int = Field(32, ge=1)  # global: examples per optimiser step
+    micro_batch: int = Field(4, ge=1)  # examples per forward pass of one process
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(100, ge=0)  # linear warmup, then cosine decay to 0 at max_steps
+    max_grad_norm: float = Field(1.0, gt=0)
+    gradient_checkpointing: bool = False
+    eval_every: int = Field(200, ge=1)  # val loss every this many steps, and after the last one
+    val_max_ticks: int = Field(512, ge=1)  # val loss on at most this many val ticks (evenly spread)
+    eval_batch: int = Field(8, ge=1)
+    gen_max_ticks: int = Field(64, ge=0)  # greedy generations for val_parse_rate; 0 skips it
+    gen_batch: int = Field(8, ge=1)
+    save_every: int = Field(200, ge=1)  # checkpoint (resumable after a kill) every this many steps
+    keep_checkpoints: int = Field(2, ge=1)
+    # delete checkpoints once the outputs are written: they exist to survive a kill, and a forced
+    # rerun (after a code change, say) must start afresh rather than resume a finished run
+    clean_checkpoints: bool = True
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when available
+    nproc: int = Field(1, ge=1)  # processes; > 1: data-parallel (DDP) launched with torchrun
+    num_workers: int = Field(0, ge=0)  # DataLoader worker processes per training process
+    threads: int | None = Field(None, ge=1)  # torch CPU threads per process; None: torch's default
+    cache_examples: bool = False  # keep built examples in memory (small data sets: the demo)
+
+    @field_validator("target_modules")
+    @classmethod
+    def _names(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v:
+            raise ValueError("sft.target_modules must name at least one module")
+        bad = [m for m in v if not m.isidentifier()]
+        if bad:
+            raise ValueError(f"sft.target_modules must be plain module names, got {bad}")
+        return v
+
+    @model_validator(mode="after")
+    def _batches(self) -> SFTConfig:
+        per_step = self.micro_batch * self.nproc
+        if self.batch_size % per_step:
+            raise ValueError(
+                f"sft.batch_size ({self.batch_size}) must be a multiple of sft.micro_batch x sft.nproc "
+                f"({self.micro_batch} x {self.nproc})"
+            )
+        if self.warmup_steps > self.max_steps:
+            raise ValueError(
+                f"sft.warmup_steps ({self.warmup_steps}) exceeds sft.max_steps ({self.max_steps})"
+            )
+        return self
+
+    @property
+    def grad_accum(self) -> int:
+        return self.batch_size // (self.micro_batch * self.nproc)
+
+    def gpus(self, is_tiny: bool) -> int:
+        """GPUs the job asks the scheduler for: one per rank, none for the tiny model unless asked."""
+        on_gpu = self.device == "cuda" or (self.device == "auto" and not is_tiny)
+        return self.nproc if on_gpu else 0
+
+    def embeddings_mode(self, is_tiny: bool) -> str:
+        if self.train_embeddings == "auto":
+            return "all" if is_tiny else "special"
+        return self.train_embeddings
+
+    def result_keys(self) -> dict[str, Any]:
+        """The keys that change what SFT learns (the stage's params and the checkpoint fingerprint)."""
+        return {k: v for k, v in self.model_dump(mode="json").items() if k not in SFT_RUNTIME_KEYS}

@@ -1,0 +1,32 @@
+# The VLM. The demo's tiny Qwen3-VL is built here, its tokenizer trained on the benchmark's train
+# targets; a real model (model.name_or_path: a hub id or a local directory) is loaded as it is,
+# so no rule builds it and a local directory is an input of the rules that load it.
+
+from vlalert.vlm.config import model_inputs, model_location
+
+VLM_DIR = model_location(CFG.model, R)
+
+
+if CFG.model.is_tiny:
+
+    rule tiny_model:
+        input:
+            train=f"{R}/benchmark/train.parquet",
+        output:
+            config=f"{VLM_DIR}/config.json",
+            weights=f"{VLM_DIR}/model.safetensors",
+            tokenizer=f"{VLM_DIR}/tokenizer.json",
+        params:
+            stage=stage_params(CFG, "tiny_model"),
+        log:
+            f"{R}/logs/models/tiny_model.log",
+        benchmark:
+            f"{R}/benchmarks/models/tiny_model.tsv"
+        resources:
+            mem_mb=lambda wildcards, attempt: 4000 * attempt,
+            runtime=lambda wildcards, attempt: 15 * attempt,
+            cpus_per_task=1,
+        conda:
+            ENV
+        script:
+            "../workflow/scripts/tiny_model.py"

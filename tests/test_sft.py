@@ -1,0 +1,429 @@
+"""LoRA SFT of the tiny VLM: val loss falls, generations parse, a killed run resumes to the same
+adapter, checkpoints are atomic, LoRA stays out of the vision tower, the belief/action rows train."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pyarrow.parquet as pq  # noqa: E402
+import torch  # noqa: E402
+from pydantic import ValidationError  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
+from sft_helpers import build_model, make_benchmark, sft_config  # noqa: E402
+
+from vlalert.beliefs.text import SPECIAL_TOKENS  # noqa: E402
+from vlalert.config import load_config  # noqa: E402
+from vlalert.schemas import read_table  # noqa: E402
+from vlalert.vlm import checkpoint as ckpt  # noqa: E402
+from vlalert.vlm.config import SFT_RUNTIME_KEYS, SFTConfig, TinyModelConfig, VLMConfig  # noqa: E402
+from vlalert.vlm.data import (  # noqa: E402
+    StepSampler,
+    TickDataset,
+    epoch_permutation,
+    evenly_spaced,
+    global_batch,
+    rank_micro_batches,
+    trainable_rows,
+)
+from vlalert.vlm.inputs import collate  # noqa: E402
+from vlalert.vlm.loading import load_model, load_tokenizer  # noqa: E402
+from vlalert.vlm.lora import (  # noqa: E402
+    apply_lora,
+    enable_activation_checkpointing,
+    load_adapted_model,
+    lora_module_names,
+)
+from vlalert.vlm.sft import (  # noqa: E402
+    TRAIN_LOG_SCHEMA,
+    Dist,
+    SFTJob,
+    count_targets,
+    evaluate_loss,
+    loss_sum,
+    run_sft,
+    write_job,
+)
+from vlalert.vlm.tiny import init_tiny_model, tiny_config  # noqa: E402
+from vlalert.workflow import stage_params  # noqa: E402
+
+VLM = VLMConfig()
+REPO_CONFIG = os.path.join(os.path.dirname(__file__), "..", "config", "config.yaml")
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    paths = make_benchmark(root)
+    return {**paths, "model": build_model(root, paths["train"]), "root": root}
+
+
+def _job(bench, run_dir, **overrides) -> SFTJob:
+    return SFTJob(
+        model_path=str(bench["model"]),
+        train=str(bench["train"]),
+        val=str(bench["val"]),
+        run_dir=str(run_dir),
+        sft=sft_config(**overrides),
+        model=VLM,
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(bench, tmp_path_factory):
+    # checkpoints kept: test_a_checkpoint_of_another_config_is_not_resumed reuses one
+    job = _job(bench, tmp_path_factory.mktemp("run") / "ref", clean_checkpoints=False)
+    return job, run_sft(job)
+
+
+# ------------------------------------------------------------------------------------ end to end
+
+
+def test_val_loss_falls_and_the_parse_rate_is_reported(trained):
+    job, metrics = trained
+    paths = job.paths
+    assert metrics["steps"] == 40 and metrics["resumed_from_step"] is None
+    assert metrics["final_val_loss"] / metrics["initial_val_loss"] < 0.7
+    assert metrics["val_loss_ratio"] == pytest.approx(metrics["final_val_loss"] / metrics["initial_val_loss"])
+    # 4 of the 8 val ticks are generated (evenly spaced); the rate is a count over them
+    assert metrics["n_generated"] == 4
+    assert metrics["val_parse_rate"] * 4 == pytest.approx(round(metrics["val_parse_rate"] * 4))
+    assert 0.0 <= metrics["val_parse_rate"] <= 1.0
+    assert json.loads(paths.metrics.read_text())["val_parse_rate"] == metrics["val_parse_rate"]
+    assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json"} <= {
+        p.name for p in paths.adapter.iterdir()
+    }
+
+
+def test_train_log_has_every_step_and_the_schedule(trained):
+    job, metrics = trained
+    log = pq.read_table(job.paths.train_log)
+    assert log.schema.equals(TRAIN_LOG_SCHEMA)
+    rows = log.to_pylist()
+    assert [r["step"] for r in rows] == list(range(41))
+    assert [r["step"] for r in rows if r["val_loss"] is not None] == [0, 10, 20, 30, 40]
+    assert rows[0]["train_loss"] is None and all(r["train_loss"] > 0 for r in rows[1:])
+    assert (
+        rows[0]["val_loss"] == metrics["initial_val_loss"]
+        and rows[-1]["val_loss"] == metrics["final_val_loss"]
+    )
+    # warmup: lr(step k) = lr * (k - 1) / 4 for the k-th step, then cosine down to 0 at step 40
+    assert [rows[k]["lr"] for k in (1, 2, 5)] == pytest.approx([0.0, 0.75e-3, 3e-3])
+    assert rows[23]["lr"] == pytest.approx(1.5e-3)  # cosine midpoint: (22 - 4) / 36 = 0.5
+    assert rows[12]["epoch"] == pytest.approx(12 * 4 / 16)
+    assert all(b["seconds"] >= a["seconds"] for a, b in zip(rows, rows[1:], strict=False))
+
+
+def test_saved_adapter_reproduces_the_final_val_loss(trained, bench):
+    job, metrics = trained
+    model = load_adapted_model(bench["model"], job.paths.adapter, device="cpu")
+    tok = load_tokenizer(job.paths.adapter)
+    rows = trainable_rows(read_table("benchmark", bench["val"]))
+    ds = TickDataset(rows, tok, VLM, with_target=True)
+    loader = [
+        collate([ds[i] for i in range(j, min(j + 8, len(ds)))], tok.pad_token_id)
+        for j in range(0, len(ds), 8)
+    ]
+    assert evaluate_loss(model, loader, Dist()) == pytest.approx(metrics["final_val_loss"], rel=1e-5)
+
+
+def _kill_after_first_checkpoint(job: SFTJob) -> None:
+    job_path = write_job(job)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vlalert.vlm.sft", str(job_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    try:
+        while not ckpt.complete_checkpoints(job.paths.checkpoints):
+            if proc.poll() is not None:
+                pytest.fail(
+                    f"the SFT process ended before its first checkpoint: {proc.stderr.read()[-3000:]}"
+                )
+            if time.monotonic() > deadline:
+                pytest.fail("no checkpoint within 120 s")
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    assert not job.paths.metrics.exists(), "the run finished before it could be killed"
+
+
+def test_resume_after_kill_equals_the_uninterrupted_run(trained, bench, tmp_path):
+    ref_job, ref = trained
+    job = _job(bench, tmp_path / "killed")
+    _kill_after_first_checkpoint(job)
+    done = ckpt.complete_checkpoints(job.paths.checkpoints)
+    last_step = done[-1][0]
+    assert last_step in (10, 20, 30)
+    # leftovers of a kill during a later save: a staging dir and a step dir without state.json
+    (job.paths.checkpoints / ".tmp-step-00000035").mkdir()
+    (job.paths.checkpoints / ".tmp-step-00000035" / "trainable.safetensors").write_bytes(b"half")
+    (job.paths.checkpoints / "step-00000036").mkdir()
+
+    metrics = run_sft(job)
+    assert metrics["resumed_from_step"] == last_step
+    assert metrics["steps"] == ref["steps"] == 40
+    assert not job.paths.checkpoints.exists()  # cleaned once the outputs are written
+    ours = load_file(str(job.paths.adapter / "adapter_model.safetensors"))
+    theirs = load_file(str(ref_job.paths.adapter / "adapter_model.safetensors"))
+    assert sorted(ours) == sorted(theirs)
+    for name in ours:
+        torch.testing.assert_close(ours[name], theirs[name], atol=1e-6, rtol=1e-5)
+    a, b = pq.read_table(job.paths.train_log).to_pylist(), pq.read_table(ref_job.paths.train_log).to_pylist()
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    for x, y in zip(a, b, strict=True):
+        for key in ("train_loss", "val_loss", "lr"):
+            assert (x[key] is None) == (y[key] is None)
+            if x[key] is not None:
+                assert x[key] == pytest.approx(y[key], rel=1e-5, abs=1e-9)
+    assert metrics["final_val_loss"] == pytest.approx(ref["final_val_loss"], rel=1e-5)
+
+
+def test_a_checkpoint_of_another_config_is_not_resumed(trained, bench, tmp_path):
+    ref_job, _ = trained
+    job = _job(
+        bench, tmp_path / "other", max_steps=12, warmup_steps=2, eval_every=6, save_every=6, gen_max_ticks=0
+    )
+    # a complete checkpoint from the reference run (another config): copied in, must be ignored
+    ref_ckpts = ckpt.complete_checkpoints(ref_job.paths.checkpoints)
+    shutil.copytree(ref_ckpts[0][1], job.paths.checkpoints / ref_ckpts[0][1].name)
+    (job.paths.checkpoints / "step-00000099").mkdir()  # and an incomplete one
+    metrics = run_sft(job)
+    assert metrics["resumed_from_step"] is None and metrics["steps"] == 12
+    assert metrics["val_parse_rate"] is None and metrics["n_generated"] == 0
+
+
+# ----------------------------------------------------------------------------------- checkpoints
+
+
+def _write_checkpoint(root, step, fp="fp", keep=5):
+    staging = ckpt.staging_dir(root, step)
+    (staging / "trainable.safetensors").write_bytes(b"weights")
+    ckpt.write_state(staging, {"step": step, "fingerprint": fp})
+    return ckpt.commit(staging, keep)
+
+
+def test_half_written_checkpoints_are_ignored(tmp_path):
+    root = tmp_path / "checkpoints"
+    good = _write_checkpoint(root, 5)
+    assert good.name == "step-00000005"
+    assert json.loads((good / "state.json").read_text())["files"] == ["trainable.safetensors"]
+    # killed while writing: the staging directory was never renamed
+    staging = ckpt.staging_dir(root, 10)
+    (staging / "trainable.safetensors").write_bytes(b"half")
+    # a step directory without state.json, one whose state lists a missing file, one unreadable
+    (root / "step-00000015").mkdir()
+    (root / "step-00000015" / "trainable.safetensors").write_bytes(b"x")
+    (root / "step-00000020").mkdir()
+    (root / "step-00000020" / "state.json").write_text(
+        json.dumps({"step": 20, "fingerprint": "fp", "files": ["a"]})
+    )
+    (root / "step-00000025").mkdir()
+    (root / "step-00000025" / "state.json").write_text("{trunc")
+    _write_checkpoint(root, 30, fp="another run")
+    assert ckpt.latest_checkpoint(root, "fp") == good
+    assert [s for s, _ in ckpt.complete_checkpoints(root)] == [5, 30]
+    ckpt.clean_staging(root)
+    assert not staging.exists() and good.exists()
+    removed = ckpt.remove_stale(root, "fp")
+    assert [p.name for p in removed] == [f"step-000000{s}" for s in (15, 20, 25, 30)]
+    assert [p.name for p in root.iterdir()] == ["step-00000005"]
+    with pytest.raises(RuntimeError, match="not sealed"):
+        ckpt.commit(ckpt.staging_dir(root, 40), keep=2)
+
+
+def test_commit_keeps_the_newest_checkpoints_of_its_run(tmp_path):
+    root = tmp_path / "c"
+    _write_checkpoint(root, 90, fp="stale run")
+    for step in (10, 20, 30, 40):
+        _write_checkpoint(root, step, keep=2)
+    assert [s for s, _ in ckpt.complete_checkpoints(root, "fp")] == [30, 40]
+    assert [s for s, _ in ckpt.complete_checkpoints(root)] == [30, 40, 90]
+
+
+# ------------------------------------------------------------------------------------------ data
+
+
+def test_trainable_rows_drop_excluded_and_prefix_ticks(bench):
+    table = read_table("benchmark", bench["train"])
+    rows = trainable_rows(table)
+    assert table.num_rows == 18 and len(rows) == 16
+    assert all("#prefix" not in r["video_id"] for r in rows)
+    assert [(r["video_id"], r["tick"]) for r in rows] == sorted((r["video_id"], r["tick"]) for r in rows)
+
+
+def test_data_order_is_a_function_of_seed_and_step():
+    n, seed = 5, 9
+    p0, p1 = epoch_permutation(n, seed, 0).tolist(), epoch_permutation(n, seed, 1).tolist()
+    assert sorted(p0) == list(range(5)) and p0 != p1
+    assert global_batch(n, seed, 0, 4) == p0[:4]
+    assert global_batch(n, seed, 1, 4) == p0[4:] + p1[:3]  # crosses the epoch boundary
+    # resuming at step 3 yields exactly the micro-batches an uninterrupted sampler yields from step 3
+    full = list(StepSampler(n, seed, 4, 2, 0, 6))
+    assert list(StepSampler(n, seed, 4, 2, 3, 6)) == full[6:]
+    assert len(StepSampler(n, seed, 4, 2, 3, 6)) == 6
+    # ranks take contiguous shares of every global batch
+    batch = global_batch(n, seed, 2, 4)
+    assert rank_micro_batches(batch, 0, 2, 1) == [[batch[0]], [batch[1]]]
+    assert rank_micro_batches(batch, 1, 2, 2) == [batch[2:]]
+    both = [i for r in range(2) for mb in StepSampler(n, seed, 4, 1, 0, 3, r, 2) for i in mb]
+    assert sorted(both) == sorted(i for s in range(3) for i in global_batch(n, seed, s, 4))
+    assert (
+        evenly_spaced(10, 4) == [0, 3, 6, 9]
+        and evenly_spaced(3, 8) == [0, 1, 2]
+        and evenly_spaced(3, 0) == []
+    )
+
+
+# ----------------------------------------------------------------------------------------- model
+
+
+@pytest.fixture(scope="module")
+def tiny(bench):
+    return load_model(bench["model"], device="cpu"), load_tokenizer(bench["model"])
+
+
+def _batch(bench, tok, n=2):
+    rows = trainable_rows(read_table("benchmark", bench["train"]))[:n]
+    ds = TickDataset(rows, tok, VLM, with_target=True)
+    return collate([ds[i] for i in range(n)], tok.pad_token_id)
+
+
+def test_lora_targets_the_language_model_only(tiny, bench):
+    model, tok = tiny
+    n_vision_linear = sum(
+        isinstance(m, torch.nn.Linear) for n, m in model.named_modules() if n.startswith("model.visual")
+    )
+    assert n_vision_linear > 0  # qkv, proj, linear_fc1/2 and the mergers exist and must stay untouched
+    torch.manual_seed(0)
+    peft_model = apply_lora(load_model(bench["model"], device="cpu"), tok, SFTConfig(), is_tiny=True)
+    names = lora_module_names(peft_model)
+    layers = model.config.text_config.num_hidden_layers
+    assert len(names) == 7 * layers
+    assert all(".language_model.layers." in n and ".visual." not in n for n in names)
+    kinds = {n.rsplit(".", 1)[1] for n in names}
+    assert kinds == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    trainable = [n for n, p in peft_model.named_parameters() if p.requires_grad]
+    assert not [n for n in trainable if ".visual." in n]
+    assert all(p.dtype == torch.float32 for p in peft_model.parameters() if p.requires_grad)
+
+
+def test_belief_and_action_rows_train_and_are_shared_with_the_output_head(tiny, bench):
+    model, tok = tiny
+    torch.manual_seed(0)
+    base = load_model(bench["model"], device="cpu")
+    peft_model = apply_lora(base, tok, SFTConfig(train_embeddings="special", lora_dropout=0.0), is_tiny=True)
+    deltas = [(n, p) for n, p in peft_model.named_parameters() if p.requires_grad and "trainable_tokens" in n]
+    assert len(deltas) == 1  # tied embeddings: one set of rows for the embedding and lm_head
+    name, delta = deltas[0]
+    assert "embed_tokens" in name and delta.shape == (4, model.config.text_config.hidden_size)
+    ids = sorted(tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS)
+    assert peft_model.get_input_embeddings().token_adapter.token_indices["default"] == ids
+    assert not peft_model.get_input_embeddings().original_module.weight.requires_grad
+    batch = _batch(bench, tok)
+    s, n = loss_sum(peft_model, batch)
+    s.backward()
+    assert n == count_targets(batch["labels"]) > 0
+    assert delta.grad is not None and bool((delta.grad.abs().sum(dim=1) > 0).all())
+    # the output head reads the same rows: moving them moves the logits of exactly those ids
+    with torch.no_grad():
+        before = peft_model(**{k: v for k, v in batch.items() if k != "labels"}).logits[:, -1]
+        delta.add_(1.0)
+        after = peft_model(**{k: v for k, v in batch.items() if k != "labels"}).logits[:, -1]
+    changed = ((after - before).abs() > 1e-6).any(dim=0).nonzero().flatten().tolist()
+    assert set(ids) <= set(changed)
+
+
+def test_untied_output_head_gets_its_own_rows(tiny):
+    _, tok = tiny
+    cfg = VLMConfig(tiny=TinyModelConfig(tie_word_embeddings=False))
+    model = init_tiny_model(tiny_config(cfg, tok), seed=1)
+    peft_model = apply_lora(model, tok, SFTConfig(train_embeddings="special"), is_tiny=True)
+    deltas = [n for n, p in peft_model.named_parameters() if p.requires_grad and "trainable_tokens" in n]
+    assert (
+        len(deltas) == 2 and any("lm_head" in n for n in deltas) and any("embed_tokens" in n for n in deltas)
+    )
+
+
+def test_all_rows_train_on_the_tiny_model_by_default(tiny, bench):
+    model, tok = tiny
+    peft_model = apply_lora(load_model(bench["model"], device="cpu"), tok, SFTConfig(), is_tiny=True)
+    (delta,) = [p for n, p in peft_model.named_parameters() if p.requires_grad and "trainable_tokens" in n]
+    assert delta.shape[0] == model.get_input_embeddings().weight.shape[0]
+    none = apply_lora(load_model(bench["model"], device="cpu"), tok, SFTConfig(train_embeddings="none"), True)
+    assert not [n for n, p in none.named_parameters() if p.requires_grad and "trainable_tokens" in n]
+
+
+def test_target_window_loss_equals_the_full_loss(tiny, bench):
+    model, tok = tiny
+    batch = _batch(bench, tok, n=3)
+    with torch.no_grad():
+        s, n = loss_sum(model, batch)
+        full = model(**batch).loss  # transformers: mean over every target token, all logits computed
+    assert n == count_targets(batch["labels"])
+    torch.testing.assert_close(s / n, full, atol=1e-5, rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------- config
+
+
+def test_sft_config_checks_the_batch_split():
+    assert SFTConfig(batch_size=32, micro_batch=4, nproc=2).grad_accum == 4
+    with pytest.raises(ValidationError, match="multiple of sft.micro_batch"):
+        SFTConfig(batch_size=10, micro_batch=4)
+    with pytest.raises(ValidationError, match="warmup_steps"):
+        SFTConfig(max_steps=10, warmup_steps=11)
+    with pytest.raises(ValidationError, match="plain module names"):
+        SFTConfig(target_modules=("q_proj", ".*"))
+    assert SFTConfig().gpus(is_tiny=False) == 1 and SFTConfig(nproc=4).gpus(is_tiny=False) == 4
+    assert SFTConfig().gpus(is_tiny=True) == 0 and SFTConfig(device="cuda").gpus(is_tiny=True) == 1
+    assert SFTConfig(device="cpu").gpus(is_tiny=False) == 0
+
+
+def test_runtime_keys_do_not_rerun_the_stage():
+    cfg = load_config(REPO_CONFIG)
+    assert cfg.model.is_tiny and cfg.sft.embeddings_mode(cfg.model.is_tiny) == "all"
+    base = stage_params(cfg, "sft")
+    assert not SFT_RUNTIME_KEYS & set(base["sft"])
+    faster = cfg.model_copy(update={"sft": cfg.sft.model_copy(update={"micro_batch": 4, "num_workers": 2})})
+    assert stage_params(faster, "sft") == base
+    other = cfg.model_copy(update={"sft": cfg.sft.model_copy(update={"lr": 1e-4})})
+    assert stage_params(other, "sft") != base
+    assert stage_params(other, "tiny_model") == stage_params(cfg, "tiny_model")
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(tiny, bench):
+    _, tok = tiny
+    batch = _batch(bench, tok)
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = load_model(bench["model"], device="cpu")
+        if checkpointing:
+            enable_activation_checkpointing(model)
+            assert (
+                model.model.language_model.gradient_checkpointing
+                and model.model.visual.gradient_checkpointing
+            )
+        peft_model = apply_lora(model, tok, SFTConfig(lora_dropout=0.0), is_tiny=True)
+        peft_model.train()
+        s, n = loss_sum(peft_model, batch)
+        (s / n).backward()
+        grads.append({k: p.grad.clone() for k, p in peft_model.named_parameters() if p.requires_grad})
+    assert grads[0].keys() == grads[1].keys()
+    for k in grads[0]:
+        torch.testing.assert_close(grads[1][k], grads[0][k], atol=1e-6, rtol=1e-5)

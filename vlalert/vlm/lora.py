@@ -1,0 +1,121 @@
+"""The trainable part of SFT: LoRA on the language model and the embedding rows that learn.
+
+LoRA adapters go on the projections of the *language model's* decoder layers only. Qwen3-VL's
+vision tower has its own attention and MLP linears (qkv, proj, linear_fc1/2, the mergers); the
+target regex is anchored on `language_model.layers.N.` so none of them is ever adapted.
+
+Beside LoRA, selected rows of the input embedding and of the output head train (peft's trainable
+tokens). With tied embeddings, as in Qwen3-VL-4B, one set of rows serves both; untied, each gets
+its own. On a real Qwen the rows of the four belief/action tokens train, because the tokenizer just
+added them (vlalert.vlm.loading starts them at the mean row); on the tiny demo model every row
+trains, because all its embeddings are random (`SFTConfig.embeddings_mode`).
+
+Trainable parameters are kept in fp32 whatever the base model's dtype, so AdamW's updates are not
+rounded to bf16.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from vlalert.beliefs.text import SPECIAL_TOKENS
+from vlalert.vlm.config import SFTConfig
+from vlalert.vlm.loading import load_model
+
+
+def lora_target_regex(modules: Sequence[str]) -> str:
+    """peft target regex: the named projections inside the language model's decoder layers only."""
+    alts = "|".join(re.escape(m) for m in modules)
+    return rf"(?:.*\.)?language_model\.layers\.\d+\.(?:.*\.)?(?:{alts})"
+
+
+def embedding_token_ids(mode: str, tokenizer: Any, vocab_rows: int) -> list[int]:
+    """Rows of the embedding / output head that train: mode "all", "special" or "none"."""
+    if mode == "none":
+        return []
+    if mode == "all":
+        return list(range(vocab_rows))
+    if mode != "special":
+        raise ValueError(f"unknown embeddings mode {mode!r}")
+    ids = []
+    for token in SPECIAL_TOKENS:
+        tid = tokenizer.convert_tokens_to_ids(token)
+        if tid is None or tid == tokenizer.unk_token_id or not 0 <= int(tid) < vocab_rows:
+            raise ValueError(f"token {token!r} has no row in the model's embedding (id {tid})")
+        ids.append(int(tid))
+    return sorted(ids)
+
+
+def apply_lora(model: Any, tokenizer: Any, cfg: SFTConfig, is_tiny: bool) -> Any:
+    """Wrap `model` in a peft model: LoRA on the language model, trainable embedding rows, fp32 trainables.
+
+    LoRA's random initialisation draws from torch's global generator: seed it before calling.
+    """
+    rows = int(model.get_input_embeddings().weight.shape[0])
+    return wrap_lora(model, cfg, embedding_token_ids(cfg.embeddings_mode(is_tiny), tokenizer, rows))
+
+
+def wrap_lora(model: Any, cfg: SFTConfig, token_ids: Sequence[int]) -> Any:
+    """`apply_lora` with the trainable embedding rows given as ids (no tokenizer needed)."""
+    from peft import LoraConfig, get_peft_model
+
+    token_indices: dict[str, list[int]] | None = None
+    if token_ids:
+        ids = [int(i) for i in token_ids]
+        tied = bool(getattr(model.config, "tie_word_embeddings", False))
+        # tied: peft wraps lm_head as a follower of the embedding's rows; untied: both train their own
+        token_indices = {"embed_tokens": ids} if tied else {"embed_tokens": ids, "lm_head": ids}
+    lora = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=lora_target_regex(cfg.target_modules),
+        bias="none",
+        trainable_token_indices=token_indices,
+    )
+    peft_model = get_peft_model(model, lora)
+    for p in peft_model.parameters():
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()
+    return peft_model
+
+
+def enable_activation_checkpointing(model: Any) -> None:
+    """Recompute each decoder layer in the backward pass (non-reentrant: works with frozen inputs)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.23
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+def lora_module_names(model: Any) -> list[str]:
+    """Names of the modules that carry a LoRA adapter."""
+    return [n for n, m in model.named_modules() if hasattr(m, "lora_A") and len(getattr(m, "lora_A", {}))]
+
+
+def trainable_parameters(model: Any) -> list[tuple[str, torch.nn.Parameter]]:
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+
+def load_adapted_model(
+    name_or_path: str | os.PathLike[str],
+    adapter_dir: str | os.PathLike[str],
+    *,
+    dtype: str | Any | None = None,
+    device: str | None = None,
+    merge: bool = False,
+) -> Any:
+    """The base model with a saved SFT adapter applied (merged into the weights when `merge`)."""
+    from peft import PeftModel
+
+    base = load_model(name_or_path, dtype=dtype, device=device)
+    model = PeftModel.from_pretrained(base, str(adapter_dir))
+    if merge:
+        model = model.merge_and_unload()
+    return model.eval()

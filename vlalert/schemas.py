@@ -150,6 +150,25 @@ SUMMARY = pa.schema(
     ]
 )
 
+# One row per cached tick (results/cache/{run}/{split}/part-*.parquet, vlalert.cache). z and r are
+# float16 vectors as wide as the run's model makes them (len(cache.belief_layers) x hidden, and
+# hidden): the list sizes written here are placeholders, `check_table` takes a fixed-size list's
+# width from the table itself, and the cache writer checks that width against its model.
+CACHE = pa.schema(
+    [
+        _f("video_id", pa.string()),
+        _f("tick", pa.int32()),
+        _f("z", pa.list_(pa.float16(), 1)),  # mean over the belief span at each of cache.belief_layers
+        _f("r", pa.list_(pa.float16(), 1)),  # the <|/BELIEF|> close tag at cache.policy_layer
+        _f("generated_text", pa.string()),  # the generation (or the target, when teacher-forced)
+        _f("belief_parsed", pa.bool_()),  # the text's belief span reads back into a valid Belief
+        _f("belief_span_found", pa.bool_()),  # False: z/r from the fallback positions (vlalert.cache.extract)
+        _f("teacher_forced", pa.bool_()),
+        _f("n_generated_tokens", pa.int32()),  # stop token excluded
+        _f("n_belief_tokens", pa.int32()),  # tokens averaged into z (0 under the fallback)
+    ]
+)
+
 SCHEMAS: dict[str, pa.Schema] = {
     "videos": VIDEOS,
     "rejected": REJECTED,
@@ -157,6 +176,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     "labels": LABELS,
     "benchmark": BENCHMARK,
     "beliefs": BELIEFS,
+    "cache": CACHE,
     "scores": SCORES,
     "summary": SUMMARY,
 }
@@ -186,9 +206,25 @@ def table_from_rows(kind: str, rows: Sequence[Mapping[str, Any]]) -> pa.Table:
         raise SchemaError(f"{kind}: rows do not fit the schema: {err}") from None
 
 
+def _bind_list_widths(schema: pa.Schema, table: pa.Table) -> pa.Schema:
+    """`schema` with each fixed-size-list field as wide as the table's column of that name.
+
+    Vector widths depend on the model (see CACHE); names, value types and nullability are still checked.
+    """
+    fields = []
+    for field in schema:
+        typ = field.type
+        if pa.types.is_fixed_size_list(typ) and field.name in table.column_names:
+            have = table.schema.field(field.name).type
+            if pa.types.is_fixed_size_list(have):
+                typ = pa.list_(typ.value_field, have.list_size)
+        fields.append(field.with_type(typ))
+    return pa.schema(fields, metadata=schema.metadata)
+
+
 def check_table(kind: str, table: pa.Table, path: str | os.PathLike[str] = "<table>") -> pa.Table:
     """Return `table` cast to the schema of `kind`, or raise SchemaError naming file and column."""
-    schema = SCHEMAS[kind]
+    schema = _bind_list_widths(SCHEMAS[kind], table)
     names = table.column_names
     missing = [n for n in schema.names if n not in names]
     extra = [n for n in names if n not in schema.names]

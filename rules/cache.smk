@@ -1,0 +1,57 @@
+# Cache: per benchmark tick, the VLM's belief-span hidden states z_t / r_t (vlalert.cache).
+# Each split is scattered into cache.shards jobs (one GPU each on a cluster; a killed job resumes
+# from its last complete chunk) and gathered into index.json, which is what later stages depend on.
+# Paths and inputs come from vlalert.cache.paths; the tiny demo model runs on CPU, a real VLM
+# asks for one GPU per shard.
+
+from vlalert.cache.paths import part_files, shard_inputs
+
+CACHE_GPU = int(not CFG.model.is_tiny and CFG.cache.device != "cpu")
+
+
+wildcard_constraints:
+    shard=r"\d{5}",
+
+
+localrules:
+    cache_gather,
+
+
+rule cache_shard:
+    input:
+        unpack(lambda wildcards: shard_inputs(CFG, wildcards.split)),
+    output:
+        part=f"{R}/cache/{RUN}/{{split}}/part-{{shard}}.parquet",
+        summary=f"{R}/cache/{RUN}/{{split}}/part-{{shard}}.summary.json",
+    params:
+        stage=stage_params(CFG, "cache"),
+    log:
+        f"{R}/logs/cache/{RUN}/{{split}}/part-{{shard}}.log",
+    benchmark:
+        f"{R}/benchmarks/cache/{RUN}/{{split}}_part-{{shard}}.tsv"
+    threads: 8 if CACHE_GPU else 2
+    resources:
+        gpu=CACHE_GPU,
+        mem_mb=lambda wildcards, attempt: (48000 if CACHE_GPU else 4000) * attempt,
+        runtime=lambda wildcards, attempt: (360 if CACHE_GPU else 60) * attempt,
+        cpus_per_task=8 if CACHE_GPU else 2,
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/cache_shard.py"
+
+
+rule cache_gather:
+    input:
+        parts=lambda wildcards: part_files(CFG, wildcards.split, ".parquet"),
+        summaries=lambda wildcards: part_files(CFG, wildcards.split, ".summary.json"),
+    output:
+        index=f"{R}/cache/{RUN}/{{split}}/index.json",
+    params:
+        stage=stage_params(CFG, "cache"),
+    log:
+        f"{R}/logs/cache/{RUN}/{{split}}/gather.log",
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/cache_gather.py"

@@ -1,0 +1,378 @@
+"""One shard job of the cache stage: load the model once, compute the chunks not yet done, merge.
+
+The model is loaded with transformers' Conv3d -> Linear fusion (`cache.patch_embed: library`,
+process-global, which is why a shard job is a process of its own), the run's LoRA adapter is
+attached with peft and, by default, merged into the weights (one matmul per layer instead of
+three). `patch_embed: inplace` swaps the layer after loading instead (vlalert.vlm.patch): for
+processes that also need unfused models, and for transformers without the fusion.
+
+Frames are read clip by clip (a video is opened once per chunk) by `cache.workers` threads, and
+the next chunk is prepared while the model works on the current one. Throughput is the number
+of ticks of a chunk over the wall time between the end of the previous chunk and the end of this
+one (so it includes waiting for frames), recorded per chunk and per shard in the summary.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from vlalert.cache.config import SPEED_KEYS, CacheConfig
+from vlalert.cache.rows import ROW_COLUMNS, chunk_bounds, select_rows, shard_rows
+from vlalert.cache.store import (
+    cache_table,
+    chunk_path,
+    fingerprint,
+    merge_chunks,
+    read_done_chunk,
+    remove_chunks,
+    write_chunk,
+    write_json_atomic,
+)
+from vlalert.config import WorkflowConfig
+
+log = logging.getLogger("vlalert.cache")
+
+
+# ------------------------------------------------------------------------------------------- model
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a model directory says about its text tower, read without loading weights."""
+
+    hidden_size: int
+    num_hidden_layers: int
+
+
+def read_model_spec(name_or_path: str) -> ModelSpec:
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(name_or_path, local_files_only=Path(name_or_path).is_dir())
+    text = getattr(config, "text_config", config)
+    return ModelSpec(int(text.hidden_size), int(text.num_hidden_layers))
+
+
+def check_layers(cache: CacheConfig, spec: ModelSpec) -> None:
+    if problem := cache.layer_problem(spec.num_hidden_layers):
+        raise ValueError(problem)
+
+
+def _file_identity(folder: Path, patterns: Sequence[str], hash_content: bool) -> list[list[Any]]:
+    from vlalert.benchmark import sha256_file
+
+    out = []
+    for pattern in patterns:
+        for p in sorted(folder.glob(pattern)):
+            st = p.stat()
+            # Weights are not hashed (gigabytes); size and mtime change when they are rewritten.
+            ident = sha256_file(p) if hash_content else st.st_mtime_ns
+            out.append([p.name, st.st_size, ident])
+    return out
+
+
+def model_identity(name_or_path: str) -> dict[str, Any]:
+    path = Path(name_or_path)
+    if not path.is_dir():
+        return {"hub": name_or_path}
+    return {"dir": str(path.resolve()), "files": _file_identity(path, ["*.json", "*.safetensors"], False)}
+
+
+def adapter_identity(adapter_dir: str | None) -> dict[str, Any] | None:
+    if adapter_dir is None:
+        return None
+    path = Path(adapter_dir)
+    return {
+        "dir": str(path.resolve()),
+        "files": _file_identity(path, ["*.json", "*.safetensors", "*.bin"], True),
+    }
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def load_extractor(
+    model_path: str, adapter_dir: str | None, cfg: WorkflowConfig, device: str
+) -> tuple[Any, dict[str, Any]]:
+    """(Extractor, facts for the summary): model fused as configured, adapter attached (and merged)."""
+    from vlalert.cache.extract import Extractor
+    from vlalert.vlm.loading import load_model, load_tokenizer
+    from vlalert.vlm.patch import fuse_patch_embed, fusion_state
+
+    cache = cfg.cache
+    model = load_model(
+        model_path, dtype=cfg.model.dtype, device=device, fuse_patch_embed=cache.patch_embed == "library"
+    )
+    if adapter_dir is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter_dir)
+        if cache.merge_adapter:
+            model = model.merge_and_unload()
+    if cache.patch_embed == "inplace":
+        fuse_patch_embed(model)
+    model.eval()
+    tokenizer = load_tokenizer(model_path)
+    ex = Extractor(
+        model=model,
+        tokenizer=tokenizer,
+        belief_layers=tuple(cache.belief_layers),
+        policy_layer=cache.policy_layer,
+        max_new_tokens=cfg.model.max_new_tokens,
+        hidden_pass=cache.hidden_pass,
+    )
+    facts = {
+        "patch_embed": fusion_state(model),
+        "device": device,
+        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+        "adapter_merged": adapter_dir is not None and cache.merge_adapter,
+    }
+    return ex, facts
+
+
+# -------------------------------------------------------------------------------------------- data
+
+
+def _read_clip_frames(path: str, frame_lists: Sequence[Sequence[int]]) -> list[np.ndarray]:
+    """The frames of several ticks of one clip, each needed frame decoded once, in one sorted pass
+    (1 Hz ticks with 2 s windows share half their frames; sorted reads decode forward, no seeking)."""
+    from vlalert.video import VideoFrames
+
+    wanted = sorted({int(i) for idx in frame_lists for i in idx})
+    with VideoFrames(path) as clip:
+        frames = clip.read(wanted)
+    pos = {f: k for k, f in enumerate(wanted)}
+    return [frames[[pos[int(i)] for i in idx]] for idx in frame_lists]
+
+
+def has_target(row: Mapping[str, Any]) -> bool:
+    return row.get("analysis") is not None and row.get("belief") is not None
+
+
+def prepare_examples(
+    rows: Sequence[Mapping[str, Any]],
+    tokenizer: Any,
+    cfg: WorkflowConfig,
+    teacher_forced: bool,
+    pool: ThreadPoolExecutor,
+) -> list[dict[str, Any]]:
+    """Model inputs of `rows` (in order); frames read per clip in `pool`. A row is built with its
+    target (teacher forcing) when the split is teacher-forced and the row has one."""
+    from vlalert.vlm.inputs import build_example
+
+    by_path: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        by_path.setdefault(row["path"], []).append(i)
+    futures = {
+        path: pool.submit(_read_clip_frames, path, [rows[i]["frame_idx"] for i in idx])
+        for path, idx in by_path.items()
+    }
+    frames: list[np.ndarray | None] = [None] * len(rows)
+    for path, idx in by_path.items():
+        for i, f in zip(idx, futures[path].result(), strict=True):
+            frames[i] = f
+    return [
+        build_example(row, f, tokenizer, cfg.model, with_target=teacher_forced and has_target(row))
+        for row, f in zip(rows, frames, strict=True)
+    ]
+
+
+def compute_chunk(
+    ex: Any, examples: Sequence[Mapping[str, Any]], batch_size: int, on_batch: Callable[[int], None]
+) -> list[Any]:
+    """Vectors of a chunk's examples in order: teacher-forced ones (with labels) and generated ones
+    run in separate, length-sorted batches."""
+    from vlalert.cache.extract import run_examples
+
+    results: list[Any] = [None] * len(examples)
+    for forced in (True, False):
+        idx = [i for i, e in enumerate(examples) if ("labels" in e) == forced]
+        if idx:
+            vecs = run_examples(ex, [examples[i] for i in idx], batch_size, forced, on_batch)
+            for i, v in zip(idx, vecs, strict=True):
+                results[i] = v
+    return results
+
+
+# ------------------------------------------------------------------------------------------- shard
+
+
+def read_split_rows(benchmark_path: str | os.PathLike[str]) -> tuple[pa.Table, dict[str, int]]:
+    return select_rows(pq.read_table(benchmark_path, columns=list(ROW_COLUMNS)))
+
+
+def _summary_counts(table: pa.Table) -> dict[str, int]:
+    def count(col: str) -> int:
+        return int(pc.sum(table.column(col)).as_py() or 0)
+
+    return {
+        "belief_parsed": count("belief_parsed"),
+        "belief_unparsed": table.num_rows - count("belief_parsed"),
+        "belief_span_found": count("belief_span_found"),
+        "fallback_positions": table.num_rows - count("belief_span_found"),
+        "teacher_forced": count("teacher_forced"),
+        "generated": table.num_rows - count("teacher_forced"),
+    }
+
+
+def run_shard(
+    benchmark_path: str | os.PathLike[str],
+    part_path: str | os.PathLike[str],
+    summary_path: str | os.PathLike[str],
+    *,
+    cfg: WorkflowConfig,
+    split: str,
+    shard: int,
+    model_path: str,
+    adapter_dir: str | None,
+) -> dict[str, Any]:
+    """Compute (or resume) shard `shard` of `split`; write its part file and summary; return the summary."""
+    import torch
+    from tqdm import tqdm
+
+    cache = cfg.cache
+    t_start = time.perf_counter()
+    spec = read_model_spec(model_path)
+    check_layers(cache, spec)
+    z_width, r_width = cache.z_width(spec.hidden_size), spec.hidden_size
+    split_rows, selection = read_split_rows(benchmark_path)
+    rows = shard_rows(split_rows, cache.shards, shard)
+    teacher_forced = split in cache.teacher_forced_splits
+    identity = {
+        "model_cfg": cfg.model.model_dump(mode="json"),
+        "cache_cfg": {k: v for k, v in cache.model_dump(mode="json").items() if k not in SPEED_KEYS},
+        "model": model_identity(model_path),
+        "adapter": adapter_identity(adapter_dir),
+        "split": split,
+    }
+    bounds = chunk_bounds(rows.num_rows, cache.chunk_ticks)
+    vids, ticks = rows.column("video_id").to_pylist(), rows.column("tick").to_pylist()
+    plan = []  # (chunk index, start, stop, fingerprint, (table, stats) when already done)
+    for k, (a, b) in enumerate(bounds):
+        fp = fingerprint(identity, vids[a:b], ticks[a:b])
+        done = read_done_chunk(chunk_path(part_path, k), fp, b - a)
+        plan.append((k, a, b, fp, done))
+    todo = [p for p in plan if p[4] is None]
+    resumed_rows = sum(p[2] - p[1] for p in plan if p[4] is not None)
+    log.info(
+        "cache %s shard %d/%d: %d rows in %d chunks, %d chunks already done",
+        split,
+        shard,
+        cache.shards,
+        rows.num_rows,
+        len(plan),
+        len(plan) - len(todo),
+    )
+    facts: dict[str, Any] = {"patch_embed": None, "device": None, "dtype": None, "adapter_merged": None}
+    chunk_stats: dict[int, dict[str, Any]] = {k: dict(done[1], resumed=True) for k, *_, done in plan if done}
+    tables: dict[int, pa.Table] = {k: done[0] for k, *_, done in plan if done}
+    if todo:
+        device = resolve_device(cache.device)
+        ex, facts = load_extractor(model_path, adapter_dir, cfg, device)
+        log.info("model %s (adapter %s) on %s: %s", model_path, adapter_dir, device, facts)
+        if ex.model.config.text_config.hidden_size != spec.hidden_size:
+            raise ValueError("the loaded model's hidden size differs from its config")
+        row_dicts = rows.to_pylist()
+        bar = tqdm(
+            total=rows.num_rows,
+            initial=resumed_rows,
+            unit="tick",
+            disable=not cache.progress,
+            desc=f"cache {split}#{shard}",
+            dynamic_ncols=True,
+        )
+        with ThreadPoolExecutor(cache.workers) as pool, ThreadPoolExecutor(1) as ahead:
+
+            def prepare(item: tuple) -> list[dict[str, Any]]:
+                _, a, b, _, _ = item
+                return prepare_examples(row_dicts[a:b], ex.tokenizer, cfg, teacher_forced, pool)
+
+            pending: Future = ahead.submit(prepare, todo[0])
+            last = time.perf_counter()
+            for j, item in enumerate(todo):
+                k, a, b, fp, _ = item
+                examples = pending.result()
+                if j + 1 < len(todo):
+                    pending = ahead.submit(prepare, todo[j + 1])
+                vecs = compute_chunk(ex, examples, cache.batch_size, bar.update)
+                table, clamped = cache_table(vids[a:b], ticks[a:b], vecs, z_width, r_width)
+                now = time.perf_counter()
+                stats = {
+                    "rows": b - a,
+                    "seconds": now - last,
+                    "ticks_per_s": (b - a) / max(now - last, 1e-9),
+                    "clamped_values": clamped,
+                    "teacher_forced_without_target": sum(
+                        1 for e in examples if teacher_forced and "labels" not in e
+                    ),
+                }
+                last = now
+                write_chunk(table, chunk_path(part_path, k), fp, stats)
+                tables[k] = table
+                chunk_stats[k] = dict(stats, resumed=False)
+                bar.set_postfix(ticks_per_s=f"{stats['ticks_per_s']:.2f}")
+        bar.close()
+        del ex
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    ordered = [tables[k] for k, *_ in plan]
+    merge_chunks(ordered, part_path, z_width, r_width, row_group=cache.chunk_ticks)
+    merged = pq.read_table(part_path, columns=["belief_parsed", "belief_span_found", "teacher_forced"])
+    computed = [s for s in chunk_stats.values() if not s["resumed"]]
+    compute_s = sum(s["seconds"] for s in computed)
+    computed_rows = sum(s["rows"] for s in computed)
+    summary = {
+        "split": split,
+        "shard": shard,
+        "shards": cache.shards,
+        "rows": rows.num_rows,
+        "split_selection": selection,
+        "computed_rows": computed_rows,
+        "resumed_rows": resumed_rows,
+        "chunks": [dict(chunk_stats[k], chunk=k) for k, *_ in plan],
+        "resumed_chunks": sum(1 for s in chunk_stats.values() if s["resumed"]),
+        "compute_s": compute_s,
+        "ticks_per_s": computed_rows / compute_s if compute_s > 0 else None,
+        "wall_s": time.perf_counter() - t_start,
+        "clamped_values": sum(int(s.get("clamped_values", 0)) for s in chunk_stats.values()),
+        "teacher_forced_without_target": sum(
+            int(s.get("teacher_forced_without_target", 0)) for s in chunk_stats.values()
+        ),
+        **_summary_counts(merged),
+        "model": model_path,
+        "adapter": adapter_dir,
+        "hidden_size": spec.hidden_size,
+        "num_hidden_layers": spec.num_hidden_layers,
+        "z_width": z_width,
+        "r_width": r_width,
+        "belief_layers": list(cache.belief_layers),
+        "policy_layer": cache.policy_layer,
+        "hidden_pass": cache.hidden_pass,
+        "batch_size": cache.batch_size,
+        "teacher_forced_split": teacher_forced,
+        **facts,
+    }
+    write_json_atomic(summary, summary_path)
+    remove_chunks(part_path)
+    log.info("cache %s shard %d: %s", split, shard, json.dumps({k: summary[k] for k in _LOGGED}))
+    return summary
+
+
+_LOGGED = ("rows", "computed_rows", "resumed_rows", "belief_parsed", "fallback_positions", "ticks_per_s")

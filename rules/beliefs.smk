@@ -14,6 +14,10 @@ rule beliefs:
         f"{R}/benchmarks/beliefs/{{source}}.tsv"
     resources:
         llm_requests=1,
+        mem_mb=scaled(4000),
+        # The llm provider waits on a remote endpoint for hours at full scale; rules take minutes.
+        runtime=scaled(720 if CFG.beliefs.provider == "llm" else 30),
+        cpus_per_task=1,
     conda:
         ENV
     script:

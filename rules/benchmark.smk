@@ -19,6 +19,10 @@ rule benchmark:
         f"{R}/logs/benchmark/benchmark.log",
     benchmark:
         f"{R}/benchmarks/benchmark/benchmark.tsv"
+    resources:
+        mem_mb=scaled(8000),
+        runtime=scaled(30),
+        cpus_per_task=1,
     conda:
         ENV
     script:

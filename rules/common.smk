@@ -2,6 +2,7 @@
 # Imports stay light (no torch, no transformers) so that `snakemake -n` parses in well under 3 s.
 
 from vlalert.config import validate_config
+from vlalert.download import download_for_source
 from vlalert.workflow import stage_params
 
 CFG = validate_config(config)
@@ -18,6 +19,24 @@ wildcard_constraints:
     seed=r"\d+",
 
 
+def scaled(base, badas=None):
+    """A resource that grows with the retry attempt (the SLURM profile retries after OOM or timeout).
+
+    With `badas`, sources whose gate provider is Open-BADAS (a GPU model) get that base instead.
+    """
+
+    def value(wildcards, attempt):
+        heavy = badas is not None and CFG.gate_provider(wildcards.source) == "badas"
+        return (badas if heavy else base) * attempt
+
+    return value
+
+
+def for_badas(badas, other):
+    """A gate resource that depends on whether the source's gate provider is Open-BADAS."""
+    return lambda wildcards: badas if CFG.gate_provider(wildcards.source) == "badas" else other
+
+
 def source_cfg(wildcards):
     return CFG.sources[wildcards.source]
 
@@ -26,7 +45,10 @@ def source_inputs(wildcards):
     """What ingest needs before it may read a source: the rendered demo corpus, or the user's files."""
     if CFG.demo.enabled:
         return {"demo": f"{R}/demo/{wildcards.source}/demo_manifest.json"}
-    return {}
+    hub = download_for_source(CFG.download, wildcards.source)
+    if hub is not None:
+        return {"download": f"{R}/download/{hub}.json"}
+    return {"layout": f"{R}/download/{wildcards.source}.layout.json"}
 
 
 def gate_inputs(wildcards):

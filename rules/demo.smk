@@ -10,6 +10,10 @@ rule demo_source:
         f"{R}/logs/demo/{{source}}.log",
     benchmark:
         f"{R}/benchmarks/demo/{{source}}.tsv"
+    resources:
+        mem_mb=scaled(2000),
+        runtime=scaled(30),
+        cpus_per_task=1,
     conda:
         ENV
     script:

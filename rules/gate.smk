@@ -12,6 +12,12 @@ rule gate:
         f"{R}/logs/gate/{{source}}.log",
     benchmark:
         f"{R}/benchmarks/gate/{{source}}.tsv"
+    resources:
+        # Only the badas provider runs a model (V-JEPA2 ViT-L, GPU); the others read tables.
+        gpu=for_badas(1, 0),
+        mem_mb=scaled(4000, badas=32000),
+        runtime=scaled(30, badas=480),
+        cpus_per_task=for_badas(8, 1),
     conda:
         ENV
     script:

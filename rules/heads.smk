@@ -20,7 +20,7 @@ rule heads:
         f"{R}/benchmarks/heads/{RUN}_{{head}}_seed{{seed}}.tsv"
     threads: 1
     resources:
-        mem_mb=lambda wildcards, attempt: 8000 * attempt,
+        mem_mb=scaled(8000),
         runtime=120,
         gpu=0,
     conda:

@@ -14,7 +14,9 @@ rule ingest:
     benchmark:
         f"{R}/benchmarks/ingest/{{source}}.tsv"
     resources:
-        mem_mb=4000,
+        mem_mb=scaled(4000),
+        runtime=scaled(240),
+        cpus_per_task=1,
     conda:
         ENV
     script:

@@ -13,6 +13,10 @@ rule relabel:
         f"{R}/logs/relabel/{{source}}.log",
     benchmark:
         f"{R}/benchmarks/relabel/{{source}}.tsv"
+    resources:
+        mem_mb=scaled(4000),
+        runtime=scaled(30),
+        cpus_per_task=1,
     conda:
         ENV
     script:

@@ -250,11 +250,13 @@ def clip_row(
 
 
 def base_config(**beliefs: Any) -> dict[str, Any]:
-    """Raw workflow config of the one source `mix` (no gating by source; badas gate: no extra keys)."""
+    """Raw workflow config of the one source `mix` (no gating by source; the gate file is never read)."""
     raw: dict[str, Any] = {
-        "sources": {"mix": {"kind": "dota", "root": "unused", "prefix_negatives": True}},
+        "sources": {
+            "mix": {"kind": "dota", "root": "unused", "prefix_negatives": True, "gate_scores": "unused"}
+        },
         "labels": {"gated_sources": []},
-        "gate": {"provider": "badas"},
+        "gate": {"provider": "scores_file"},
         "demo": {"enabled": False},
     }
     if beliefs:

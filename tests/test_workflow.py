@@ -77,9 +77,53 @@ def test_every_output_has_its_schema(demo_run):
         labels = read_table("labels", results / "labels" / f"{source}.parquet")
         assert labels.num_rows > 0
         assert set(len(f) for f in labels.column("frame_idx").to_pylist()) == {8}
+        assert read_table("beliefs", results / "beliefs" / f"{source}.parquet").num_rows > 0
     for split in ("train", "val", "test"):
         table = pq.read_table(results / "benchmark" / f"{split}.parquet")
         assert table.schema.equals(SCHEMAS["benchmark"], check_metadata=False)
+        index = json.loads((results / "cache" / "demo" / split / "index.json").read_text())
+        for part in sorted((results / "cache" / "demo" / split).glob("part-*.parquet")):
+            read_table("cache", part)
+        assert index
+    for head in ("danger", "policy"):
+        for seed in (1, 2, 3, 4, 5):
+            out = results / "heads" / "demo" / head / f"seed{seed}"
+            assert {p.name for p in out.iterdir()} >= {
+                "model.safetensors",
+                "config.json",
+                "metrics.json",
+                "train_log.parquet",
+            }
+    scores = read_table("scores", results / "scores" / "demo" / "test.parquet")
+    assert set(scores.column("policy").to_pylist()) == {
+        "heads",
+        "danger",
+        "gate",
+        "vlm",
+        "always-silent",
+        "always-alert",
+    }
+    summary = read_table("summary", results / "eval" / "demo" / "summary.parquet")
+    assert "daus" in set(summary.column("metric").to_pylist())
+    assert "DAUS" in (results / "eval" / "demo" / "summary.txt").read_text()
+
+
+def test_sft_lowers_val_loss_and_the_adapter_is_saved(demo_run):
+    sft = demo_run / "results" / "sft" / "demo"
+    metrics = json.loads((sft / "metrics.json").read_text())
+    assert metrics["final_val_loss"] < 0.5 * metrics["initial_val_loss"]
+    assert (sft / "adapter" / "adapter_model.safetensors").stat().st_size > 0
+
+
+def test_report_holds_the_figures_and_tables(demo_run):
+    res = snakemake(demo_run, "--report", "report.html")
+    assert res.returncode == 0, res.stderr[-4000:]
+    html = (demo_run / "report.html").read_text()
+    figures = sorted(p.name for p in (demo_run / "results" / "eval" / "demo" / "figures").glob("*.png"))
+    assert {"bars_daus.png", "reliability_heads.png"} <= set(figures)
+    assert any(name.startswith("timelines_") for name in figures)
+    for name in [*figures, "key_metrics.html", "summary.txt"]:
+        assert name in html, f"{name} missing from the report"
 
 
 def test_faults_are_rejected_not_dropped(demo_run):
@@ -125,11 +169,11 @@ def test_changing_alert_s_reruns_only_relabel_and_benchmark(demo_run, tmp_path):
     assert not {"demo_source", "ingest", "gate"} & set(jobs)
 
 
-def test_demo_dir_can_be_deleted_and_rebuilt_identically(demo_run, tmp_path):
-    """Determinism of the whole half-DAG: a second run elsewhere gives identical label tables."""
+def test_benchmark_is_rebuilt_identically_elsewhere(demo_run, tmp_path):
+    """Determinism of the data half of the DAG: a second run elsewhere gives identical label tables."""
     other = tmp_path / "again"
     other.mkdir()
-    res = snakemake(other, "--cores", "2")
+    res = snakemake(other, "--cores", "2", "benchmark")
     assert res.returncode == 0, res.stderr[-4000:]
     for source in ("nexar", "dada2000", "dota", "dad"):
         a = read_table("labels", demo_run / "results" / "labels" / f"{source}.parquet")

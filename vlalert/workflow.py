@@ -16,14 +16,37 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from vlalert.cache.config import SPEED_KEYS as CACHE_SPEED_KEYS
 from vlalert.config import ConfigError, WorkflowConfig, validate_config
+from vlalert.download import download_params, layout_params
 
-STAGES = ("demo", "ingest", "gate", "relabel", "beliefs", "benchmark", "heads", "score", "summary")
+STAGES = (
+    "download",
+    "check_source",
+    "demo",
+    "ingest",
+    "gate",
+    "relabel",
+    "beliefs",
+    "benchmark",
+    "tiny_model",
+    "sft",
+    "cache",
+    "heads",
+    "score",
+    "summary",
+)
 
 
 def stage_params(cfg: WorkflowConfig, stage: str, source: str | None = None) -> dict[str, Any]:
     """The config slice that `stage` (for `source`) reads; nothing more, so nothing else reruns it."""
+    if stage == "download":  # `source` names a hub dataset of cfg.download here
+        assert source is not None
+        return download_params(cfg.download[source])
     src = cfg.sources[source] if source is not None else None
+    if stage == "check_source":
+        assert src is not None
+        return layout_params(src)
     if stage == "demo":
         assert src is not None
         return {"kind": src.kind, "root": src.root, "demo": cfg.demo.model_dump()}
@@ -76,6 +99,14 @@ def stage_params(cfg: WorkflowConfig, stage: str, source: str | None = None) -> 
             "window": cfg.window.model_dump(),
             "scene_truth": src.scene_truth,
         }
+    if stage == "cache":
+        # The tiny model's depth is known now: bad layer lists stop the run at parse time.
+        if cfg.model.is_tiny and (problem := cfg.cache.layer_problem(cfg.model.tiny.num_hidden_layers)):
+            raise ConfigError(problem)
+        return {
+            "model": cfg.model.model_dump(),
+            "cache": {k: v for k, v in cfg.cache.model_dump().items() if k not in CACHE_SPEED_KEYS},
+        }
     if stage == "heads":
         return {"heads": cfg.heads.model_dump()}
     if stage == "score":
@@ -87,6 +118,13 @@ def stage_params(cfg: WorkflowConfig, stage: str, source: str | None = None) -> 
             "splits": cfg.splits.model_dump(),
             "split_maps": {name: cfg.sources[name].split_map for name in cfg.enabled_sources()},
         }
+    if stage == "tiny_model":
+        # what build_tiny_model reads: widths and seed, the prompt texts (tokenizer corpus), geometry
+        keys = {"tiny", "system_prompt", "instruction", "image_height", "image_width", "patch_size"}
+        keys |= {"temporal_patch_size", "spatial_merge_size", "image_mean", "image_std"}
+        return {"model": cfg.model.model_dump(mode="json", include=keys)}
+    if stage == "sft":
+        return {"model": cfg.model.model_dump(mode="json"), "sft": cfg.sft.result_keys()}
     raise ValueError(f"unknown stage {stage!r}; known: {STAGES}")
 
 

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from vlalert.atomic import write_json_atomic
 from vlalert.cache.store import (
     build_index,
     cache_table,
@@ -23,7 +24,6 @@ from vlalert.cache.store import (
     remove_chunks,
     to_float16,
     write_chunk,
-    write_json_atomic,
 )
 from vlalert.heads.data import cache_parts, fixed_size_list_to_numpy, read_cache
 from vlalert.schemas import SchemaError, check_table

@@ -234,6 +234,12 @@ def fake_files() -> dict[str, FakeFile]:
 
 @pytest.fixture
 def hub(fake_files, monkeypatch, tmp_path):
+    # Other test modules set HF_HUB_OFFLINE=1 when they are imported (they must never reach a hub);
+    # this one talks to its own hub on 127.0.0.1, in this process and in snakemake subprocesses.
+    import huggingface_hub.constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     import huggingface_hub.constants as hf_constants

@@ -10,10 +10,8 @@ without showing up in it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from vlalert.atomic import sha256_file, write_json_atomic
 from vlalert.config import SPLITS, WorkflowConfig
 from vlalert.labels import ALERT, OBSERVE, SILENT, effective_t_event, prefix_cut
 from vlalert.schemas import BENCHMARK, LABELS, check_table
@@ -322,14 +321,6 @@ def build_benchmark(
     return splits, manifest
 
 
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def finalize_manifest(manifest: dict, paths: dict[str, str | os.PathLike[str]]) -> dict:
     """A copy of `manifest` with "files": path, bytes, rows and sha256 of each written split file.
 
@@ -362,15 +353,4 @@ def finalize_manifest(manifest: dict, paths: dict[str, str | os.PathLike[str]]) 
 
 def write_manifest(manifest: dict, path: str | os.PathLike[str]) -> Path:
     """Write the manifest as sorted, indented JSON, atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(manifest, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return write_json_atomic(manifest, path)

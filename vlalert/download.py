@@ -18,7 +18,6 @@ level (huggingface_hub and the source adapters are imported where they are used)
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import re
@@ -29,6 +28,8 @@ from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from vlalert.atomic import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -411,12 +412,7 @@ def hub_download(
 
 def write_json(data: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write atomically: a marker that exists is always complete."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
-    return path
+    return write_json_atomic(data, path)
 
 
 # ---------------------------------------------------------------------------------------------

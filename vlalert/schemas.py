@@ -8,13 +8,14 @@ rename), so a killed job never leaves a half-written file that a later rule woul
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from vlalert.atomic import atomic_path
 
 ACTIONS: tuple[str, ...] = ("SILENT", "OBSERVE", "ALERT")
 
@@ -250,15 +251,8 @@ def write_table(kind: str, table: pa.Table, path: str | os.PathLike[str]) -> Pat
     """Check `table` against its schema and write it to `path` atomically."""
     path = Path(path)
     table = check_table(kind, table, path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from vlalert.atomic import write_json_atomic
 from vlalert.cache.config import SPEED_KEYS, CacheConfig
 from vlalert.cache.rows import ROW_COLUMNS, chunk_bounds, select_rows, shard_rows
 from vlalert.cache.store import (
@@ -39,7 +40,6 @@ from vlalert.cache.store import (
     read_done_chunk,
     remove_chunks,
     write_chunk,
-    write_json_atomic,
 )
 from vlalert.config import WorkflowConfig
 
@@ -71,7 +71,7 @@ def check_layers(cache: CacheConfig, spec: ModelSpec) -> None:
 
 
 def _file_identity(folder: Path, patterns: Sequence[str], hash_content: bool) -> list[list[Any]]:
-    from vlalert.benchmark import sha256_file
+    from vlalert.atomic import sha256_file
 
     out = []
     for pattern in patterns:

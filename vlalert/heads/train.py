@@ -18,8 +18,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +30,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from vlalert.atomic import atomic_path, write_json_atomic
 from vlalert.heads import fsm
 from vlalert.heads.config import DangerHeadConfig, FSMConfig, HeadsTrainConfig, PolicyHeadConfig
 from vlalert.heads.danger import DangerHead, danger_loss
@@ -332,26 +331,6 @@ def fit(
     return model, metrics, log
 
 
-def _atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _write_json(path: Path, obj: dict[str, Any]) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "w") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-
-    _atomic(path, write)
-
-
 def save_outputs(
     out_dir: str | Path,
     kind: str,
@@ -365,7 +344,8 @@ def save_outputs(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    _atomic(out / "model.safetensors", lambda tmp: save_file(state, tmp, metadata={"head": kind}))
+    with atomic_path(out / "model.safetensors") as tmp:
+        save_file(state, str(tmp), metadata={"head": kind})
     head_cfg = cfg.danger if kind == "danger" else cfg.policy
     in_dim = model.z_dim if kind == "danger" else model.r_dim
     config = {
@@ -377,10 +357,11 @@ def save_outputs(
         "train": cfg.model_dump(exclude={"danger", "policy", "fsm"}),
         "n_params": n_params(model),
     }
-    _write_json(out / "config.json", config)
+    write_json_atomic(config, out / "config.json")
     table = pa.Table.from_pylist(log, schema=TRAIN_LOG_SCHEMA)
-    _atomic(out / "train_log.parquet", lambda tmp: pq.write_table(table, tmp))
-    _write_json(out / "metrics.json", metrics)  # last: its presence means the job finished
+    with atomic_path(out / "train_log.parquet") as tmp:
+        pq.write_table(table, tmp)
+    write_json_atomic(metrics, out / "metrics.json")  # last: its presence means the job finished
     return out
 
 

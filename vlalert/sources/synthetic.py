@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from vlalert.atomic import write_json_atomic
 from vlalert.config import DemoConfig
 from vlalert.synthetic import writers as W
 from vlalert.synthetic.render import Camera, look_for, render_clip
@@ -454,5 +455,5 @@ def make_demo_source(kind: str, out_dir: str | Path, demo: DemoConfig) -> dict:
         "clips": {c.video_id: c.scenario.name for c in clips if c.fault is None},
         "faults": {c.video_id: c.fault_note for c in clips if c.fault is not None},
     }
-    W.write_json_atomic(out / MANIFEST, manifest)
+    write_json_atomic(manifest, out / MANIFEST, indent=1)
     return manifest

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import re
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -61,13 +60,6 @@ def write_csv(path: Path, columns: Sequence[str], rows: Iterable[Mapping[str, An
 def write_json(path: Path, obj: Any, indent: int | None = 2) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=indent) + "\n", encoding="utf-8")
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write via a temp file + rename: a reader (or Snakemake) never sees a half-written file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def write_xlsx_table(

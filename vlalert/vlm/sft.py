@@ -51,6 +51,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 
+from vlalert.atomic import write_json_atomic
 from vlalert.beliefs.text import parse_generation
 from vlalert.schemas import read_table
 from vlalert.vlm import checkpoint as ckpt
@@ -396,9 +397,7 @@ def write_train_log(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
 
 
 def _write_json(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_json_atomic(obj, path)
 
 
 def save_adapter(model: Any, tokenizer: Any, out: Path) -> None:

@@ -1,17 +1,87 @@
-"""The `vlalert` command line: small tools around the workflow (the workflow itself is `snakemake`)."""
+"""The `vlalert` command line: small tools around the workflow (the workflow itself is `snakemake`).
+
+- `vlalert check-config FILE`: validate a config, then show what `snakemake` would run with it;
+- `vlalert predict VIDEO --run RESULTS_DIR`: run a trained run on any video (vlalert.predict).
+
+Exit codes: 0 success, 2 an input that cannot be used (invalid config, missing run, unreadable or
+too short video; one line on stderr naming the path), 1 the Snakemake dry run failed.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
+from pathlib import Path
 
+import vlalert
 from vlalert import __version__
-from vlalert.config import ConfigError, load_config
+from vlalert.config import ConfigError, WorkflowConfig, load_config
+
+DEFAULT_CONFIG = "config/config.yaml"
+
+
+def _one_line(err: BaseException) -> str:
+    """A multi-line error (a config's list of keys) as one line, its parts joined by "; "."""
+    parts = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    if not parts:
+        return type(err).__name__
+    head, rest = parts[0], parts[1:]
+    if head.endswith(":") and rest:
+        return f"{head} {'; '.join(rest)}"
+    return "; ".join(parts)
+
+
+def _fail(message: str) -> int:
+    print(f"vlalert: {message}", file=sys.stderr)
+    return 2
+
+
+def _load(path: str) -> WorkflowConfig:
+    if not Path(path).is_file():
+        raise ConfigError(f"{path}: config file not found")
+    return load_config(path)
+
+
+# ----------------------------------------------------------------------------- check-config
+
+
+def default_snakefile() -> Path:
+    """The repository's Snakefile, beside the vlalert package (an editable install or a checkout)."""
+    return Path(vlalert.__file__).resolve().parents[1] / "Snakefile"
+
+
+def job_table(output: str) -> str | None:
+    """The first "Job stats:" table of a dry run's output (Snakemake prints it twice), or None."""
+    lines = output.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.strip() == "Job stats:"), None)
+    if start is None:
+        return None
+    table = []
+    for line in lines[start:]:
+        table.append(line)
+        if line.split()[:1] == ["total"]:
+            return "\n".join(table)
+    return None
+
+
+def dry_run(
+    config_file: str | os.PathLike[str], snakefile: str | os.PathLike[str]
+) -> subprocess.CompletedProcess:
+    """`snakemake -n` in the working directory, as `snakemake --configfile FILE` would run there.
+
+    `--quiet rules host` keeps the job counts table and drops the per-job listing (a bare `-q`
+    drops the table too in Snakemake 9).
+    """
+    cmd = [sys.executable, "-m", "snakemake", "-n", "--quiet", "rules", "host"]
+    cmd += ["-s", str(snakefile), "--configfile", str(config_file)]
+    return subprocess.run(cmd, capture_output=True, text=True)
 
 
 def _check_config(args: argparse.Namespace) -> int:
     try:
-        cfg = load_config(args.file)
+        cfg = _load(args.file)
     except (ConfigError, OSError) as err:
         print(err, file=sys.stderr)
         return 2
@@ -19,16 +89,83 @@ def _check_config(args: argparse.Namespace) -> int:
     for name in cfg.enabled_sources():
         src = cfg.sources[name]
         print(f"  source {name}: kind {src.kind}, root {src.root}, gate {cfg.gate_provider(name)}")
+    snakefile = Path(args.snakefile) if args.snakefile else default_snakefile()
+    if not snakefile.is_file():
+        print(f"{snakefile}: Snakefile not found, no dry run (pass --snakefile PATH)")
+        return 0
+    res = dry_run(args.file, snakefile)
+    out = res.stdout + res.stderr
+    if res.returncode != 0:
+        tail = "\n".join(out.strip().splitlines()[-15:])
+        print(f"snakemake dry run failed (exit {res.returncode}):\n{tail}", file=sys.stderr)
+        return 1
+    table = job_table(out)
+    if table is not None:
+        print(f"snakemake would run (dry run of {snakefile}, working directory {Path.cwd()}):")
+        print(table)
+    elif "Nothing to be done" in out:
+        print("snakemake: nothing to be done (every output is present and up to date)")
+    else:
+        print("snakemake dry run printed no job table:\n" + out.strip())
+    return 0
+
+
+# ----------------------------------------------------------------------------- predict
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from vlalert.predict import PredictError, predict_video, summary_line
+
+    try:
+        cfg = _load(args.config)
+    except (ConfigError, OSError) as err:
+        return _fail(_one_line(err))
+    try:
+        result = predict_video(
+            args.video,
+            args.run,
+            cfg,
+            seed=args.seed,
+            out_prefix=args.out,
+            fmt=args.format,
+            fps=args.fps,
+            device=args.device,
+            progress=sys.stderr.isatty(),
+        )
+    except PredictError as err:
+        return _fail(str(err))
+    print(f"{args.video}: {summary_line(result)}")
+    print(f"wrote {result.table_path}")
+    print(f"wrote {result.png_path}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vlalert", description=__doc__)
+    parser = argparse.ArgumentParser(prog="vlalert", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"vlalert {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    check = sub.add_parser("check-config", help="validate a workflow config file")
+
+    check = sub.add_parser("check-config", help="validate a workflow config and show what the DAG would run")
     check.add_argument("file")
+    check.add_argument(
+        "--snakefile", default=None, help="Snakefile for the dry run (default: the repository's)"
+    )
     check.set_defaults(func=_check_config)
+
+    pred = sub.add_parser("predict", help="run a trained run on a video: per-tick table and timeline PNG")
+    pred.add_argument("video", help="a video file (mp4, ...) or a folder of frame images (needs --fps)")
+    pred.add_argument("--run", required=True, metavar="RESULTS_DIR", help="the workflow's results directory")
+    pred.add_argument("--config", default=DEFAULT_CONFIG, help=f"workflow config (default: {DEFAULT_CONFIG})")
+    pred.add_argument("--seed", type=int, default=None, help="heads seed (default: the first in heads.seeds)")
+    pred.add_argument(
+        "--out", default=None, metavar="OUT_PREFIX", help="writes OUT_PREFIX.{parquet,csv} and OUT_PREFIX.png"
+    )
+    pred.add_argument("--format", choices=("parquet", "csv"), default="parquet")
+    pred.add_argument("--fps", type=float, default=None, help="frame rate of a frame folder")
+    pred.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), default=None, help="default: cache.device of the config"
+    )
+    pred.set_defaults(func=_predict)
     return parser
 
 

@@ -170,6 +170,23 @@ CACHE = pa.schema(
     ]
 )
 
+# `vlalert predict VIDEO`: one row per tick of any video (vlalert.predict), Parquet or CSV.
+PREDICTIONS = pa.schema(
+    [
+        _f("t_s", pa.float64()),
+        _f("tick", pa.int32()),
+        _f("frame_idx", pa.list_(pa.int32())),
+        _f("generated_text", pa.string()),
+        _f("belief_parsed", pa.bool_()),
+        _f("p_danger", pa.float64()),
+        _f("p_silent", pa.float64()),
+        _f("p_observe", pa.float64()),
+        _f("p_alert", pa.float64()),
+        _f("action", pa.string()),  # decoded by the FSM from the PolicyHead
+        _f("vlm_action", pa.string(), nullable=True),  # the VLM's own; null when unparsable
+    ]
+)
+
 SCHEMAS: dict[str, pa.Schema] = {
     "videos": VIDEOS,
     "rejected": REJECTED,
@@ -180,6 +197,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     "cache": CACHE,
     "scores": SCORES,
     "summary": SUMMARY,
+    "predictions": PREDICTIONS,
 }
 
 # Columns whose values come from a closed set.

@@ -1,0 +1,217 @@
+"""The `vlalert` command line: `predict` on a tiny trained run and its one-line errors (exit code 2),
+and `check-config` with the Snakemake dry run's job table."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import yaml  # noqa: E402
+from test_predict import SEED, make_run, raw_config, write_mp4  # noqa: E402
+
+from vlalert.cli import default_snakefile, job_table, main  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+COLUMNS = [
+    "t_s",
+    "tick",
+    "frame_idx",
+    "generated_text",
+    "belief_parsed",
+    "p_danger",
+    "p_silent",
+    "p_observe",
+    "p_alert",
+    "action",
+    "vlm_action",
+]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    out = make_run(root)
+    out["video"] = write_mp4(root / "clip.mp4", seconds=5.0)
+    out["short"] = write_mp4(root / "short.mp4", seconds=1.0)
+    return out
+
+
+def predict(run, *args: str) -> int:
+    return main(["predict", *args])
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+# ----------------------------------------------------------------------------- predict
+
+
+def test_predict_with_default_config_and_output(run, capsys, monkeypatch, tmp_path):
+    """config/config.yaml of the working directory, output ./clip.vlalert.{csv,png} there."""
+    (tmp_path / "config").mkdir()
+    shutil.copy(run["config"], tmp_path / "config" / "config.yaml")
+    monkeypatch.chdir(tmp_path)
+    code = predict(run, str(run["video"]), "--run", str(run["results"]), "--format", "csv")
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "3 ticks (SILENT" in out
+    table, png = tmp_path / "clip.vlalert.csv", tmp_path / "clip.vlalert.png"
+    assert f"wrote {table}" in out and f"wrote {png}" in out
+    with open(table) as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == COLUMNS
+    assert [r["t_s"] for r in rows] == ["2", "3", "4"]  # 5 s at 10 fps: ticks at 2, 3, 4 s
+    assert json.loads(rows[0]["frame_idx"]) == [2, 5, 7, 10, 12, 15, 17, 20]
+    assert {r["action"] for r in rows} <= {"SILENT", "OBSERVE", "ALERT"}
+    assert png.stat().st_size > 1000
+
+
+def test_missing_run_dir(run, capsys, tmp_path):
+    nope = tmp_path / "nope"
+    assert predict(run, str(run["video"]), "--run", str(nope), "--config", str(run["config"])) == 2
+    msg = one_error_line(capsys)
+    assert f"{nope}: results directory missing" in msg
+
+
+def test_missing_heads(run, capsys):
+    code = predict(
+        run, str(run["video"]), "--run", str(run["results"]), "--config", str(run["config"]), "--seed", "4"
+    )
+    assert code == 2
+    msg = one_error_line(capsys)
+    assert "heads/t/danger/seed4: directory missing" in msg
+    assert "trained first with snakemake" in msg
+
+
+def test_missing_adapter(run, capsys, tmp_path):
+    raw = raw_config()
+    raw["cache"]["adapter"] = str(tmp_path / "adapter")
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    assert predict(run, str(run["video"]), "--run", str(run["results"]), "--config", str(config)) == 2
+    assert f"{tmp_path / 'adapter'}: directory missing" in one_error_line(capsys)
+
+
+def test_missing_heads_file(run, capsys, tmp_path):
+    results = tmp_path / "results"
+    shutil.copytree(run["results"], results)
+    (results / "heads" / "t" / "policy" / f"seed{SEED}" / "model.safetensors").unlink()
+    assert predict(run, str(run["video"]), "--run", str(results), "--config", str(run["config"])) == 2
+    assert f"policy/seed{SEED}/model.safetensors: file missing" in one_error_line(capsys)
+
+
+def test_unreadable_video(run, capsys, tmp_path):
+    bad = tmp_path / "notes.mp4"
+    bad.write_text("this is not a video\n")
+    assert predict(run, str(bad), "--run", str(run["results"]), "--config", str(run["config"])) == 2
+    msg = one_error_line(capsys)
+    assert str(bad) in msg and "unreadable video" in msg
+
+
+def test_video_shorter_than_one_window(run, capsys):
+    assert predict(run, str(run["short"]), "--run", str(run["results"]), "--config", str(run["config"])) == 2
+    msg = one_error_line(capsys)
+    assert f"{run['short']}: video too short: 1.00 s (10 frames at 10 fps)" in msg
+    assert "window.span_s = 2 s" in msg
+
+
+def test_bad_config(run, capsys, tmp_path):
+    raw = raw_config()
+    raw["window"] = {"span_s": -1.0}
+    raw["bogus"] = 1
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    assert predict(run, str(run["video"]), "--run", str(run["results"]), "--config", str(config)) == 2
+    msg = one_error_line(capsys)
+    assert msg.startswith(f"vlalert: {config}: invalid config: ")
+    assert "window.span_s" in msg and "bogus: unknown key" in msg
+    missing = tmp_path / "absent.yaml"
+    assert predict(run, str(run["video"]), "--run", str(run["results"]), "--config", str(missing)) == 2
+    assert f"{missing}: config file not found" in one_error_line(capsys)
+
+
+# ----------------------------------------------------------------------------- check-config
+
+DRY_RUN = """Building DAG of jobs...
+Job stats:
+job        count
+-------  -------
+ingest         4
+sft            1
+total          5
+
+Job stats:
+job        count
+-------  -------
+ingest         4
+total          5
+"""
+
+
+def test_job_table_is_the_first_table():
+    table = job_table(DRY_RUN)
+    assert table.splitlines()[0] == "Job stats:"
+    assert table.splitlines()[-1].split() == ["total", "5"]
+    assert "sft" in table
+    assert job_table("Nothing to be done (all requested files are present and up to date).") is None
+
+
+def test_default_snakefile_is_the_repositorys():
+    assert default_snakefile() == REPO / "Snakefile"
+
+
+def test_check_config_prints_the_dag(tmp_path):
+    """A fresh working directory: every stage of the demo would run."""
+    res = subprocess.run(
+        [sys.executable, "-m", "vlalert.cli", "check-config", str(REPO / "config" / "config.yaml")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    out = res.stdout
+    assert "valid (run 'demo'" in out
+    table = out.split("Job stats:", 1)[1]
+    jobs = dict(line.split() for line in table.splitlines()[3:] if len(line.split()) == 2)
+    assert jobs["demo_source"] == "4" and jobs["sft"] == "1"
+    assert int(jobs["total"]) > 20
+
+
+def test_check_config_without_snakefile(capsys, tmp_path):
+    missing = tmp_path / "Snakefile"
+    assert main(["check-config", str(REPO / "config" / "config.yaml"), "--snakefile", str(missing)]) == 0
+    out = capsys.readouterr().out
+    assert "valid (run 'demo'" in out
+    assert f"{missing}: Snakefile not found" in out
+
+
+def test_check_config_reports_a_failing_dry_run(capsys, tmp_path, monkeypatch):
+    snakefile = tmp_path / "Snakefile"
+    snakefile.write_text('rule all:\n    input: "never-made.txt"\n')
+    monkeypatch.chdir(tmp_path)
+    assert main(["check-config", str(REPO / "config" / "config.yaml"), "--snakefile", str(snakefile)]) == 1
+    err = capsys.readouterr().err
+    assert "snakemake dry run failed" in err and "never-made.txt" in err
+
+
+def test_check_config_invalid_skips_the_dry_run(capsys, tmp_path):
+    raw = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    raw["ticks"]["hz"] = 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    assert main(["check-config", str(bad)]) == 2
+    captured = capsys.readouterr()
+    assert "ticks.hz" in captured.err and "Job stats" not in captured.out

@@ -1,0 +1,541 @@
+"""Run a trained run on any video: per-tick VLM generation, the heads, the FSM decoder, a timeline.
+
+`vlalert predict VIDEO --run RESULTS_DIR` is the path from a finished workflow to a single new
+clip, outside Snakemake. It must compute each tick exactly as the workflow did for the benchmark,
+or its numbers would not mean what the report's numbers mean, so every step is the stage's own
+code: tick times and windows (`vlalert.ticks`), the model + adapter + extractor as a cache shard
+job builds them (`cache.stage.load_extractor`, greedy generation, z_t / r_t rounded to float16 as
+the cache stores them), the heads as the score stage loads and runs them (`score.danger_scores`,
+`fsm.rollout` with `heads.fsm` of the config), and `score.vlm_actions`' parsing for the VLM's own
+action (here null when unparsable instead of SILENT: a prediction file should not invent one).
+
+Where a run lives follows the workflow's layout under RESULTS_DIR (the `results:` key is replaced
+by it, so a run can be used from wherever it was copied): the model is
+`RESULTS_DIR/models/tiny-qwen3vl` for the demo model, else `model.name_or_path`; the adapter is
+`RESULTS_DIR/sft/{run}/adapter` (or none / a path, as `cache.adapter` says); the heads are
+`RESULTS_DIR/heads/{run}/{danger,policy}/seed{seed}`.
+
+Everything that can be wrong with the inputs (a run not trained yet, an unreadable video, a video
+shorter than one window, heads that do not fit the model) is checked before the VLM is loaded and
+raised as `PredictError` with a one-line message that names the path; the CLI turns it into exit
+code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pyarrow as pa
+
+from vlalert.cache.config import CacheConfig
+from vlalert.config import TicksConfig, WindowConfig, WorkflowConfig
+from vlalert.schemas import ACTIONS, SCHEMAS
+from vlalert.ticks import tick_times, window_frames
+from vlalert.video import VideoError, VideoInfo, probe_video
+from vlalert.vlm.config import model_location
+
+if TYPE_CHECKING:
+    import torch
+    from matplotlib.figure import Figure
+
+OutputFormat = Literal["parquet", "csv"]
+FORMATS: tuple[str, ...] = ("parquet", "csv")
+
+PREDICTIONS = SCHEMAS["predictions"]  # one schema per file type: vlalert.schemas
+METADATA_KEY = b"vlalert.predict"
+
+
+class PredictError(Exception):
+    """An input that cannot be predicted on; the message is one line and names the path."""
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Everything a prediction loads, resolved from the config and the results directory."""
+
+    results: Path
+    model: str  # a local directory or a hub id
+    adapter: str | None
+    danger: Path
+    policy: Path
+    seed: int
+
+
+def _adapter_dir(cache: CacheConfig, results_dir: str, run: str) -> str | None:
+    mode = cache.adapter_mode()
+    if mode == "none":
+        return None
+    if mode == "sft":
+        return f"{results_dir}/sft/{run}/adapter"
+    return cache.adapter
+
+
+def run_paths(cfg: WorkflowConfig, results_dir: str | os.PathLike[str], seed: int | None = None) -> RunPaths:
+    """Where the run of `cfg` keeps its model, adapter and heads of `seed` (default: the first configured)."""
+    results = str(results_dir).rstrip("/") or "/"
+    seed = cfg.heads.seeds[0] if seed is None else int(seed)
+    heads = Path(results) / "heads" / cfg.run
+    return RunPaths(
+        results=Path(results),
+        model=model_location(cfg.model, results),
+        adapter=_adapter_dir(cfg.cache, results, cfg.run),
+        danger=heads / "danger" / f"seed{seed}",
+        policy=heads / "policy" / f"seed{seed}",
+        seed=seed,
+    )
+
+
+TRAIN_HINT = "the run must be trained first with snakemake (snakemake --configfile <this config>)"
+
+
+def missing_run_file(paths: RunPaths, *, model_is_tiny: bool) -> str | None:
+    """The first file of the run that is missing, as an error line, or None when all are there.
+
+    A hub id (not a directory, not the tiny model) is not checked here: loading it finds it in the
+    hub cache or says itself why it cannot.
+    """
+    if not paths.results.is_dir():
+        return f"{paths.results}: results directory missing (--run must name the workflow's results/ folder)"
+    needed: list[Path] = []
+    if model_is_tiny or Path(paths.model).is_dir():
+        needed.append(Path(paths.model) / "config.json")
+    if paths.adapter is not None:
+        needed.append(Path(paths.adapter) / "adapter_config.json")
+    for head_dir in (paths.danger, paths.policy):
+        needed += [head_dir / "config.json", head_dir / "model.safetensors"]
+    for path in needed:
+        if not path.is_file():
+            what = "directory" if not path.parent.is_dir() else "file"
+            shown = path.parent if what == "directory" else path
+            return f"{shown}: {what} missing; {TRAIN_HINT}"
+    return None
+
+
+def load_heads(paths: RunPaths) -> tuple[Any, Any]:
+    """(DangerHead, PolicyHead) of the run's seed, each checked to be the head it should be."""
+    from vlalert.heads.train import load_head
+
+    out = []
+    for kind, head_dir in (("danger", paths.danger), ("policy", paths.policy)):
+        try:
+            model, config = load_head(head_dir)
+        except Exception as err:  # torch, safetensors and json each raise their own kinds
+            raise PredictError(f"{head_dir}: cannot load the {kind} head: {_first_line(err)}") from None
+        if config["head"] != kind:
+            raise PredictError(f"{head_dir}: expected a {kind} head, found {config['head']!r}")
+        out.append(model)
+    return out[0], out[1]
+
+
+def check_head_widths(danger: Any, policy: Any, paths: RunPaths, z_width: int, r_width: int) -> None:
+    """Heads trained on another model's (or layer list's) vectors cannot read this model's."""
+    for head, have, want, name in (
+        (danger, danger.z_dim, z_width, "z"),
+        (policy, policy.r_dim, r_width, "r"),
+    ):
+        if have != want:
+            where = paths.danger if head is danger else paths.policy
+            raise PredictError(
+                f"{where}: head reads {name} vectors {have} wide, but model {paths.model} with the "
+                f"config's cache layers gives {want}: the config does not match this run"
+            )
+
+
+# ----------------------------------------------------------------------------- the video
+
+
+@dataclass(frozen=True)
+class TickPlan:
+    """The ticks of one clip: times, indices and the frames each tick sees."""
+
+    n_frames: int
+    fps: float
+    t_s: np.ndarray  # [T] float64
+    frame_idx: list[list[int]]  # [T][window.frames]
+
+    @property
+    def n_ticks(self) -> int:
+        return int(self.t_s.size)
+
+
+def probe(video: str | os.PathLike[str], fps: float | None = None) -> VideoInfo:
+    """Open the clip (mp4, ..., or a frame folder) end to end; a frame folder needs `fps`."""
+    path = Path(video)
+    if fps is not None and not (np.isfinite(fps) and fps > 0):
+        raise PredictError(f"{path}: --fps must be a positive number, got {fps}")
+    try:
+        info = probe_video(path, fps_hint=fps)
+    except VideoError as err:
+        raise PredictError(_first_line(err)) from None
+    if info.fps is None:
+        raise PredictError(f"{path}: a frame folder has no frame rate of its own: pass --fps")
+    return info
+
+
+def plan_ticks(
+    n_frames: int, fps: float, ticks: TicksConfig, window: WindowConfig, video: str | os.PathLike[str]
+) -> TickPlan:
+    """Tick times and windows as the workflow computes them; a clip without a tick is an error."""
+    times = tick_times(n_frames, fps, ticks, window)
+    if times.size == 0:
+        first = np.ceil(window.span_s * ticks.hz - 1e-6) / ticks.hz
+        raise PredictError(
+            f"{video}: video too short: {n_frames / fps:.2f} s ({n_frames} frames at {fps:g} fps), but a "
+            f"tick needs a full window of window.span_s = {window.span_s:g} s (the first tick is at "
+            f"{first:g} s, so the video must show a frame at or after {first:g} s)"
+        )
+    idx = [window_frames(float(t), fps, n_frames, window) for t in times]
+    return TickPlan(n_frames=n_frames, fps=float(fps), t_s=times, frame_idx=idx)
+
+
+# ----------------------------------------------------------------------------- inference
+
+
+def vlm_vectors(
+    ex: Any,
+    video: str | os.PathLike[str],
+    plan: TickPlan,
+    cfg: WorkflowConfig,
+    *,
+    batch_size: int,
+    on_batch: Callable[[int], Any] | None = None,
+) -> list[Any]:
+    """`cache.extract.TickVectors` of every tick, generated greedily as in the cache stage.
+
+    Frames are read batch by batch from one opened clip, so a long, large video never holds more
+    than one batch of full-size frames in memory.
+    """
+    from vlalert.cache.extract import run_examples
+    from vlalert.video import VideoFrames
+    from vlalert.vlm.inputs import build_example
+
+    out: list[Any] = []
+    name = Path(video).name
+    with VideoFrames(video) as clip:
+        for a in range(0, plan.n_ticks, batch_size):
+            ticks = range(a, min(a + batch_size, plan.n_ticks))
+            wanted = sorted({i for k in ticks for i in plan.frame_idx[k]})
+            try:
+                frames = clip.read(wanted)
+            except VideoError as err:
+                raise PredictError(_first_line(err)) from None
+            pos = {f: j for j, f in enumerate(wanted)}
+            examples = []
+            for k in ticks:
+                row = {"video_id": name, "tick": k, "frame_idx": plan.frame_idx[k], "fps": plan.fps}
+                tick_frames = frames[[pos[i] for i in plan.frame_idx[k]]]
+                examples.append(build_example(row, tick_frames, ex.tokenizer, cfg.model, with_target=False))
+            out += run_examples(ex, examples, batch_size, False)
+            if on_batch is not None:
+                on_batch(len(ticks))
+    return out
+
+
+def as_cached(vectors: Sequence[Any], attr: str) -> np.ndarray:
+    """z or r of every tick as the heads saw them in training: rounded through the cache's float16."""
+    from vlalert.cache.store import to_float16
+
+    mat, _ = to_float16(np.stack([getattr(v, attr) for v in vectors]))
+    return mat.astype(np.float32)
+
+
+def head_outputs(
+    danger: torch.nn.Module, policy: torch.nn.Module, z: np.ndarray, r: np.ndarray, fsm_cfg: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(p_danger [T], probs [T, 3], decoded actions [T]) of one clip, as the score stage computes them."""
+    import torch
+
+    from vlalert.heads import fsm
+    from vlalert.score import danger_scores
+
+    p_danger = danger_scores(danger, z, np.arange(z.shape[0]))
+    probs, actions = fsm.rollout(policy, torch.from_numpy(np.ascontiguousarray(r, dtype=np.float32)), fsm_cfg)
+    return p_danger, probs.astype(np.float64), actions
+
+
+def vlm_action_names(texts: Sequence[str]) -> list[str | None]:
+    """The action the VLM wrote in each generation, None where none can be parsed."""
+    from vlalert.beliefs.text import parse_generation
+
+    return [parse_generation(t).action for t in texts]
+
+
+def predictions_table(
+    plan: TickPlan,
+    texts: Sequence[str],
+    belief_parsed: Sequence[bool],
+    p_danger: np.ndarray,
+    probs: np.ndarray,
+    actions: np.ndarray,
+) -> pa.Table:
+    """The PREDICTIONS table: one row per tick in time order."""
+    n = plan.n_ticks
+    if not (len(texts) == len(belief_parsed) == len(p_danger) == len(probs) == len(actions) == n):
+        raise ValueError(f"{n} ticks but outputs of lengths {[len(texts), len(p_danger), len(probs)]}")
+    names = np.asarray(ACTIONS, dtype=object)
+    cols = {
+        "t_s": pa.array(plan.t_s, pa.float64()),
+        "tick": pa.array(np.arange(n, dtype=np.int32)),
+        "frame_idx": pa.array(plan.frame_idx, pa.list_(pa.int32())),
+        "generated_text": pa.array(list(texts), pa.string()),
+        "belief_parsed": pa.array([bool(b) for b in belief_parsed], pa.bool_()),
+        "p_danger": pa.array(np.asarray(p_danger, dtype=np.float64)),
+        "p_silent": pa.array(np.asarray(probs[:, 0], dtype=np.float64)),
+        "p_observe": pa.array(np.asarray(probs[:, 1], dtype=np.float64)),
+        "p_alert": pa.array(np.asarray(probs[:, 2], dtype=np.float64)),
+        "action": pa.array(names[np.asarray(actions, dtype=np.int64)].tolist(), pa.string()),
+        "vlm_action": pa.array(vlm_action_names(texts), pa.string()),
+    }
+    return pa.Table.from_pydict(cols, schema=PREDICTIONS)
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def output_paths(out_prefix: str | os.PathLike[str], fmt: OutputFormat) -> tuple[Path, Path]:
+    """(table, timeline PNG) for an output prefix: `{prefix}.{parquet|csv}` and `{prefix}.png`."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+    prefix = str(out_prefix)
+    return Path(f"{prefix}.{fmt}"), Path(f"{prefix}.png")
+
+
+def default_prefix(video: str | os.PathLike[str]) -> Path:
+    """`./{video name}.vlalert` in the working directory (a dataset folder may be read-only)."""
+    path = Path(video)
+    stem = path.name if path.is_dir() else path.stem
+    return Path.cwd() / f"{stem}.vlalert"
+
+
+def _atomic(path: Path, write: Callable[[str], None]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def csv_ready(table: pa.Table) -> pa.Table:
+    """The table with `frame_idx` as a JSON list string ("[3, 5, 8]"): CSV has no list type."""
+    idx = table.column("frame_idx").to_pylist()
+    text = pa.array([json.dumps(v) for v in idx], pa.string())
+    return table.set_column(table.schema.get_field_index("frame_idx"), "frame_idx", text)
+
+
+def write_predictions(
+    table: pa.Table, path: str | os.PathLike[str], fmt: OutputFormat, metadata: dict[str, Any] | None = None
+) -> Path:
+    """Write the table as Parquet (with `metadata` as JSON in the schema metadata) or CSV."""
+    path = Path(path)
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        if metadata is not None:
+            table = table.replace_schema_metadata({METADATA_KEY: json.dumps(metadata, sort_keys=True)})
+        _atomic(path, lambda tmp: pq.write_table(table, tmp))
+    elif fmt == "csv":
+        import pyarrow.csv as pacsv
+
+        _atomic(path, lambda tmp: pacsv.write_csv(csv_ready(table), tmp))
+    else:
+        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+    return path
+
+
+def timeline_figure(table: pa.Table, tick_hz: float, title: str) -> Figure:
+    """Probabilities over time (p_danger, p_silent, p_observe, p_alert) above two action strips:
+    the FSM-decoded action and the VLM's own (hatched where it wrote none).
+
+    Artists carry gids ("p_danger", "strip-action-ALERT", ...) so a test can check what was drawn.
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    from vlalert.report import ACTION_COLORS, runs
+
+    t = table.column("t_s").to_numpy()
+    dt = 1.0 / tick_hz
+    fig = Figure(figsize=(11, 4.6), layout="constrained")
+    ax_p, ax_a = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1.2])
+    ax_p.plot(t, table.column("p_danger").to_numpy(), color="black", lw=2.0, gid="p_danger")
+    ax_p.plot(t, table.column("p_silent").to_numpy(), color="#888888", lw=1.0, ls=":", gid="p_silent")
+    obs, alert = ACTION_COLORS[1], ACTION_COLORS[2]
+    ax_p.plot(t, table.column("p_observe").to_numpy(), color=obs, lw=1.5, marker=".", gid="p_observe")
+    ax_p.plot(t, table.column("p_alert").to_numpy(), color=alert, lw=1.5, marker=".", gid="p_alert")
+    ax_p.set_ylim(-0.03, 1.03)
+    ax_p.set_ylabel("probability")
+    ax_p.grid(True, alpha=0.3)
+    lut = {name: i for i, name in enumerate(ACTIONS)}
+    strips = (("action", 1, "FSM action"), ("vlm_action", 0, "VLM action"))
+    for column, y, _ in strips:
+        codes = np.array([lut.get(a, -1) if a is not None else -1 for a in table.column(column).to_pylist()])
+        for code in (0, 1, 2, -1):
+            spans = [(a, b - a) for a, b, c in runs(t, codes, tick_hz) if c == code]
+            if not spans:
+                continue
+            style = (
+                {"facecolors": "none", "edgecolors": "#999999", "hatch": "//"}
+                if code == -1
+                else {"facecolors": ACTION_COLORS[code]}
+            )
+            gid = f"strip-{column}-{'none' if code == -1 else ACTIONS[code]}"
+            ax_a.broken_barh(spans, (y - 0.4, 0.8), gid=gid, **style)
+    ax_a.set_yticks([y for _, y, _ in strips], [label for *_, label in strips], fontsize=8)
+    ax_a.set_ylim(-0.6, 1.6)
+    ax_a.set_xlabel("time in video (s)")
+    if t.size:
+        ax_p.set_xlim(float(t[0]) - 0.25 * dt, float(t[-1]) + 1.25 * dt)
+    fig.suptitle(title, fontsize=11)
+    handles = [
+        Line2D([], [], color="black", lw=2.0, label="p_danger (DangerHead)"),
+        Line2D([], [], color="#888888", lw=1.0, ls=":", label="p_silent"),
+        Line2D([], [], color=obs, lw=1.5, marker=".", label="p_observe"),
+        Line2D([], [], color=alert, lw=1.5, marker=".", label="p_alert"),
+        *(Patch(color=ACTION_COLORS[c], label=ACTIONS[c]) for c in range(3)),
+        Patch(facecolor="none", edgecolor="#999999", hatch="//", label="no action parsed"),
+    ]
+    fig.legend(handles=handles, loc="outside lower center", ncol=8, fontsize=8, frameon=False)
+    return fig
+
+
+def save_figure(fig: Figure, path: str | os.PathLike[str]) -> Path:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from vlalert.report import DPI
+
+    path = Path(path)
+    FigureCanvasAgg(fig)
+    _atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None}))
+    return path
+
+
+# ----------------------------------------------------------------------------- the whole thing
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    table_path: Path
+    png_path: Path
+    table: pa.Table
+    paths: RunPaths
+    fps: float
+    n_frames: int
+    device: str
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
+def predict_video(
+    video: str | os.PathLike[str],
+    results_dir: str | os.PathLike[str],
+    cfg: WorkflowConfig,
+    *,
+    seed: int | None = None,
+    out_prefix: str | os.PathLike[str] | None = None,
+    fmt: OutputFormat = "parquet",
+    fps: float | None = None,
+    device: str | None = None,
+    progress: bool = False,
+) -> PredictResult:
+    """Predict every tick of `video` with the run of `cfg` under `results_dir`; write table and PNG.
+
+    Inputs are checked cheapest first (the run's files, the video, its length, the heads against
+    the model's config) before the VLM is loaded. `device`: "auto" / "cpu" / "cuda"; default:
+    `cache.device` of the config.
+    """
+    from tqdm import tqdm
+
+    from vlalert.cache.stage import check_layers, load_extractor, read_model_spec, resolve_device
+
+    table_path, png_path = output_paths(out_prefix if out_prefix is not None else default_prefix(video), fmt)
+    paths = run_paths(cfg, results_dir, seed)
+    if problem := missing_run_file(paths, model_is_tiny=cfg.model.is_tiny):
+        raise PredictError(problem)
+    info = probe(video, fps)
+    plan = plan_ticks(info.n_frames, float(info.fps), cfg.ticks, cfg.window, video)
+    danger, policy = load_heads(paths)
+    try:
+        spec = read_model_spec(paths.model)
+    except (OSError, ValueError) as err:
+        raise PredictError(f"{paths.model}: cannot read the model config: {_first_line(err)}") from None
+    try:
+        check_layers(cfg.cache, spec)
+    except ValueError as err:
+        raise PredictError(f"{paths.model}: {err}") from None
+    check_head_widths(danger, policy, paths, cfg.cache.z_width(spec.hidden_size), spec.hidden_size)
+
+    dev = resolve_device(device or cfg.cache.device)
+    ex, _ = load_extractor(paths.model, paths.adapter, cfg, dev)
+    bar = tqdm(total=plan.n_ticks, unit="tick", disable=not progress, desc=Path(video).name, leave=False)
+    try:
+        vectors = vlm_vectors(ex, video, plan, cfg, batch_size=cfg.cache.batch_size, on_batch=bar.update)
+    finally:
+        bar.close()
+    del ex
+    p_danger, probs, actions = head_outputs(
+        danger, policy, as_cached(vectors, "z"), as_cached(vectors, "r"), cfg.heads.fsm
+    )
+    table = predictions_table(
+        plan,
+        [v.generated_text for v in vectors],
+        [v.belief_parsed for v in vectors],
+        p_danger,
+        probs,
+        actions,
+    )
+    metadata = {
+        "video": str(video),
+        "fps": plan.fps,
+        "n_frames": plan.n_frames,
+        "run": cfg.run,
+        "seed": paths.seed,
+        "model": paths.model,
+        "adapter": paths.adapter,
+        "danger_head": str(paths.danger),
+        "policy_head": str(paths.policy),
+        "tick_hz": cfg.ticks.hz,
+        "window": cfg.window.model_dump(),
+        "fsm": cfg.heads.fsm.model_dump(),
+    }
+    write_predictions(table, table_path, fmt, metadata)
+    title = (
+        f"{Path(video).name}: run {cfg.run}, seed {paths.seed} ({plan.n_ticks} ticks at {cfg.ticks.hz:g} Hz)"
+    )
+    save_figure(timeline_figure(table, cfg.ticks.hz, title), png_path)
+    return PredictResult(
+        table_path=table_path,
+        png_path=png_path,
+        table=table,
+        paths=paths,
+        fps=plan.fps,
+        n_frames=plan.n_frames,
+        device=dev,
+    )
+
+
+def summary_line(result: PredictResult) -> str:
+    """What the CLI prints: ticks, how many of each decoded action, the first ALERT."""
+    actions = result.table.column("action").to_pylist()
+    counts = ", ".join(f"{a} {actions.count(a)}" for a in ACTIONS)
+    t = result.table.column("t_s").to_pylist()
+    first = next((ts for ts, a in zip(t, actions, strict=True) if a == "ALERT"), None)
+    alert = f"first ALERT at {first:g} s" if first is not None else "no ALERT"
+    return f"{len(actions)} ticks ({counts}); {alert}"

@@ -37,10 +37,12 @@ def run(workdir: Path, *args: str) -> float:
 def job_times(workdir: Path) -> dict[str, float]:
     """Seconds per rule, summed over that rule's jobs, from the rules' `benchmark:` files."""
     totals: dict[str, float] = {}
-    for tsv in (workdir / "results" / "benchmarks").glob("*/*.tsv"):
+    root = workdir / "results" / "benchmarks"
+    for tsv in root.rglob("*.tsv"):
         with open(tsv) as fh:
             row = next(csv.DictReader(fh, delimiter="\t"))
-        totals[tsv.parent.name] = totals.get(tsv.parent.name, 0.0) + float(row["s"])
+        stage = tsv.relative_to(root).parts[0]
+        totals[stage] = totals.get(stage, 0.0) + float(row["s"])
     return dict(sorted(totals.items()))
 
 

@@ -13,7 +13,9 @@ rule beliefs:
     benchmark:
         f"{R}/benchmarks/beliefs/{{source}}.tsv"
     resources:
-        llm_requests=1,
+        # Requests in flight: the llm provider's concurrency; the run-wide total is bounded by the
+        # global resource `llm_requests` (profiles/*/config.yaml), so jobs of all sources share it.
+        llm_requests=CFG.beliefs.llm.max_concurrency if CFG.beliefs.provider == "llm" else 0,
         mem_mb=scaled(4000),
         # The llm provider waits on a remote endpoint for hours at full scale; rules take minutes.
         runtime=scaled(720 if CFG.beliefs.provider == "llm" else 30),

@@ -89,6 +89,7 @@ class Reply:
     body: dict[str, Any] | None = None  # full response body (overrides content)
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
+    pad_bytes: int = 0  # whitespace appended to the JSON body (an oversized reply)
 
 
 Script = Callable[[int, dict[str, Any]], Reply]
@@ -100,6 +101,7 @@ class Seen:
     request: dict[str, Any]
     headers: dict[str, str]
     status: int | None = None  # what was answered (None: not answered, e.g. held or client gone)
+    t: float = field(default_factory=time.monotonic)  # when it arrived
 
 
 def completion_body(content: str | None, model: str) -> dict[str, Any]:
@@ -192,12 +194,12 @@ class FakeLLMServer:
                     body = completion_body(content, request.get("model", "?"))
                 else:
                     body = {"error": {"message": f"scripted {reply.status}", "type": "test"}}
-                if self._send(reply.status, body, reply.headers):
+                if self._send(reply.status, body, reply.headers, reply.pad_bytes):
                     with server._lock:
                         seen.status = reply.status
 
-            def _send(self, status: int, body: dict[str, Any], headers: dict[str, str]) -> bool:
-                data = json.dumps(body).encode()
+            def _send(self, status: int, body: dict[str, Any], headers: dict[str, str], pad: int = 0) -> bool:
+                data = json.dumps(body).encode() + b" " * pad
                 try:
                     self.send_response(status)
                     self.send_header("Content-Type", "application/json")

@@ -12,7 +12,6 @@ import io
 import json
 import logging
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -39,18 +38,18 @@ from llm_server import (
 from PIL import Image
 
 from vlalert.beliefs.cache import ResponseCache, request_key
+from vlalert.beliefs.ledger import CapReached, SpendLedger
 from vlalert.beliefs.llm import (
     BudgetExceeded,
     LLMBeliefProvider,
     LLMError,
     RequestsFailed,
-    backoff_delay,
     check_reply,
     cost_usd,
     encode_frames,
+    max_reply_bytes,
     prompt_text,
     redact,
-    retry_after_seconds,
 )
 from vlalert.beliefs.rules import rules_reply
 from vlalert.beliefs.schema import Belief
@@ -73,8 +72,6 @@ def _config(tmp_path: Path, server: FakeLLMServer, **llm):
         "cache_dir": str(tmp_path / "cache"),
         "max_concurrency": 2,
         "timeout_s": 5.0,
-        "backoff_base_s": 0.01,
-        "backoff_max_s": 0.05,
     }
     settings.update(llm)
     return validate_config(base_config(provider="llm", progress=False, llm=settings))
@@ -91,7 +88,7 @@ def _run(tmp_path, server, **llm):
     return generate_beliefs(labels, videos, cfg, frames_loader=fake_frames, environ={ENV: KEY})
 
 
-def _provider(tmp_path, server, sleeps: list[float] | None = None, **llm):
+def _provider(tmp_path, server, concurrency=None, **llm):
     cfg = _config(tmp_path, server, **llm)
     labels, videos = _source(cfg)
     provider = LLMBeliefProvider(
@@ -100,8 +97,7 @@ def _provider(tmp_path, server, sleeps: list[float] | None = None, **llm):
         cfg.window,
         api_key=KEY,
         frames_loader=fake_frames,
-        sleep=(sleeps.append if sleeps is not None else time.sleep),
-        rng=random.Random(0),
+        concurrency=concurrency,
     )
     return provider, belief_contexts(labels, videos, cfg)
 
@@ -203,57 +199,90 @@ def test_concurrency_is_bounded(tmp_path):
     assert state["max"] == 3
 
 
-# ---------------------------------------------------------------- retries
+def test_job_concurrency_overrides_max_concurrency(tmp_path):
+    """The workflow passes the job's `llm_requests` resource as its concurrency."""
+    lock, state = threading.Lock(), {"now": 0, "max": 0}
+
+    def slow(n, req):
+        with lock:
+            state["now"] += 1
+            state["max"] = max(state["max"], state["now"])
+        time.sleep(0.1)
+        with lock:
+            state["now"] -= 1
+        return Reply()
+
+    with FakeLLMServer(slow) as server:
+        provider, ctxs = _provider(tmp_path, server, concurrency=1, max_concurrency=4)
+        assert len(provider.run(ctxs, progress=False)) == N_TICKS
+    assert state["max"] == 1
+
+
+# ---------------------------------------------------------------- retries (the openai client's own)
 
 
 @pytest.mark.parametrize(
-    "first, want_sleep",
+    "first, min_gap, max_gap",
     [
-        (Reply(429, headers={"Retry-After": "0"}), (0.0, 0.0)),  # the server's Retry-After, exactly
-        (Reply(500), (0.005, 0.01)),  # base 0.01 s, attempt 0, equal jitter: [0.005, 0.01]
-        (Reply(503, headers={"Retry-After": "7"}), (0.05, 0.05)),  # capped at backoff_max_s
+        (Reply(429, headers={"retry-after-ms": "300"}), 0.3, 1.5),  # the server's Retry-After, honoured
+        (Reply(500), 0.3, 1.5),  # no header: the client's jittered backoff (0.375-0.5 s)
+        (Reply(503, headers={"Retry-After": "1"}), 1.0, 3.0),
+        (Reply(408), 0.3, 1.5),
     ],
 )
-def test_retry_then_success(tmp_path, first, want_sleep):
-    sleeps: list[float] = []
+def test_retry_then_success(tmp_path, first, min_gap, max_gap):
     with FakeLLMServer(lambda n, req: first if n == 0 else Reply()) as server:
-        provider, ctxs = _provider(tmp_path, server, sleeps, max_concurrency=1)
+        provider, ctxs = _provider(tmp_path, server, max_concurrency=1)
         out = provider.run(ctxs, progress=False)
     assert len(out) == N_TICKS and set(out.column("provider").to_pylist()) == {"llm"}
-    assert len(sleeps) == 1 and want_sleep[0] <= sleeps[0] <= want_sleep[1]
     assert len(server.seen) == N_TICKS + 1
     assert server.seen[0].body_sha256 == server.seen[1].body_sha256  # the same request, asked again
+    assert server.seen[1].headers.get("x-stainless-retry-count") == "1"
+    assert min_gap <= server.seen[1].t - server.seen[0].t <= max_gap
     assert out.column("cost_usd").to_pylist() == pytest.approx([ROW_COST] * N_TICKS)  # errors are free
 
 
 def test_timeout_then_success(tmp_path):
-    sleeps: list[float] = []
     with FakeLLMServer(lambda n, req: Reply(delay_s=3.0) if n == 0 else Reply()) as server:
-        provider, ctxs = _provider(tmp_path, server, sleeps, max_concurrency=1, timeout_s=0.5)
+        provider, ctxs = _provider(tmp_path, server, max_concurrency=1, timeout_s=0.5)
         t0 = time.monotonic()
         out = provider.run(ctxs, progress=False)
         elapsed = time.monotonic() - t0
     assert len(out) == N_TICKS
-    assert len(sleeps) == 1
     assert server.seen[0].body_sha256 == server.seen[1].body_sha256
+    assert server.seen[1].headers.get("x-stainless-retry-count") == "1"
     assert 0.5 <= elapsed < 3.0  # the client gave up at timeout_s, it did not wait for the slow reply
 
 
 def test_retries_are_bounded_and_failures_are_not_cached(tmp_path):
-    sleeps: list[float] = []
-    with FakeLLMServer(lambda n, req: Reply(503)) as server:
-        provider, ctxs = _provider(tmp_path, server, sleeps, max_retries=2)
+    with FakeLLMServer(lambda n, req: Reply(503, headers={"retry-after-ms": "1"})) as server:
+        provider, ctxs = _provider(tmp_path, server, max_retries=2)
         with pytest.raises(RequestsFailed, match=f"{N_TICKS} of {N_TICKS} ticks failed") as info:
             provider.run(ctxs, progress=False)
         assert "HTTP 503" in str(info.value)
         assert len(info.value.partial) == 0
         assert len(server.seen) == 3 * N_TICKS  # 1 try + 2 retries each, no more
-        assert len(sleeps) == 2 * N_TICKS
         assert ResponseCache(tmp_path / "cache").keys() == []
+        assert (
+            SpendLedger.for_cache(tmp_path / "cache", 50.0, 60.0).total() == 0.0
+        )  # nothing paid, nothing held
 
         server.script = lambda n, req: Reply()  # the endpoint is back: a rerun finishes
         out = _run(tmp_path, server)
         assert len(out) == N_TICKS
+
+
+def test_an_oversized_reply_fails_its_tick_by_name(tmp_path):
+    script = lambda n, req: Reply(pad_bytes=2 << 20) if _is_tick(req, "ALERT", 0.75) else Reply()  # noqa: E731
+    with FakeLLMServer(script) as server:
+        with pytest.raises(RequestsFailed, match="1 of 8 ticks failed: pos_dota tick 4") as info:
+            _run(tmp_path, server, max_retries=0)
+    cfg = _config(tmp_path, server)
+    assert f"exceeds {max_reply_bytes(cfg.beliefs.llm):,} bytes" in str(info.value) or "over the" in str(
+        info.value
+    )
+    assert "ReplyTooLarge" in str(info.value)
+    assert len(info.value.partial) == N_TICKS - 1
 
 
 def test_a_refused_request_fails_the_tick_loudly(tmp_path):
@@ -338,27 +367,138 @@ def test_twice_bad_reply_falls_back_to_rules_and_a_rerun_pays_nothing(tmp_path):
 
 
 def test_budget_cap_stops_cleanly_and_resumes(tmp_path):
+    cap = 0.02
     with FakeLLMServer() as server:
         with pytest.raises(BudgetExceeded) as info:
-            _run(tmp_path, server, max_cost_usd=0.01, max_concurrency=1)
+            _run(tmp_path, server, max_cost_usd=cap, max_concurrency=1)
         err = info.value
-        # 0.0035 + 0.0035 = 0.007 < 0.01: a third request is sent; 0.0105 >= 0.01: no fourth
-        assert len(server.seen) == 3
-        assert len(err.partial) == 3 and err.done == 3 and err.total == N_TICKS
+        sent = len(server.seen)
+        # each request books its worst case first (600 output tokens: $0.006 + the prompt), so the
+        # stage stops while the next booking would not fit, and never after the cap
+        assert 1 <= sent < N_TICKS
+        assert sent * ROW_COST <= cap
+        assert len(err.partial) == sent and err.done == sent and err.total == N_TICKS
         check_table("beliefs", err.partial)
-        assert err.spent_usd == pytest.approx(3 * ROW_COST)
+        assert err.spent_usd == pytest.approx(sent * ROW_COST)
+        assert cap - err.spent_usd < 0.006 + 0.004  # stopped because one more worst case did not fit
         msg = str(err)
-        assert "max_cost_usd" in msg and "3 of 8 ticks done" in msg and "5 not requested" in msg
+        assert (
+            "max_cost_usd" in msg
+            and f"{sent} of 8 ticks done" in msg
+            and f"{N_TICKS - sent} not requested" in msg
+        )
         assert str(tmp_path / "cache") in msg
 
         with pytest.raises(BudgetExceeded):  # same cap: the cached answers already use it up
-            _run(tmp_path, server, max_cost_usd=0.01, max_concurrency=1)
-        assert len(server.seen) == 3
+            _run(tmp_path, server, max_cost_usd=cap, max_concurrency=1)
+        assert len(server.seen) == sent
 
         out = _run(tmp_path, server, max_cost_usd=1.0)
         assert len(out) == N_TICKS
         assert len(server.seen) == N_TICKS
         assert len({s.body_sha256 for s in server.seen}) == N_TICKS
+
+
+SOURCE_CHILD = r"""
+import json, sys
+import pyarrow.parquet as pq
+work, tests, name = sys.argv[1], sys.argv[2], sys.argv[3]
+sys.path.insert(0, tests)
+from llm_server import fake_frames
+from vlalert.beliefs.llm import BudgetExceeded
+from vlalert.beliefs.stage import generate_beliefs
+from vlalert.config import validate_config
+cfg = validate_config(json.load(open(f"{work}/cfg.json")))
+videos = pq.read_table(f"{work}/{name}.videos.parquet")
+try:
+    labels = pq.read_table(f"{work}/{name}.labels.parquet")
+    out = generate_beliefs(labels, videos, cfg, frames_loader=fake_frames)
+    print("done", len(out))
+except BudgetExceeded as err:
+    print("budget", err.done)
+"""
+
+
+def test_the_cap_holds_across_concurrent_source_jobs(tmp_path):
+    """4 sources' beliefs jobs as concurrent processes share one cap: the total paid stays within it."""
+    cap = 0.05  # 32 ticks at $0.0035 would cost $0.112
+    with FakeLLMServer(lambda n, req: Reply(delay_s=0.05)) as server:
+        cfg = _config(tmp_path, server, max_cost_usd=cap, max_concurrency=2)
+        (tmp_path / "cfg.json").write_text(json.dumps(cfg.model_dump(mode="json")))
+        for name in ("nexar", "dota", "dada", "dad"):
+            rows = [{**r, "path": f"/videos/{name}/{r['video_id']}.mp4"} for r in small_llm_clips()]
+            videos = pa.Table.from_pylist(rows)
+            pq.write_table(label_source(videos, None, "mix", cfg), tmp_path / f"{name}.labels.parquet")
+            pq.write_table(videos, tmp_path / f"{name}.videos.parquet")
+        env = {**os.environ, ENV: KEY, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        children = [
+            subprocess.Popen(
+                [sys.executable, "-c", SOURCE_CHILD, str(tmp_path), str(Path(__file__).parent), name],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for name in ("nexar", "dota", "dada", "dad")
+        ]
+        outs = [c.communicate(timeout=120) for c in children]
+        for c, (_out, err) in zip(children, outs, strict=True):
+            assert c.returncode == 0, err[-3000:]
+        paid = len(server.answered()) * ROW_COST
+    assert {o.split()[0] for o, _ in outs} == {"budget"}  # every job stopped at the shared cap
+    print(f"4 source jobs, cap ${cap:.4f}: paid ${paid:.4f} ({len(server.answered())} answers)")
+    assert paid <= cap
+    assert paid >= cap - 2 * 0.0095  # and the cap was used, not stopped early
+    ledger = SpendLedger.for_cache(tmp_path / "cache", cap, 60.0)
+    assert ledger.total() == pytest.approx(paid)
+
+
+def test_ledger_reserves_within_the_cap_and_reclaims_a_killed_job(tmp_path):
+    ledger = SpendLedger(tmp_path / "spend.sqlite", cap_usd=0.01, lease_s=60.0)
+    a = ledger.reserve("a" * 64, 0.006)
+    with pytest.raises(CapReached):
+        ledger.reserve("b" * 64, 0.006)  # 0.012 would pass the cap
+    ledger.settle(a, 0.0035, 1000)
+    b = ledger.reserve("b" * 64, 0.006)  # 0.0095 fits
+    ledger.release(b)
+    assert ledger.total() == pytest.approx(0.0035) and ledger.max_prompt_tokens() == 1000
+    ledger.use_cached("a" * 64, 0.0035, 1000)  # already paid here: counted once
+    ledger.use_cached("c" * 64, 0.002, 900)  # paid elsewhere (before the ledger): counted now
+    assert ledger.total() == pytest.approx(0.0055)
+
+    # a job killed with a request in flight: its booking becomes spend when the next job opens the ledger
+    child = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os, sys; from vlalert.beliefs.ledger import SpendLedger; "
+            "SpendLedger(sys.argv[1], 0.01, 60.0).reserve('d' * 64, 0.004); os._exit(0)",
+            str(tmp_path / "spend.sqlite"),
+        ],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        check=True,
+    )
+    assert child.returncode == 0
+    again = SpendLedger(tmp_path / "spend.sqlite", cap_usd=0.01, lease_s=60.0)
+    assert again.total() == pytest.approx(0.0095)
+    with pytest.raises(CapReached):
+        again.reserve("e" * 64, 0.001)
+
+
+def test_a_finished_job_leaves_no_partial_file(tmp_path):
+    from vlalert.beliefs.stage import partial_path, write_beliefs_job
+
+    out = tmp_path / "beliefs" / "mix.parquet"
+    with FakeLLMServer() as server:
+        cfg = _config(tmp_path, server, max_cost_usd=0.02, max_concurrency=1)
+        labels, videos = _source(cfg)
+        with pytest.raises(BudgetExceeded):
+            write_beliefs_job(out, labels, videos, cfg, frames_loader=fake_frames, environ={ENV: KEY})
+        assert partial_path(out).exists() and not out.exists()
+        cfg = _config(tmp_path, server, max_cost_usd=1.0)
+        write_beliefs_job(out, labels, videos, cfg, frames_loader=fake_frames, environ={ENV: KEY})
+    assert out.exists() and not partial_path(out).exists()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["mix.parquet"]
 
 
 # ---------------------------------------------------------------- the key stays secret
@@ -495,27 +635,6 @@ def test_check_reply_reads_fenced_json_and_reports_empty(tmp_path):
     assert check_reply("  ", ctx) == (None, "the reply was empty")
 
 
-def test_backoff_delay():
-    rng = random.Random(1)
-    assert backoff_delay(0, 1.0, 60.0, 0.0, rng) == 0.0
-    assert backoff_delay(3, 1.0, 60.0, 2.5, rng) == 2.5
-    assert backoff_delay(3, 1.0, 60.0, 600.0, rng) == 60.0
-    for attempt, (lo, hi) in enumerate([(0.5, 1.0), (1.0, 2.0), (2.0, 4.0), (4.0, 8.0)]):
-        for _ in range(50):
-            assert lo <= backoff_delay(attempt, 1.0, 60.0, None, rng) <= hi
-    assert 5.0 <= backoff_delay(10, 1.0, 10.0, None, rng) <= 10.0  # capped
-    assert len({backoff_delay(2, 1.0, 60.0, None, rng) for _ in range(20)}) > 1  # jittered
-
-
-def test_retry_after_seconds():
-    assert retry_after_seconds({"retry-after": "0"}) == 0.0
-    assert retry_after_seconds({"retry-after": "2.5"}) == 2.5
-    assert retry_after_seconds({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
-    assert retry_after_seconds({"retry-after": "Wed, 21 Oct 2015 07:28:10 GMT"}, now=1445412480.0) == 10.0
-    assert retry_after_seconds({"retry-after": "soon"}) is None
-    assert retry_after_seconds({}) is None and retry_after_seconds(None) is None
-
-
 def test_redact_and_cost():
     assert redact(f"bad key {KEY}!", [KEY, None]) == "bad key [REDACTED]!"
     assert redact("nothing here", [KEY]) == "nothing here"
@@ -551,3 +670,18 @@ def test_request_key_and_cache_files(tmp_path):
     assert cache.get(k) is None and cache.keys() == [k]
     with pytest.raises(ValueError, match="sha256"):
         cache.path("../../etc/passwd")
+
+
+def test_requests_in_flight_are_one_run_wide_setting():
+    """Both profiles bound llm_requests run-wide; the beliefs job asks for its concurrency and uses it."""
+    import yte
+
+    repo = Path(__file__).resolve().parents[1]
+    for profile in ("default", "slurm"):
+        with open(repo / "profiles" / profile / "config.yaml") as fh:
+            raw = yte.process_yaml(fh)
+        assert raw["resources"]["llm_requests"] >= LLMConfig().max_concurrency, profile
+    rule = (repo / "rules" / "beliefs.smk").read_text()
+    assert "llm_requests=CFG.beliefs.llm.max_concurrency" in rule
+    script = (repo / "workflow" / "scripts" / "beliefs.py").read_text()
+    assert 'snakemake.resources.get("llm_requests"' in script

@@ -1,21 +1,23 @@
-"""The `llm` belief provider: any OpenAI-compatible chat endpoint, with a cache, retries and a budget.
+"""The `llm` belief provider: an OpenAI-compatible chat endpoint, with a cache, a run-wide cap, a fallback.
 
 Per tick: the tick's frames are sent as JPEG data URLs with an instruction that states the
 tick's label, and the reply is asked for as structured output (`TickReply` JSON Schema). Then:
 
 - every answer is cached on disk under the sha256 of (model, prompt text, frame bytes) before it
   is used, so a rerun or a resume after a kill sends only requests that were never answered;
-- 429, 5xx, 408/409 and timeouts / connection errors are retried here (the client's own retries
-  are off, so the behaviour is ours, bounded and tested) with exponential backoff and jitter,
-  or exactly the server's Retry-After when it sends one (capped at backoff_max_s);
+- retries are the openai client's own (408, 409, 429, 5xx, timeouts and connection errors, with
+  jittered exponential backoff, honouring Retry-After), `max_retries` and `timeout_s` from config;
+- a reply body larger than `max_reply_bytes` (derived from max_output_tokens) is cut off and
+  fails its tick, naming the clip and tick;
 - a reply that fails the schema or contradicts the label is asked again once, with the reason
   appended to the prompt; a second failure falls back to the `rules` provider, flagged
   `provider = "rules-fallback"` (model and prompt_sha256 then name the request that was tried);
-- cost per row = its answers' usage tokens x the configured prices. The budget counts the cost
-  of every answer the result uses, cached ones included, so killing and resuming a run cannot
-  spend more than max_cost_usd in total; once it is reached no new request is sent (requests
-  already in flight, at most max_concurrency, still complete) and `BudgetExceeded` carries the
-  partial result;
+- cost per row = its answers' usage tokens x the configured prices. The cap is run-wide: every
+  beliefs job sharing the cache books its spend in one ledger (`vlalert.beliefs.ledger`), reserving
+  a request's worst-case cost before it is sent and settling to the actual cost after, so the
+  total of all jobs never passes max_cost_usd (cached answers count once, so killing and resuming
+  cannot pay past it either). A request that cannot be reserved is not sent and
+  `BudgetExceeded` carries the partial result;
 - 401/403/404 stop the whole stage at once (a wrong key, model or URL fails every request);
   another 4xx, or retries exhausted, fails that tick: the other ticks go on, the failure is not
   cached (a rerun asks again) and `RequestsFailed` lists it at the end. A refused request is
@@ -30,13 +32,11 @@ import base64
 import io
 import json
 import logging
-import random
+import math
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import numpy as np
@@ -44,6 +44,7 @@ import pyarrow as pa
 from pydantic import ValidationError
 
 from vlalert.beliefs.cache import ResponseCache, request_key
+from vlalert.beliefs.ledger import CapReached, Reservation, SpendLedger
 from vlalert.beliefs.rules import TickContext, rules_reply
 from vlalert.beliefs.schema import TickReply, agreement_errors, reply_json_schema, response_format
 from vlalert.beliefs.schema import validation_message as _validation_message
@@ -57,7 +58,6 @@ PROVIDER = "llm"
 FALLBACK_PROVIDER = "rules-fallback"
 REDACTED = "[REDACTED]"
 FATAL_STATUSES = frozenset({401, 403, 404})
-RETRY_STATUSES = frozenset({408, 409, 429})
 
 FramesLoader = Callable[[str, Sequence[int]], np.ndarray]
 
@@ -125,43 +125,70 @@ def cost_usd(usage: Mapping[str, Any] | None, cfg: LLMConfig) -> float:
     return p / 1000.0 * cfg.usd_per_1k_input_tokens + c / 1000.0 * cfg.usd_per_1k_output_tokens
 
 
-def backoff_delay(
-    attempt: int, base_s: float, max_s: float, retry_after_s: float | None, rng: random.Random
-) -> float:
-    """Seconds to wait before retry number `attempt` (0-based).
+def max_reply_bytes(cfg: LLMConfig) -> int:
+    """The largest reply body read: 1 MiB of envelope plus 64 bytes per allowed output token."""
+    return (1 << 20) + 64 * cfg.max_output_tokens
 
-    The server's Retry-After wins when given (capped at max_s so one header cannot stall the
-    stage); else exponential base * 2^attempt, capped, with "equal jitter": half fixed, half
-    random, so that concurrent workers that failed together do not retry together.
+
+def image_tokens(cfg: LLMConfig) -> int:
+    """Upper estimate of one frame's prompt tokens: OpenAI's fixed 85 at detail=low, else the larger
+    of OpenAI's 512-px tiles and a 28-px-patch model's (Qwen-VL behind vLLM) count."""
+    if cfg.image_detail == "low":
+        return 85
+    tiles = math.ceil(cfg.max_image_side / 512) ** 2
+    return max(85 + 170 * tiles, math.ceil(cfg.max_image_side / 28) ** 2)
+
+
+def reserve_usd(cfg: LLMConfig, prompt: str, n_images: int, max_prompt_seen: int) -> float:
+    """Worst-case cost of one request, booked before it is sent.
+
+    Output: max_output_tokens (the server stops there). Prompt: 10% + 64 tokens over the largest
+    prompt the ledger has seen answered; before any answer, 1 token per 2 bytes of text plus
+    `image_tokens` per frame (an over-estimate for English text).
     """
-    if retry_after_s is not None:
-        return min(max(retry_after_s, 0.0), max_s)
-    d = min(max_s, base_s * (2.0**attempt))
-    return d / 2.0 + rng.uniform(0.0, d / 2.0)
+    if max_prompt_seen > 0:
+        prompt_tokens = math.ceil(max_prompt_seen * 1.1) + 64
+    else:
+        prompt_tokens = math.ceil(len(prompt.encode()) / 2) + n_images * image_tokens(cfg)
+    return cost_usd({"prompt_tokens": prompt_tokens, "completion_tokens": cfg.max_output_tokens}, cfg)
 
 
-def retry_after_seconds(headers: Mapping[str, str] | None, now: float | None = None) -> float | None:
-    """Retry-After (seconds or HTTP date) or retry-after-ms, in seconds; None when absent or unreadable."""
-    if not headers:
-        return None
-    ms = headers.get("retry-after-ms")
-    if ms is not None:
-        try:
-            return max(float(ms) / 1000.0, 0.0)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError):
-        return None
-    return max(when - (time.time() if now is None else now), 0.0)
+class ReplyTooLarge(RuntimeError):
+    """The endpoint sent more than max_reply_bytes; the reply was not read further."""
+
+
+def _capped_transport(limit: int) -> Any:
+    """An HTTP transport of the openai client's httpx that refuses reply bodies over `limit` bytes."""
+    import httpx2
+
+    class _Capped(httpx2.SyncByteStream):
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def __iter__(self) -> Any:
+            n = 0
+            for chunk in self.inner:
+                n += len(chunk)
+                if n > limit:
+                    raise ReplyTooLarge(f"the reply body exceeds {limit:,} bytes (max_reply_bytes)")
+                yield chunk
+
+        def close(self) -> None:
+            self.inner.close()
+
+    class _Transport(httpx2.HTTPTransport):
+        def handle_request(self, request: Any) -> Any:
+            response = super().handle_request(request)
+            declared = response.headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                response.close()
+                raise ReplyTooLarge(
+                    f"the reply body is {int(declared):,} bytes, over the {limit:,} allowed (max_reply_bytes)"
+                )
+            response.stream = _Capped(response.stream)
+            return response
+
+    return _Transport()
 
 
 def encode_frames(frames: np.ndarray, max_side: int, quality: int) -> list[bytes]:
@@ -302,37 +329,12 @@ class _Fatal(Exception):
     """The endpoint refuses every request (auth / not found): stop the stage."""
 
 
-class _GaveUp(Exception):
-    """Retries exhausted on a retryable failure."""
-
-
 class _Rejected(Exception):
-    """A 4xx other than auth or rate limit: this one request is refused."""
+    """A 4xx other than auth: this one request is refused."""
 
 
 class _BudgetStop(Exception):
     """No request may be sent: max_cost_usd reached, or the stage is stopping."""
-
-
-class _Budget:
-    """Thread-safe running cost of the result against the cap."""
-
-    def __init__(self, cap_usd: float) -> None:
-        self.cap = cap_usd
-        self.spent = 0.0
-        self.reached = False
-        self._lock = threading.Lock()
-
-    def may_send(self) -> bool:
-        with self._lock:
-            if self.spent >= self.cap:
-                self.reached = True
-                return False
-            return True
-
-    def add(self, usd: float) -> None:
-        with self._lock:
-            self.spent += usd
 
 
 def _usage_dict(usage: Any) -> dict[str, int]:
@@ -386,9 +388,9 @@ class LLMBeliefProvider:
         api_key: str,
         frames_loader: FramesLoader,
         cache: ResponseCache | None = None,
+        ledger: SpendLedger | None = None,
         client: Any = None,
-        sleep: Callable[[float], None] = time.sleep,
-        rng: random.Random | None = None,
+        concurrency: int | None = None,
     ) -> None:
         self.cfg = cfg
         self.labels_cfg = labels_cfg
@@ -396,23 +398,38 @@ class LLMBeliefProvider:
         self._key = api_key
         self.frames_loader = frames_loader
         self.cache = cache if cache is not None else ResponseCache(cfg.cache_dir)
+        self._ledger = ledger
+        self.concurrency = int(concurrency or cfg.max_concurrency)
+        if self.concurrency < 1:
+            raise ValueError(f"beliefs llm: concurrency must be >= 1, got {self.concurrency}")
         self._client = client
         self._owns_client = client is None
         self._client_lock = threading.Lock()
-        self._sleep = sleep
-        self._rng = rng or random.Random()
-        self._rng_lock = threading.Lock()
         self._stop = threading.Event()
+
+    @property
+    def ledger(self) -> SpendLedger:
+        """The run-wide ledger beside the cache (opened on first use; it reclaims killed jobs' bookings)."""
+        if self._ledger is None:
+            # A reservation outlives its request only if its job was killed: lease = every attempt's
+            # timeout plus the longest waits between them (the client honours Retry-After up to 2 min).
+            lease = (self.cfg.max_retries + 1) * (self.cfg.timeout_s + 120.0) + 60.0
+            self._ledger = SpendLedger.for_cache(self.cache.root, self.cfg.max_cost_usd, lease)
+        return self._ledger
 
     # -- client
 
     def _get_client(self) -> Any:
         with self._client_lock:  # workers start together: build one client, not one each
             if self._client is None:
-                from openai import OpenAI  # lazy: the rules provider never needs it
+                from openai import DefaultHttpxClient, OpenAI  # lazy: the rules provider never needs it
 
                 self._client = OpenAI(
-                    api_key=self._key, base_url=self.cfg.base_url, max_retries=0, timeout=self.cfg.timeout_s
+                    api_key=self._key,
+                    base_url=self.cfg.base_url,
+                    max_retries=self.cfg.max_retries,
+                    timeout=self.cfg.timeout_s,
+                    http_client=DefaultHttpxClient(transport=_capped_transport(max_reply_bytes(self.cfg))),
                 )
             return self._client
 
@@ -427,67 +444,61 @@ class LLMBeliefProvider:
         return redact(text, [self._key])
 
     def _call(self, messages: list[dict[str, Any]]) -> tuple[str | None, dict[str, int]]:
-        """One chat completion with our retry policy; returns (content, usage)."""
+        """One chat completion (the client retries what is retryable); returns (content, usage)."""
         import openai
 
-        client = self._get_client()
-        last = ""
-        for attempt in range(self.cfg.max_retries + 1):
-            if self._stop.is_set():
-                raise _BudgetStop("stopping")
-            retry_after = None
-            try:
-                resp = client.chat.completions.create(
-                    model=self.cfg.model,
-                    messages=messages,
-                    response_format=response_format(),
-                    temperature=self.cfg.temperature,
-                    max_completion_tokens=self.cfg.max_output_tokens,
-                    timeout=self.cfg.timeout_s,
-                )
-            except openai.APIStatusError as err:
-                msg = self._redact(f"HTTP {err.status_code}: {err.message}")
-                if err.status_code in FATAL_STATUSES:
-                    raise _Fatal(msg) from None
-                if err.status_code not in RETRY_STATUSES and err.status_code < 500:
-                    raise _Rejected(msg) from None
-                retry_after = retry_after_seconds(err.response.headers)
-                last = msg
-            except openai.APITimeoutError:
-                last = f"timed out after {self.cfg.timeout_s:g} s"
-            except openai.APIConnectionError as err:
-                last = self._redact(f"connection error: {err}")
-            else:
-                choice = resp.choices[0] if resp.choices else None
-                content = choice.message.content if choice is not None else None
-                return content, _usage_dict(resp.usage)
-            if attempt == self.cfg.max_retries:
-                break
-            with self._rng_lock:
-                delay = backoff_delay(
-                    attempt, self.cfg.backoff_base_s, self.cfg.backoff_max_s, retry_after, self._rng
-                )
-            log.warning(
-                "beliefs llm: %s; retry %d/%d in %.2f s", last, attempt + 1, self.cfg.max_retries, delay
+        try:
+            resp = self._get_client().chat.completions.create(
+                model=self.cfg.model,
+                messages=messages,
+                response_format=response_format(),
+                temperature=self.cfg.temperature,
+                max_completion_tokens=self.cfg.max_output_tokens,
             )
-            self._sleep(delay)
-        raise _GaveUp(f"no answer after {self.cfg.max_retries + 1} attempts, last: {last}")
+        except openai.APIStatusError as err:
+            msg = self._redact(f"HTTP {err.status_code}: {err.message}")
+            if err.status_code in FATAL_STATUSES:
+                raise _Fatal(msg) from None
+            raise _Rejected(f"{msg} (after {self.cfg.max_retries} retries if retryable)") from None
+        except openai.APITimeoutError:
+            raise _Rejected(
+                f"timed out after {self.cfg.timeout_s:g} s, {self.cfg.max_retries + 1} attempts"
+            ) from None
+        except openai.APIConnectionError as err:
+            raise _Rejected(
+                self._redact(f"connection error after {self.cfg.max_retries + 1} attempts: {err}")
+            ) from None
+        choice = resp.choices[0] if resp.choices else None
+        content = choice.message.content if choice is not None else None
+        return content, _usage_dict(resp.usage)
 
     # -- one tick
 
-    def _answer(self, instruction: str, jpegs: list[bytes], budget: _Budget) -> _Answer:
+    def _answer(self, instruction: str, jpegs: list[bytes]) -> _Answer:
         """The cached answer to this exact request, or a fresh one (cached before it is used)."""
-        key = request_key(self.cfg.model, prompt_text(instruction), jpegs)
+        prompt = prompt_text(instruction)
+        key = request_key(self.cfg.model, prompt, jpegs)
         entry = self.cache.get(key)
         if entry is not None:
             usage = dict(entry.get("usage") or {})
-            budget.add(cost_usd(usage, self.cfg))
+            self.ledger.use_cached(key, cost_usd(usage, self.cfg), int(usage.get("prompt_tokens") or 0))
             return _Answer(entry.get("content"), usage, key, cached=True)
-        if self._stop.is_set() or not budget.may_send():
-            raise _BudgetStop("budget")
-        content, usage = self._call(build_messages(instruction, jpegs, self.cfg.image_detail))
-        self.cache.put(key, {"content": content, "usage": usage, "model": self.cfg.model})
-        budget.add(cost_usd(usage, self.cfg))
+        if self._stop.is_set():
+            raise _BudgetStop("stopping")
+        ledger = self.ledger
+        try:
+            booking: Reservation = ledger.reserve(
+                key, reserve_usd(self.cfg, prompt, len(jpegs), ledger.max_prompt_tokens())
+            )
+        except CapReached:
+            raise _BudgetStop("budget") from None
+        try:
+            content, usage = self._call(build_messages(instruction, jpegs, self.cfg.image_detail))
+            self.cache.put(key, {"content": content, "usage": usage, "model": self.cfg.model})
+        except BaseException:
+            ledger.release(booking)
+            raise
+        ledger.settle(booking, cost_usd(usage, self.cfg), int(usage.get("prompt_tokens") or 0))
         return _Answer(content, usage, key, cached=False)
 
     def _row(
@@ -505,12 +516,12 @@ class LLMBeliefProvider:
             "cost_usd": cost,
         }
 
-    def tick_row(self, ctx: TickContext, budget: _Budget) -> tuple[dict[str, Any], bool]:
+    def tick_row(self, ctx: TickContext) -> tuple[dict[str, Any], bool]:
         """One tick's BELIEFS row and whether every answer it used came from the cache."""
         frames = self.frames_loader(ctx.path, list(ctx.frame_idx))
         jpegs = encode_frames(frames, self.cfg.max_image_side, self.cfg.jpeg_quality)
         instruction = build_instruction(ctx, self.window_cfg)
-        first = self._answer(instruction, jpegs, budget)
+        first = self._answer(instruction, jpegs)
         reply, reason = check_reply(first.content, ctx)
         cost = cost_usd(first.usage, self.cfg)
         if reply is not None:
@@ -518,7 +529,7 @@ class LLMBeliefProvider:
         log.info(
             "beliefs llm: %s tick %d asked again: %s", ctx.video_id, ctx.tick, self._redact(reason or "")
         )
-        second = self._answer(retry_instruction(instruction, reason or "invalid"), jpegs, budget)
+        second = self._answer(retry_instruction(instruction, reason or "invalid"), jpegs)
         cost += cost_usd(second.usage, self.cfg)
         reply, reason2 = check_reply(second.content, ctx)
         cached = first.cached and second.cached
@@ -529,16 +540,16 @@ class LLMBeliefProvider:
 
     # -- all ticks
 
-    def _collect(self, contexts: Sequence[TickContext], budget: _Budget, state: _RunState, bar: Any) -> None:
+    def _collect(self, contexts: Sequence[TickContext], state: _RunState, bar: Any) -> None:
         """Run every tick on the worker pool, sorting each outcome into `state` as it arrives."""
 
         def work(ctx: TickContext) -> tuple[dict[str, Any], bool]:
             if self._stop.is_set():
                 raise _BudgetStop("stopping")
-            return self.tick_row(ctx, budget)
+            return self.tick_row(ctx)
 
         counts = state.counts
-        with ThreadPoolExecutor(max_workers=self.cfg.max_concurrency) as pool:
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             futures = {pool.submit(work, ctx): ctx for ctx in contexts}
             for fut in as_completed(futures):
                 ctx = futures[fut]
@@ -553,6 +564,7 @@ class LLMBeliefProvider:
                     counts.failed += 1
                     what = self._redact(f"{type(err).__name__}: {err}")
                     state.failures.append(f"{ctx.video_id} tick {ctx.tick}: {what}")
+                    log.warning("beliefs llm: %s tick %d failed: %s", ctx.video_id, ctx.tick, what)
                 else:
                     state.rows.append(row)
                     counts.fallback += row["provider"] == FALLBACK_PROVIDER
@@ -567,12 +579,11 @@ class LLMBeliefProvider:
         """BELIEFS rows of every tick, or a `BeliefsIncomplete` carrying the rows that were done."""
         from tqdm import tqdm
 
-        budget = _Budget(self.cfg.max_cost_usd)
         state = _RunState()
         self._stop.clear()
         bar = tqdm(total=len(contexts), desc="beliefs (llm)", unit="tick", disable=not progress)
         try:
-            self._collect(contexts, budget, state, bar)
+            self._collect(contexts, state, bar)
         finally:
             bar.close()
             self.close()
@@ -587,15 +598,17 @@ class LLMBeliefProvider:
                     f"beliefs llm: the endpoint {self.cfg.base_url} refused the request: {state.fatal[0]}"
                 )
             )
-        if budget.reached or state.not_requested:
+        spent = self.ledger.total()
+        if state.not_requested:
             raise BudgetExceeded(
                 f"beliefs llm: budget cap beliefs.llm.max_cost_usd = ${self.cfg.max_cost_usd:.4f} reached "
-                f"(${budget.spent:.4f} for the answers used); stopped cleanly with {len(rows)} of {total} "
-                f"ticks done and {state.not_requested} not requested. {where}; raise max_cost_usd to finish.",
+                f"(${spent:.4f} spent by all beliefs jobs sharing this cache, ledger {self.ledger.path}); "
+                f"stopped cleanly with {len(rows)} of {total} ticks done and {state.not_requested} not "
+                f"requested. {where}; raise max_cost_usd to finish.",
                 partial,
                 done=len(rows),
                 total=total,
-                spent_usd=budget.spent,
+                spent_usd=spent,
             )
         if state.failures:
             n = len(state.failures)
@@ -608,11 +621,11 @@ class LLMBeliefProvider:
             )
         c = state.counts
         log.info(
-            "beliefs llm: %d ticks (%d answered, %d cached, %d rules-fallback), $%.4f",
+            "beliefs llm: %d ticks (%d answered, %d cached, %d rules-fallback), $%.4f run-wide",
             total,
             c.done,
             c.cached,
             c.fallback,
-            budget.spent,
+            spent,
         )
         return partial

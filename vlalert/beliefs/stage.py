@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from vlalert.beliefs.llm import FramesLoader, LLMBeliefProvider, api_key_from_env
+from vlalert.beliefs.llm import BeliefsIncomplete, FramesLoader, LLMBeliefProvider, api_key_from_env
 from vlalert.beliefs.rules import PROVIDER as RULES_PROVIDER
 from vlalert.beliefs.rules import TickContext, rules_reply, tick_context
 from vlalert.beliefs.text import belief_text
@@ -90,13 +91,16 @@ def generate_beliefs(
     *,
     environ: Mapping[str, str] | None = None,
     client: Any = None,
+    concurrency: int | None = None,
 ) -> pa.Table:
     """BELIEFS table of one source, from `cfg.beliefs.provider`.
 
     `scene_truth` is the source's scene_truth.json (synthetic clips) or None. With the llm
     provider this may raise `BudgetExceeded` / `RequestsFailed` (each carrying `.partial`, the
     rows done) or `LLMError`; everything answered is cached, so a rerun resumes for free.
-    `environ` (default os.environ) is where the API key is read; `client` replaces the OpenAI client.
+    `environ` (default os.environ) is where the API key is read; `client` replaces the OpenAI client;
+    `concurrency` (default beliefs.llm.max_concurrency) is this job's number of requests in flight,
+    in the workflow its share of the `llm_requests` global resource.
     """
     contexts = belief_contexts(labels, videos, cfg, scene_truth)
     if cfg.beliefs.provider == "rules":
@@ -109,5 +113,38 @@ def generate_beliefs(
         api_key=api_key_from_env(llm_cfg, os.environ if environ is None else environ),
         frames_loader=frames_loader or _default_frames_loader(),
         client=client,
+        concurrency=concurrency,
     )
     return provider.run(contexts, progress=cfg.beliefs.progress)
+
+
+def partial_path(out: str | os.PathLike[str]) -> Path:
+    """Where an incomplete llm run keeps the rows it has: `{source}.partial.parquet` beside the output."""
+    out = Path(out)
+    return out.with_name(out.name.removesuffix(".parquet") + ".partial.parquet")
+
+
+def write_beliefs_job(
+    out: str | os.PathLike[str],
+    labels: pa.Table,
+    videos: pa.Table,
+    cfg: WorkflowConfig,
+    scene_truth: Mapping[str, Any] | None = None,
+    **kwargs: Any,
+) -> pa.Table:
+    """One beliefs job: the complete table at `out`, or the partial rows beside it and the error.
+
+    A complete run removes the partial file an earlier incomplete run left, so a finished run
+    holds no stale `.partial.parquet`.
+    """
+    from vlalert.schemas import write_table
+
+    partial = partial_path(out)
+    try:
+        beliefs = generate_beliefs(labels, videos, cfg, scene_truth, **kwargs)
+    except BeliefsIncomplete as err:
+        write_table("beliefs", err.partial, partial)
+        raise
+    write_table("beliefs", beliefs, out)
+    partial.unlink(missing_ok=True)
+    return beliefs

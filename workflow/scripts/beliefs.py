@@ -1,8 +1,8 @@
 """Beliefs of one source's ticks; an incomplete LLM run keeps its partial rows and fails loudly."""
 
 from vlalert.beliefs.llm import BeliefsIncomplete
-from vlalert.beliefs.stage import generate_beliefs
-from vlalert.schemas import read_table, write_table
+from vlalert.beliefs.stage import partial_path, write_beliefs_job
+from vlalert.schemas import read_table
 from vlalert.synthetic.truth import read_scene_truth
 from vlalert.workflow import config_for_job, job_logging
 
@@ -14,13 +14,14 @@ with job_logging(snakemake.log[0]) as log:
     scene = read_scene_truth(scene_path, cfg.sources[source].kind) if scene_path else None
     labels = read_table("labels", snakemake.input.labels)
     videos = read_table("videos", snakemake.input.videos)
+    out = snakemake.output.beliefs
+    # this job's requests in flight: its share of the run-wide `llm_requests` resource (profiles)
+    concurrency = int(snakemake.resources.get("llm_requests", 0)) or None
     try:
-        beliefs = generate_beliefs(labels, videos, cfg, scene)
+        beliefs = write_beliefs_job(out, labels, videos, cfg, scene, concurrency=concurrency)
     except BeliefsIncomplete as err:
-        partial = snakemake.output.beliefs.replace(".parquet", ".partial.parquet")
-        write_table("beliefs", err.partial, partial)
+        partial = partial_path(out)
         raise SystemExit(f"beliefs {source}: {err} (partial rows in {partial}; answers are cached)") from None
-    write_table("beliefs", beliefs, snakemake.output.beliefs)
     log.info(
         "beliefs %s: %d ticks, providers %s",
         source,

@@ -9,7 +9,12 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# A config given on the command line (--configfile) is used alone, on the defaults of
+# vlalert/config.py; the embedded demo's config is read only when none is given.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
+
 
 
 include: "rules/common.smk"
@@ -27,9 +32,10 @@ include: "rules/heads.smk"
 include: "rules/score.smk"
 
 
+# A run with a source placed without videos (`videos: false`) stops at the benchmark: SFT, cache and
+# scoring read frames.
 rule all:
     default_target: True
     input:
         benchmark_outputs(),
-        f"{R}/eval/{RUN}/summary.parquet",
-        f"{R}/eval/{RUN}/figures",
+        model_outputs() if CFG.frame_sources() == SOURCES else [],

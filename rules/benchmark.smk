@@ -6,6 +6,7 @@ rule benchmark:
         labels=expand(f"{R}/labels/{{source}}.parquet", source=SOURCES),
         videos=expand(f"{R}/ingest/{{source}}/videos.parquet", source=SOURCES),
         rejected=expand(f"{R}/ingest/{{source}}/rejected.parquet", source=SOURCES),
+        consensus=expand(f"{R}/ingest/{{source}}/consensus.parquet", source=SOURCES),
         beliefs=expand(f"{R}/beliefs/{{source}}.parquet", source=SOURCES),
     output:
         train=f"{R}/benchmark/train.parquet",

@@ -24,7 +24,7 @@ rule cache_shard:
         part=f"{R}/cache/{RUN}/{{split}}/part-{{shard}}.parquet",
         summary=f"{R}/cache/{RUN}/{{split}}/part-{{shard}}.summary.json",
     params:
-        stage=stage_params(CFG, "cache"),
+        stage=lambda wildcards: stage_params(CFG, "cache"),
     log:
         f"{R}/logs/cache/{RUN}/{{split}}/part-{{shard}}.log",
     benchmark:
@@ -48,7 +48,7 @@ rule cache_gather:
     output:
         index=f"{R}/cache/{RUN}/{{split}}/index.json",
     params:
-        stage=stage_params(CFG, "cache"),
+        stage=lambda wildcards: stage_params(CFG, "cache"),
     log:
         f"{R}/logs/cache/{RUN}/{{split}}/gather.log",
     conda:

@@ -26,7 +26,7 @@ def scaled(base, badas=None):
     """
 
     def value(wildcards, attempt):
-        heavy = badas is not None and CFG.gate_provider(wildcards.source) == "badas"
+        heavy = badas is not None and CFG.uses_badas(wildcards.source)
         return (badas if heavy else base) * attempt
 
     return value
@@ -34,7 +34,7 @@ def scaled(base, badas=None):
 
 def for_badas(badas, other):
     """A gate resource that depends on whether the source's gate provider is Open-BADAS."""
-    return lambda wildcards: badas if CFG.gate_provider(wildcards.source) == "badas" else other
+    return lambda wildcards: badas if CFG.uses_badas(wildcards.source) else other
 
 
 def source_cfg(wildcards):
@@ -56,14 +56,14 @@ def gate_inputs(wildcards):
     if CFG.demo.enabled:  # the demo manifest stands for every file the demo renders
         return inputs | source_inputs(wildcards)
     src = source_cfg(wildcards)
-    provider = CFG.gate_provider(wildcards.source)
-    if provider == "scene":
+    chain = CFG.gate_chain(wildcards.source)
+    if "scene" in chain:
         inputs["scene_truth"] = src.scene_truth
-    elif provider == "scores_file":
+    if "scores_file" in chain:
         inputs["scores"] = src.gate_scores
-    elif provider == "consensus":
+    if "consensus" in chain:
         inputs["consensus"] = src.consensus
-    elif provider == "badas" and CFG.gate.badas.model_path:
+    if "badas" in chain and CFG.gate.badas.model_path:
         inputs["badas_weights"] = CFG.gate.badas.model_path
     return inputs
 
@@ -79,6 +79,10 @@ def beliefs_inputs(wildcards):
     if scene_truth:
         inputs["scene_truth"] = scene_truth
     return inputs
+
+
+def model_outputs():
+    return [f"{R}/eval/{RUN}/summary.parquet", f"{R}/eval/{RUN}/figures"]
 
 
 def benchmark_outputs():

@@ -7,6 +7,7 @@ rule ingest:
     output:
         videos=f"{R}/ingest/{{source}}/videos.parquet",
         rejected=f"{R}/ingest/{{source}}/rejected.parquet",
+        consensus=f"{R}/ingest/{{source}}/consensus.parquet",
     params:
         stage=lambda wildcards: stage_params(CFG, "ingest", wildcards.source),
     log:

@@ -127,10 +127,11 @@ def test_manifest_counts_match_tables(tmp_path):
     splits, manifest = build_benchmark(labels, videos, rejected, cfg)
     # hand counts per clip: {SILENT, OBSERVE, ALERT, excluded, prefix}
     per_clip = {
-        ("nexar", "00001"): Counter(SILENT=2, OBSERVE=4, ALERT=2, excluded=2),  # ticks 2..11, t_r 7.5
+        # ticks 2..11, t_r 7.5, collision 9.0: ALERT at 8 only, 9.. post-event
+        ("nexar", "00001"): Counter(SILENT=2, OBSERVE=4, ALERT=1, excluded=3),
         ("nexar", "00002"): Counter(SILENT=9),  # negative, ticks 2..10
         ("dota", "d1"): Counter(SILENT=4, OBSERVE=4, ALERT=2, excluded=1, prefix=4),  # ticks 2..12, t_r 10
-        ("dota", "d2"): Counter(OBSERVE=4, ALERT=2, excluded=3),  # ticks 2..10, t_r 6
+        ("dota", "d2"): Counter(OBSERVE=4, ALERT=1, excluded=4),  # ticks 2..10, t_r 6, collision 7
     }
     expected = {s: {} for s in SPLITS}
     for (source, vid), counts in per_clip.items():
@@ -164,7 +165,7 @@ def test_manifest_counts_match_tables(tmp_path):
     }  # fmt: skip
     assert manifest["rules"]["dota"]["prefix-negative"] == 4
     assert manifest["config"]["labels"]["alert_s"] == 2.0
-    assert manifest["config"]["sources"]["dota"]["gate_provider"] == "consensus"
+    assert manifest["config"]["sources"]["dota"]["gate_provider"] == ["consensus"]
     json.dumps(manifest)  # serialisable as is
 
 
@@ -296,3 +297,65 @@ def test_a_belief_for_an_unknown_tick_is_an_error(tmp_path):
     beliefs["nexar"] = pa.concat_tables([beliefs["nexar"], table_from_rows("beliefs", [extra])])
     with pytest.raises(ValueError, match=r"beliefs\[nexar\]: .* beliefs for .* trainable ticks"):
         build_benchmark(labels, videos, rejected, cfg, beliefs)
+
+
+def consensus_table(rows):
+    return table_from_rows(
+        "consensus",
+        [
+            {
+                "video_id": vid,
+                "csv_id": f"{vid}.mp4",
+                "csv_file": "c.csv",
+                "decision": "excluded" if category.startswith("excluded") else "applied",
+                "article_category": category,
+                "peer_test": "not in test split" not in category,
+                "reason": "-",
+            }
+            for vid, category in rows
+        ],
+    )
+
+
+def test_clips_peers_evaluate_on_never_land_in_train_or_val(tmp_path):
+    cfg = make_cfg(tmp_path)
+    extra = [clip(f"t{i}", "dota", "train", n_frames=301, t_r=6.0, t_e=8.0) for i in range(12)]
+    labels, videos, rejected = corpus(cfg, extra_dota=extra)
+    hashed = {c["video_id"]: assign_split(c["video_id"], "train", {}, cfg.splits.fractions, cfg.splits.salt)
+              for c in videos["dota"].to_pylist() if c["official_split"] == "train"}  # fmt: skip
+    in_trainval = sorted(v for v, s in hashed.items() if s != "test")
+    assert len(in_trainval) >= 3
+    peer, excluded = in_trainval[0], in_trainval[1]
+    consensus = {
+        "nexar": consensus_table([]),
+        "dota": consensus_table([(peer, "pos-ego"), (excluded, "excluded (not in test split)")]),
+    }
+    splits, manifest = build_benchmark(labels, videos, rejected, cfg, consensus=consensus)
+    where = {v: s for s, t in splits.items() for v in t.column("video_id").to_pylist()}
+    assert where[peer] == "test"  # a consensus row: peers evaluate on it
+    assert where[excluded] == hashed[excluded]  # "excluded (not in test split)": not a peer test clip
+    assert manifest["moved_to_test"] == {
+        "dota": [{"video_id": peer, "assigned": hashed[peer], "why": "BADAS consensus row in c.csv"}]
+    }
+    strict = cfg.model_copy(update={"strict": True})
+    with pytest.raises(ValueError, match=f"source dota: clips that peers evaluate on.*{peer}"):
+        build_benchmark(labels, videos, rejected, strict, consensus=consensus)
+
+
+def test_source_whose_train_positives_give_no_alert_is_flagged(tmp_path):
+    cfg = make_cfg(tmp_path)
+    extra = [clip(f"t{i}", "dota", "train", n_frames=301, t_r=6.0, t_e=8.0) for i in range(6)]
+    _, videos, rejected = corpus(cfg, extra_dota=extra)
+    no_gate = {s: table_from_rows("gate", [
+        {"video_id": v, "t_s": float(t), "p_collision": None, "provider": "none"}
+        for v in t_.column("video_id").to_pylist() for t in range(2, 13)
+    ]) for s, t_ in videos.items()}  # fmt: skip
+    labels = {s: label_source(v, no_gate[s], s, cfg) for s, v in videos.items()}
+    splits, manifest = build_benchmark(labels, videos, rejected, cfg)
+    assert manifest["positives"]["train"]["dota"] > 0
+    assert manifest["ticks"]["train"]["dota"]["ALERT"] == 0
+    [warning] = manifest["warnings"]
+    assert "source dota:" in warning and "'alert->observe:gate-missing'" in warning
+    assert manifest["rules_by_split"]["train"]["dota"]["alert->observe:gate-missing"] > 0
+    with pytest.raises(ValueError, match="source dota: .* 0 ALERT ticks"):
+        build_benchmark(labels, videos, rejected, cfg.model_copy(update={"strict": True}))

@@ -116,7 +116,9 @@ def consensus_row(alert, collision, involved):
             "Time-of-collision": collision,
             "Nexar-vehicle-involved": involved,
             "min_support": 7.0,
-        }
+        },
+        # seconds of the clip, as ingest writes them after moving the CSV's clock to the video's
+        "consensus_s": {"Time-of-alert": alert, "Time-of-collision": collision},
     }
 
 

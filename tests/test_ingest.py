@@ -98,7 +98,8 @@ def nexar_source(root: Path, rows: list[list], videos: dict[str, int] | None = N
 
 
 def ingest(src: SourceConfig, **kw):
-    return ingest_source("src", src, progress=False, **kw)
+    clips, rejections, _decisions = ingest_source("src", src, progress=False, **kw)
+    return clips, rejections
 
 
 def only(rejections):

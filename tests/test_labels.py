@@ -27,8 +27,8 @@ L, G, T, W = LabelsConfig(), GateConfig(), TicksConfig(), WindowConfig()
 S, OB, A = "SILENT", "OBSERVE", "ALERT"
 
 
-def clip(vid="c", fps=30.0, n_frames=331, t_r=7.5, t_e=9.0, ego=True, positive=True, source="s"):
-    """30 fps, 331 frames: ticks at 2..11 s. Default t_r = 7.5 s."""
+def clip(vid="c", fps=30.0, n_frames=331, t_r=7.5, t_e=10.0, ego=True, positive=True, source="s"):
+    """30 fps, 331 frames: ticks at 2..11 s. Default t_r = 7.5 s, t_event 10 s (after t_r + alert_s)."""
     return {
         "video_id": vid,
         "source": source,
@@ -79,6 +79,20 @@ def test_boundaries_are_half_open():
     assert col(rows, "rule")[6:] == [RULE_POST_EVENT] * 4
     # a risky time that is 0.1 * 60 in binary (6.000000000000001) still makes the 6 s tick ALERT
     assert col(run(clip(t_r=0.1 * 60)), "action") == col(rows, "action")
+
+
+def test_collision_before_alert_window_end_cuts_alert_at_the_event():
+    # t_r = 7.5, collision at 8.6 < t_r + 2 s: tick 8 is ALERT, tick 9 (after the collision) post-event
+    rows = run(clip(t_e=8.6))
+    assert col(rows, "action") == [S, S, OB, OB, OB, OB, A, S, S, S]
+    assert col(rows, "rule")[6:] == [RULE_ALERT] + [RULE_POST_EVENT] * 3
+    assert col(rows, "excluded") == [False] * 7 + [True] * 3
+    # danger reaches 1.0 at the collision: 0.5 + 0.5 * (8 - 7.5) / (8.6 - 7.5) at tick 8
+    assert col(rows, "danger")[6:] == pytest.approx([0.5 + 0.5 * 0.5 / 1.1, 1.0, 1.0, 1.0])
+    # a tick exactly at the collision is post-event; the collision at t_r leaves no ALERT at all
+    assert col(run(clip(t_e=9.0)), "rule")[7] == RULE_POST_EVENT
+    assert A not in col(run(clip(t_r=8.0, t_e=8.0)), "action")
+    assert danger_target(8.0, 8.0, True, L, t_event=8.0) == 1.0
 
 
 def test_danger_target_values():

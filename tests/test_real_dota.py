@@ -36,7 +36,7 @@ def real_dota(real_data, tmp_path_factory):
         }
     )
     annotations, rejected = read_annotations("dota", cfg.sources["dota"], check_videos=False)
-    annotations, more = apply_consensus(annotations, read_consensus(csv), csv, "dota")
+    annotations, more, _ = apply_consensus(annotations, read_consensus(csv), csv, "dota", clock_fps=10.0)
     outcomes = [
         check_clip(a, VideoInfo(n_frames=a.n_frames, fps=FPS, width=1280, height=720)) for a in annotations
     ]

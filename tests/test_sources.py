@@ -227,13 +227,61 @@ def test_dada_csv_export_with_a_title_row_above_the_header(tmp_path):
     check_dada(anns, rejections, root, sheet)
 
 
-def test_dada_workbook_with_one_sheet_raises(tmp_path):
+def test_dada_table_is_found_on_whichever_sheet_holds_the_header(tmp_path):
     wb = openpyxl.Workbook()
-    wb.active.append(list(dada2000.COLUMNS))
+    wb.active.append(list(dada2000.COLUMNS))  # one sheet only: a user's re-saved copy
+    wb.active.append([7, 1, 1, 1, 1, 2, 1, 30, 60, 80, 120] + [""] * 8)
     path = tmp_path / "DADA2000_video_annotations.xlsx"
     wb.save(path)
-    with pytest.raises(ValueError, match="second sheet"):
+    anns, rejections = dada2000.read_annotations(
+        "dada", SourceConfig(kind="dada2000", root=str(tmp_path)), check_videos=False
+    )
+    assert [a.video_id for a in anns] == ["2_007"] and rejections == []
+    legend_only = openpyxl.Workbook()
+    legend_only.active.append(["legend"])
+    legend_only.save(path)
+    with pytest.raises(ValueError, match="no sheet holds the DADA-2000 annotation table"):
         dada2000.read_annotations("dada", SourceConfig(kind="dada2000", root=str(tmp_path)))
+
+
+def test_dada_semicolon_csv_export(tmp_path):
+    path = tmp_path / "DADA2000_video_annotations.csv"
+    row = ["7", "1", "1", "1", "1", "2", "1", "30", "60", "80", "120"] + [""] * 8
+    path.write_text(";".join(dada2000.COLUMNS) + "\n" + ";".join(row) + "\n", encoding="utf-8")
+    anns, _ = dada2000.read_annotations(
+        "dada", SourceConfig(kind="dada2000", root=str(tmp_path)), check_videos=False
+    )
+    [a] = anns
+    assert (a.video_id, a.t_risky_s, a.t_event_s, a.clock_fps) == (
+        "2_007",
+        1.0,
+        2.0,
+        {"t_risky_s": 30.0, "t_event_s": 30.0},
+    )
+
+
+def test_dada_official_split_files(tmp_path):
+    sheet = tmp_path / "DADA2000_video_annotations.csv"
+    rows = [
+        ["22", "1", "1", "1", "1", "1", "0", "-1", "-1", "-1", "90"],
+        ["5", "1", "1", "1", "1", "3", "0", "-1", "-1", "-1", "90"],
+    ]
+    with open(sheet, "w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows([list(dada2000.COLUMNS)] + [r + [""] * 8 for r in rows])
+    files = {}
+    for split, entries in {
+        "train": [[["3", "005"], "001"]],
+        "test": [[["1", "022"], "001"]],
+        "val": [],
+    }.items():
+        files[split] = str(tmp_path / f"{split}_file.json")
+        (tmp_path / f"{split}_file.json").write_text(json.dumps(entries))
+    src = SourceConfig(kind="dada2000", root=str(tmp_path), split_files=files)
+    anns, _ = dada2000.read_annotations("dada", src, check_videos=False)
+    assert {a.video_id: a.official_split for a in anns} == {"1_022": "test", "3_005": "train"}
+    (tmp_path / "val_file.json").write_text(json.dumps([[["1", "22"], "002"]]))
+    with pytest.raises(ValueError, match="1_022 is also listed"):
+        dada2000.read_annotations("dada", src, check_videos=False)
 
 
 def test_dada_missing_sheet_raises(tmp_path):
@@ -360,8 +408,11 @@ def test_dad_clips_from_folder_names(tmp_path):
         False, None, None, None, None, neg, None,
     )  # fmt: skip
     assert got["testing-positive-000456"].meta["times_from"] == "dad-default"
-    [bad] = rejections
+    readme, bad = sorted(rejections, key=lambda r: r.path)  # "R" sorts before "c"
     assert_names(bad, root / "videos/testing/positive/clip.mp4", "testing-positive-clip", "file name")
+    # Not a clip, but not skipped silently either: recorded with its reason.
+    readme_path = root / "videos/testing/positive/README.txt"
+    assert_names(readme, readme_path, "testing-positive-README.txt", "file name")
 
 
 def test_dad_without_folders_raises(tmp_path):
@@ -397,7 +448,7 @@ def test_consensus_overrides_times_and_ego_and_rejects_unknown_ids(tmp_path):
     table = consensus.read_consensus(csv_path)
     assert set(table) == {"10_068", "3_007", "2_010", "99_999"}
     assert table["10_068"]["min_support"] == 7.0 and table["10_068"]["batch"] is None
-    out, rejections = consensus.apply_consensus(
+    out, rejections, _ = consensus.apply_consensus(
         anns, table, csv_path, "dada2000", rejected_ids={r.video_id for r in adapter_rejections}
     )
     got = by_id(out)
@@ -412,8 +463,8 @@ def test_consensus_overrides_times_and_ego_and_rejects_unknown_ids(tmp_path):
     c = got["25_005"]
     assert (c.t_risky_s, c.ego_involved) == (None, False) and "consensus" not in c.meta
     [unknown] = rejections
-    assert unknown.video_id == "99_999.mp4" and unknown.path == str(csv_path)
-    assert unknown.reason == f"{csv_path}: clip 99_999.mp4: field id: no clip 99_999 in source dada"
+    assert unknown.video_id == "99_999" and unknown.path == str(csv_path)
+    assert unknown.reason == (f"{csv_path}: clip 99_999: field id: no clip 99_999 in source dada")
     # The input annotations are left as they were.
     assert by_id(anns)["10_068"].t_risky_s == 4.0
 
@@ -425,7 +476,7 @@ def test_consensus_dad_ids_are_test_positive_file_names(tmp_path):
     csv_path = consensus_csv(
         tmp_path / "c.csv", [["000456.mp4", "", "Collision", "yes", 6, 3.0, 4.4, 1.4, "x"]]
     )
-    out, rejections = consensus.apply_consensus(anns, consensus.read_consensus(csv_path), csv_path, "dad")
+    out, rejections, _ = consensus.apply_consensus(anns, consensus.read_consensus(csv_path), csv_path, "dad")
     assert rejections == []
     [a] = out
     assert (a.video_id, a.t_risky_s, a.t_event_s, a.ego_involved) == (
@@ -443,10 +494,11 @@ def test_consensus_bad_ego_value_rejects_the_clip(tmp_path):
     csv_path = consensus_csv(
         tmp_path / "c.csv", [["000456.mp4", "", "Collision", "maybe", 6, 3.0, 4.4, 1.4, ""]]
     )
-    out, rejections = consensus.apply_consensus(anns, consensus.read_consensus(csv_path), csv_path, "dad")
+    out, rejections, _ = consensus.apply_consensus(anns, consensus.read_consensus(csv_path), csv_path, "dad")
     assert out == []
     [r] = rejections
-    assert_names(r, csv_path, "testing-positive-000456", "Nexar-vehicle-involved")
+    # the project's clip id and the CSV's id, both named
+    assert_names(r, csv_path, "testing-positive-000456 (CSV id 000456.mp4)", "Nexar-vehicle-involved")
 
 
 def test_consensus_file_errors_raise(tmp_path):
@@ -480,7 +532,7 @@ def test_real_consensus_applies_to_every_real_dota_clip(real_dota_src):
         pytest.skip(f"{REAL_CONSENSUS} absent")
     anns, _ = dota.read_annotations("dota", real_dota_src, check_videos=False)
     table = consensus.read_consensus(REAL_CONSENSUS)
-    out, rejections = consensus.apply_consensus(anns, table, REAL_CONSENSUS, "dota")
+    out, rejections, _ = consensus.apply_consensus(anns, table, REAL_CONSENSUS, "dota")
     assert rejections == [] and len(out) == 1402
     matched = [a for a in out if "consensus" in a.meta]
     assert len(matched) == 598

@@ -44,7 +44,40 @@ class SplitLeakError(ValueError):
     """A clip (or a prefix and its parent) was put in more than one split."""
 
 
-def _clip_record(vid: str, video: dict[str, Any], source: str, cfg: WorkflowConfig) -> dict[str, Any]:
+class PeerTestLeakError(ValueError):
+    """strict: a clip that peers evaluate on would land in train or val."""
+
+
+class MissingClassError(ValueError):
+    """strict: a source gives positive clips to train but not one ALERT tick."""
+
+
+def peer_test_clips(videos: pa.Table, kind: str, consensus: pa.Table | None) -> dict[str, str]:
+    """video_id -> why peers evaluate on it: the source's official test split, or a consensus row.
+
+    Consensus rows count unless the CSV excludes them as "not in test split" (see
+    `vlalert.sources.consensus.is_peer_test`, which set the table's peer_test column).
+    """
+    from vlalert.sources.registry import adapter_for
+
+    test_splits = set(adapter_for(kind).PEER_TEST_SPLITS)
+    out = {
+        vid: f"official split {split!r}"
+        for vid, split in zip(
+            videos.column("video_id").to_pylist(), videos.column("official_split").to_pylist(), strict=True
+        )
+        if split in test_splits
+    }
+    if consensus is not None:
+        for row in consensus.to_pylist():
+            if row["peer_test"]:
+                out.setdefault(row["video_id"], f"BADAS consensus row in {row['csv_file']}")
+    return out
+
+
+def _clip_record(
+    vid: str, video: dict[str, Any], source: str, cfg: WorkflowConfig, peer_test: dict[str, str]
+) -> dict[str, Any]:
     """The benchmark's per-clip columns for label clip `vid` (a clip, or a prefix of `video`).
 
     A prefix clip is a negative: no risky or event time, no event; its meta records where it was
@@ -67,6 +100,11 @@ def _clip_record(vid: str, video: dict[str, Any], source: str, cfg: WorkflowConf
         "ego_involved": video["ego_involved"],
         "event_type": video["event_type"],
     }
+    why = peer_test.get(video["video_id"])
+    if why is not None and rec["split"] != "test":
+        rec["_moved_from"] = rec["split"]
+        rec["split"] = "test"
+        meta = {**meta, "moved_to_test": f"peers evaluate on it ({why}); assigned {rec['_moved_from']}"}
     if vid != video["video_id"]:
         if not video["is_positive"] or video["t_risky_s"] is None:
             raise ValueError(f"{source}: prefix clip {vid} of a clip without risky time")
@@ -84,7 +122,13 @@ def _clip_record(vid: str, video: dict[str, Any], source: str, cfg: WorkflowConf
 
 
 def _join_source(
-    labels: pa.Table, videos: pa.Table, beliefs: pa.Table | None, source: str, cfg: WorkflowConfig
+    labels: pa.Table,
+    videos: pa.Table,
+    beliefs: pa.Table | None,
+    source: str,
+    cfg: WorkflowConfig,
+    peer_test: dict[str, str],
+    moved: dict[str, list[dict[str, str]]],
 ) -> pa.Table:
     labels = check_table("labels", labels, f"labels[{source}]")
     by_id = {v["video_id"]: v for v in videos.to_pylist()}
@@ -101,12 +145,27 @@ def _join_source(
         if base not in by_id:
             raise ValueError(f"labels[{source}]: clip {vid} is not in the videos table of source {source}")
         position[vid] = len(records)
-        records.append(_clip_record(vid, by_id[base], source, cfg))
+        rec = _clip_record(vid, by_id[base], source, cfg, peer_test)
+        if "_moved_from" in rec and vid == base:
+            entry = {"video_id": vid, "assigned": rec["_moved_from"], "why": peer_test[base]}
+            moved.setdefault(source, []).append(entry)
+        records.append(rec)
+    _check_peer_test_moves(moved.get(source, []), source, cfg)
     clip_cols = pa.Table.from_pylist(records, schema=_CLIP_SCHEMA)
     joined = clip_cols.take(pa.array([position[v] for v in label_ids], pa.int64()))
     for field in _CLIP_FIELDS:
         labels = labels.append_column(field, joined.column(field.name))
     return _join_beliefs(labels, beliefs, source)
+
+
+def _check_peer_test_moves(moved: list[dict[str, str]], source: str, cfg: WorkflowConfig) -> None:
+    if moved and cfg.strict:
+        shown = ", ".join(f"{m['video_id']} ({m['why']}; assigned {m['assigned']})" for m in moved[:10])
+        more = f" ... ({len(moved)} in all)" if len(moved) > 10 else ""
+        raise PeerTestLeakError(
+            f"source {source}: clips that peers evaluate on would land in train/val: {shown}{more}. "
+            f"Fix sources.{source}.split_map / split_files, or set strict: false to move them to test."
+        )
 
 
 def _join_beliefs(table: pa.Table, beliefs: pa.Table | None, source: str) -> pa.Table:
@@ -225,6 +284,53 @@ def _rule_counts(table: pa.Table) -> dict[str, dict[str, int]]:
     return out
 
 
+def _split_source_rules(table: pa.Table) -> dict[str, dict[str, dict[str, int]]]:
+    """split -> source -> rule -> ticks: every rule, the ones that changed a label ("a->b:why") included."""
+    cols = (table.column(c).to_pylist() for c in ("split", "source", "rule"))
+    counter = Counter(zip(*cols, strict=True))
+    out: dict[str, dict[str, dict[str, int]]] = {split: {} for split in SPLITS}
+    for (split, source, rule), n in sorted(counter.items()):
+        out[split].setdefault(source, {})[rule] = n
+    return out
+
+
+def _positives(table: pa.Table) -> dict[str, dict[str, int]]:
+    """split -> source -> positive clips (prefix clips are negatives and not counted)."""
+    cols = (table.column(c).to_pylist() for c in ("split", "source", "video_id", "is_positive", "parent_id"))
+    clips = {(sp, so, v) for sp, so, v, pos, par in zip(*cols, strict=True) if pos and par is None}
+    counter = Counter((sp, so) for sp, so, _ in clips)
+    return {split: {so: n for (sp, so), n in sorted(counter.items()) if sp == split} for split in SPLITS}
+
+
+def missing_alert_problems(
+    positives: dict[str, dict[str, int]],
+    ticks: dict[str, dict[str, dict[str, int]]],
+    rules: dict[str, dict[str, dict[str, int]]],
+) -> list[str]:
+    """One message per source that gives positive clips to train but not a single ALERT tick.
+
+    Gating can erase a class silently (a consensus-only gate has no evidence on training clips); the
+    message names the rule that took the ALERT ticks (the most frequent ALERT downgrade in train).
+    """
+    problems = []
+    for source, n_pos in sorted(positives["train"].items()):
+        if n_pos == 0 or ticks["train"].get(source, {}).get(ALERT, 0) > 0:
+            continue
+        fired = {r: n for r, n in rules["train"].get(source, {}).items() if r.startswith("alert->")}
+        if fired:
+            rule, n = max(fired.items(), key=lambda kv: (kv[1], kv[0]))
+            why = f"rule {rule!r} turned {n} ALERT tick(s) into OBSERVE"
+        else:
+            post = rules["train"].get(source, {}).get("post-event", 0)
+            why = f"no tick fell in an ALERT window ({post} post-event tick(s): collisions at the risky time)"
+        problems.append(
+            f"source {source}: {n_pos} positive clip(s) in train but 0 ALERT ticks: {why}. "
+            f"Check sources.{source}.gate_provider (a chain such as [consensus, badas] scores the clips "
+            "that consensus rows do not cover)."
+        )
+    return problems
+
+
 def _source_summary(
     source: str, videos: pa.Table | None, rejected: pa.Table | None, labels: pa.Table | None
 ) -> dict[str, Any]:
@@ -257,7 +363,7 @@ def _config_used(cfg: WorkflowConfig) -> dict[str, Any]:
         "sources": {
             name: {
                 "kind": src.kind,
-                "gate_provider": cfg.gate_provider(name),
+                "gate_provider": cfg.gate_chain(name),
                 "prefix_negatives": src.prefix_negatives,
                 "split_map": dict(src.split_map),
                 "consensus": src.consensus,
@@ -273,11 +379,15 @@ def build_benchmark(
     rejected: dict[str, pa.Table],
     cfg: WorkflowConfig,
     beliefs: dict[str, pa.Table] | None = None,
+    consensus: dict[str, pa.Table] | None = None,
 ) -> tuple[dict[str, pa.Table], dict]:
     """Split -> BENCHMARK table (every split present, maybe empty), and the manifest (without file hashes).
 
     Rows are sorted by source, video_id, tick. Raises SplitLeakError when a clip id (a prefix
     counted as its parent) would land in two splits, e.g. the same id in two sources.
+    A clip that peers evaluate on (`peer_test_clips`) never lands in train or val: with strict it
+    is an error naming the clips, else it moves to test and the manifest lists it. A source that
+    gives train positive clips but zero ALERT ticks is an error with strict, else a manifest warning.
     """
     missing = sorted(set(labels) - set(videos))
     if missing:
@@ -287,8 +397,17 @@ def build_benchmark(
         raise ValueError(f"sources {unknown} are not in the config")
     if beliefs is not None and set(beliefs) != set(labels):
         raise ValueError(f"beliefs given for sources {sorted(beliefs)}, labels for {sorted(labels)}")
+    moved: dict[str, list[dict[str, str]]] = {}
     parts = [
-        _join_source(labels[s], videos[s], beliefs[s] if beliefs is not None else None, s, cfg)
+        _join_source(
+            labels[s],
+            videos[s],
+            beliefs[s] if beliefs is not None else None,
+            s,
+            cfg,
+            peer_test_clips(videos[s], cfg.sources[s].kind, (consensus or {}).get(s)),
+            moved,
+        )
         for s in sorted(labels)
     ]
     table = pa.concat_tables(parts) if parts else BENCHMARK.empty_table()
@@ -297,6 +416,12 @@ def build_benchmark(
     _check_no_leak(table)
     splits = {s: table.filter(pc.equal(table.column("split"), s)) for s in SPLITS}
     clips = _clip_counts(table)
+    ticks = _tick_counts(table)
+    positives = _positives(table)
+    split_rules = _split_source_rules(table)
+    warnings = missing_alert_problems(positives, ticks, split_rules)
+    if warnings and cfg.strict:
+        raise MissingClassError("; ".join(warnings))
     manifest = {
         "format": MANIFEST_FORMAT,
         "run": cfg.run,
@@ -308,9 +433,16 @@ def build_benchmark(
             }
             for s in SPLITS
         },
-        "ticks": _tick_counts(table),
+        "ticks": ticks,
         "clips": clips,
+        "positives": positives,
         "rules": _rule_counts(table),
+        "rules_by_split": split_rules,
+        "moved_to_test": {s: sorted(m, key=lambda e: e["video_id"]) for s, m in sorted(moved.items())},
+        "consensus": {
+            s: dict(Counter(t.column("decision").to_pylist())) for s, t in sorted((consensus or {}).items())
+        },
+        "warnings": warnings,
         "beliefs": _belief_counts(table) if beliefs is not None else None,
         "sources": {
             s: _source_summary(s, videos.get(s), rejected.get(s), labels.get(s))

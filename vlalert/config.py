@@ -27,6 +27,14 @@ from vlalert.vlm.config import SFTConfig, VLMConfig
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 SOURCE_KINDS: tuple[str, ...] = ("nexar", "dada2000", "dota", "dad")
 GATE_PROVIDERS: tuple[str, ...] = ("scene", "consensus", "scores_file", "badas")
+GateProvider = Literal["scene", "consensus", "scores_file", "badas"]
+# Where a source's official split files say a clip is used for evaluation by peers.
+SPLIT_FILE_KEYS: tuple[str, ...] = SPLITS
+
+
+def _as_chain(value: Any) -> Any:
+    """A gate provider given as one name means a chain of one."""
+    return [value] if isinstance(value, str) else value
 
 
 class ConfigError(ValueError):
@@ -57,13 +65,33 @@ class SourceConfig(_Strict):
     root: str
     annotations: str | None = None  # DADA-2000 sheet / DoTA metadata JSON; None: the adapter's default name
     consensus: str | None = None  # BADAS consensus CSV; overrides the source's own times and ego flag
+    # The clock (fps) the consensus CSV's times were written on: a time T is frame T * clock, i.e.
+    # T * clock / fps seconds of the probed video. None: the kind's default, settled from real frames
+    # (vlalert.sources.<kind>.CONSENSUS_CLOCK_FPS; README "Clocks").
+    consensus_clock_fps: float | None = Field(None, gt=0)
+    # Official split lists, e.g. DADA-2000's {train,val,test}_file.json; None: the adapter's own rule.
+    split_files: dict[Literal["train", "val", "test"], str] | None = None
+    # False: annotations only (no video files placed): ingest takes frame counts and fps from the
+    # annotation and the run can go as far as the benchmark; stages that read frames refuse it.
+    videos: bool = True
     scene_truth: str | None = (
         None  # synthetic clips only: the renderer's ground truth (gate provider `scene`)
     )
-    gate_provider: Literal["scene", "consensus", "scores_file", "badas"] | None = None
+    # One provider, or a chain tried in order per clip: the first with evidence for a clip scores it
+    # (e.g. [consensus, badas]: consensus rows cover only test clips).
+    gate_provider: list[GateProvider] | None = None
     gate_scores: str | None = None  # for gate_provider scores_file
     prefix_negatives: bool = False
     split_map: dict[str, Literal["train", "val", "test", "hash", "trainval"]] = Field(default_factory=dict)
+
+    chain_from_name = field_validator("gate_provider", mode="before")(_as_chain)
+
+    @field_validator("gate_provider")
+    @classmethod
+    def _chain_ok(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and (not v or len(set(v)) != len(v)):
+            raise ValueError(f"a gate provider chain must be non-empty and name each provider once, got {v}")
+        return v
 
 
 class TicksConfig(_Strict):
@@ -87,7 +115,7 @@ class LabelsConfig(_Strict):
 
 
 class GateConfig(_Strict):
-    provider: Literal["scene", "consensus", "scores_file", "badas"] = "scene"
+    provider: list[GateProvider] = Field(default_factory=lambda: ["scene"])  # default chain of every source
     badas: BadasConfig = Field(default_factory=BadasConfig)  # provider badas: weights, device, windows
     alert_min: float = Field(0.5, ge=0, le=1)
     observe_min: float = Field(0.3, ge=0, le=1)
@@ -96,8 +124,12 @@ class GateConfig(_Strict):
         4.0, gt=0
     )  # consensus provider: score ramps 0 -> 0.5 over this before t_alert
 
+    chain_from_name = field_validator("provider", mode="before")(_as_chain)
+
     @model_validator(mode="after")
     def _ordered(self) -> GateConfig:
+        if not self.provider or len(set(self.provider)) != len(self.provider):
+            raise ValueError(f"gate.provider must be non-empty and name each provider once: {self.provider}")
         if self.observe_min > self.alert_min:
             raise ValueError("gate.observe_min must not exceed gate.alert_min")
         return self
@@ -149,7 +181,8 @@ class BeliefsConfig(_Strict):
 
 class WorkflowConfig(_Strict):
     run: str = Field("demo", pattern=r"^[A-Za-z0-9_.-]+$")
-    results: str = "results"
+    # Every output of the run lives here; unset: results/<run>, so two runs never share tables.
+    results: str = ""
     strict: bool = False  # True: the first rejected clip stops the run instead of going to rejected.parquet
     demo: DemoConfig = Field(default_factory=DemoConfig)
     sources: dict[str, SourceConfig]
@@ -176,6 +209,13 @@ class WorkflowConfig(_Strict):
                 raise ValueError(f"source name {name!r} may only hold letters, digits, '_' and '-'")
         return v
 
+    @model_validator(mode="before")
+    @classmethod
+    def _results_default(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("results"):
+            data = {**data, "results": f"results/{data.get('run') or 'demo'}"}
+        return data
+
     @model_validator(mode="after")
     def _cross_checks(self) -> WorkflowConfig:
         if self.scoring.observe_s != self.labels.observe_s:
@@ -198,22 +238,37 @@ class WorkflowConfig(_Strict):
                     f"sources.{name}.root must be {demo_root!r} while demo.enabled is true "
                     "(the demo renders each source there); set demo.enabled: false for real data"
                 )
-            provider = src.gate_provider or self.gate.provider
-            if provider == "scores_file" and not src.gate_scores:
+            chain = self.gate_chain(name)
+            if "scores_file" in chain and not src.gate_scores:
                 raise ValueError(f"sources.{name}.gate_scores is required with gate provider scores_file")
-            if provider == "consensus" and not src.consensus:
+            if "consensus" in chain and not src.consensus:
                 raise ValueError(f"sources.{name}.consensus is required with gate provider consensus")
-            if provider == "badas" and (problem := self.gate.badas.check_weights_source()):
+            if "badas" in chain and (problem := self.gate.badas.check_weights_source()):
                 raise ValueError(f"sources.{name}: {problem}")
-            if provider == "scene" and not src.scene_truth:
+            if "badas" in chain and not src.videos:
+                raise ValueError(f"sources.{name}: gate provider badas reads frames, but videos is false")
+            if "scene" in chain and not src.scene_truth:
                 raise ValueError(f"sources.{name}.scene_truth is required with gate provider scene")
+            if src.split_files is not None and src.kind != "dada2000":
+                raise ValueError(
+                    f"sources.{name}.split_files: official split lists are read for kind dada2000 only "
+                    f"(the other kinds carry their split in their own files), not {src.kind}"
+                )
         return self
 
     def enabled_sources(self) -> list[str]:
         return [name for name, src in self.sources.items() if src.enabled]
 
-    def gate_provider(self, source: str) -> str:
-        return self.sources[source].gate_provider or self.gate.provider
+    def gate_chain(self, source: str) -> list[str]:
+        """The gate providers of a source, in the order they are tried for each clip."""
+        return list(self.sources[source].gate_provider or self.gate.provider)
+
+    def uses_badas(self, source: str) -> bool:
+        return "badas" in self.gate_chain(source)
+
+    def frame_sources(self) -> list[str]:
+        """Enabled sources whose videos are placed (the stages after the benchmark read frames)."""
+        return [name for name in self.enabled_sources() if self.sources[name].videos]
 
 
 def _format_errors(err: ValidationError) -> str:

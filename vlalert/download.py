@@ -428,6 +428,8 @@ class SourceLike(Protocol):
     annotations: str | None
     consensus: str | None
     gate_scores: str | None
+    videos: bool  # False: annotations only, no clip files expected
+    split_files: dict[str, str] | None
 
 
 @dataclass(frozen=True)
@@ -484,6 +486,8 @@ def layout_params(src: SourceLike) -> dict[str, Any]:
         "annotations": src.annotations,
         "consensus": src.consensus,
         "gate_scores": src.gate_scores,
+        "videos": src.videos,
+        "split_files": src.split_files,
     }
 
 
@@ -595,7 +599,10 @@ def _check_dada2000(
         for clip in _subdirs(category)
         if clip.name.isdigit() and _frame_clip(clip)
     )
-    if clips == 0:
+    for split, file in sorted((src.split_files or {}).items()):
+        if not Path(file).is_file():
+            problems.append(Problem(file, f"missing: the official {split} split list (split_files)", obtain))
+    if clips == 0 and src.videos:
         problems.append(
             Problem(
                 str(root / "<type>" / "<NNN>" / "images"), "no clip frame folders (NNNN.jpg images)", obtain
@@ -620,7 +627,7 @@ def _check_dota(
     )
     frame_clips = sum(1 for clip in _subdirs(root / "frames") if _frame_clip(clip))
     video_clips = _count_mp4(root / "videos")
-    if frame_clips + video_clips == 0:
+    if frame_clips + video_clips == 0 and src.videos:
         problems.append(
             Problem(str(root / "frames"), "no clip frames: expected frames/<clip>/NNNNNN.jpg", obtain)
         )

@@ -1,7 +1,12 @@
 """The gate stage: a collision probability p_collision(t) per clip and tick.
 
 The relabel stage uses it (BADAS gating, see `vlalert.labels`) to keep ALERT only on clips where a
-collision predictor actually sees the ego vehicle in danger. Providers:
+collision predictor actually sees the ego vehicle in danger. A source's gate is a *chain* of
+providers tried in order per clip: the first that has evidence for the clip (any non-null score)
+scores all its ticks, and the `provider` column says which one did ("none" when no provider in the
+chain has evidence). Consensus rows cover only the test clips of DAD, DoTA and DADA-2000, so a
+consensus-only gate would erase every ALERT of the training split; `[consensus, badas]` scores
+the training clips with the model, as the published relabeling does. Providers:
 
 - `scene`: synthetic demo clips only; from the renderer's ground-truth time-to-collision.
 - `consensus`: from the BADAS consensus row that ingest stored in `meta["consensus"]`.
@@ -131,11 +136,14 @@ def _as_float(value: Any) -> float | None:
 
 def _consensus_scorer(videos: list[dict[str, Any]], src: SourceConfig, cfg: WorkflowConfig) -> Callable:
     def score(clip: dict[str, Any], ts: np.ndarray) -> list[float | None]:
-        row = json.loads(clip["meta"] or "{}").get("consensus")
-        t_alert = _as_float(row.get("Time-of-alert")) if row else None
-        if t_alert is None:  # no consensus row (or no alert time in it): no evidence either way
+        meta = json.loads(clip["meta"] or "{}")
+        row = meta.get("consensus")
+        # Times in seconds of this clip, converted by ingest from the consensus file's own clock.
+        times = meta.get("consensus_s") or {}
+        t_alert = _as_float(times.get("Time-of-alert")) if row else None
+        if t_alert is None:  # no applied consensus row (or no alert time in it): no evidence either way
             return [None] * len(ts)
-        t_coll = _as_float(row.get("Time-of-collision"))
+        t_coll = _as_float(times.get("Time-of-collision"))
         # Only an explicit "yes" counts as ego: an empty or odd value is treated as not ego (capped).
         ego = str(row.get("Nexar-vehicle-involved", "")).strip().lower() == "yes"
         return [consensus_p(float(t), t_alert, t_coll, ego, cfg.gate) for t in ts]
@@ -211,21 +219,35 @@ _PROVIDERS: dict[str, Callable] = {
 }
 
 
-def gate_scores(videos: pa.Table, provider: str, src: SourceConfig, cfg: WorkflowConfig) -> pa.Table:
+NO_PROVIDER = "none"  # the provider column of a clip that no provider of the chain has evidence for
+
+
+def gate_scores(videos: pa.Table, chain: str | list[str], src: SourceConfig, cfg: WorkflowConfig) -> pa.Table:
     """GATE table: one row per (clip, tick) of `videos`, ticks from `vlalert.ticks.tick_times`.
 
-    A null p_collision means the provider has no evidence at that tick (see `vlalert.labels` for
-    what gating does with it). Rows are sorted by video_id, t_s.
+    `chain` is tried in order per clip; the first provider with any non-null score for a clip scores
+    all of its ticks. A provider is built only when a clip reaches it, so `[consensus, badas]` on a
+    source whose clips all have consensus rows never loads the model. A null p_collision means no
+    provider has evidence at that tick (see `vlalert.labels` for what gating does with it).
+    Rows are sorted by video_id, t_s.
     """
-    if provider not in _PROVIDERS:
-        raise ValueError(f"unknown gate provider {provider!r}; choose one of {sorted(_PROVIDERS)}")
+    chain = [chain] if isinstance(chain, str) else list(chain)
+    unknown = [p for p in chain if p not in _PROVIDERS]
+    if unknown or not chain:
+        raise ValueError(f"unknown gate provider(s) {unknown or chain}; choose from {sorted(_PROVIDERS)}")
     clips = sorted(videos.to_pylist(), key=lambda c: c["video_id"])
-    score = _PROVIDERS[provider](clips, src, cfg)
+    scorers: dict[str, Callable] = {}
     rows = []
-    for clip in clips:
+    for i, clip in enumerate(clips):
         ts = _clip_ticks(clip, cfg)
-        for t, p in zip(ts, score(clip, ts), strict=True):
-            rows.append(
-                {"video_id": clip["video_id"], "t_s": float(t), "p_collision": p, "provider": provider}
-            )
+        name, ps = NO_PROVIDER, [None] * len(ts)
+        for provider in chain:
+            if provider not in scorers:  # built for the clips still unscored from here on
+                scorers[provider] = _PROVIDERS[provider](clips[i:], src, cfg)
+            got = scorers[provider](clip, ts)
+            if any(p is not None for p in got):
+                name, ps = provider, got
+                break
+        for t, p in zip(ts, ps, strict=True):
+            rows.append({"video_id": clip["video_id"], "t_s": float(t), "p_collision": p, "provider": name})
     return table_from_rows("gate", rows)

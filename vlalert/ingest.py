@@ -23,8 +23,8 @@ from vlalert.config import SourceConfig
 from vlalert.schemas import table_from_rows, write_table
 from vlalert.sources.base import Annotation, Clip, Rejection
 from vlalert.sources.common import reason
-from vlalert.sources.consensus import apply_consensus, read_consensus
-from vlalert.sources.registry import read_source_annotations
+from vlalert.sources.consensus import Decision, apply_consensus, read_consensus
+from vlalert.sources.registry import adapter_for, read_source_annotations
 from vlalert.video import VideoError, VideoInfo, probe_video
 
 log = logging.getLogger(__name__)
@@ -87,12 +87,47 @@ def time_problems(ann: Annotation, duration_s: float, n_frames: int, fps: float)
     return problems
 
 
+def on_video_clock(ann: Annotation, fps: float) -> Annotation:
+    """`ann` with every time moved from the clock it was written on to seconds of the video at `fps`.
+
+    A time T written on a clock of c fps is frame T * c, shown at T * c / fps s of the video. The
+    frame and the clock go into the provenance, so a label can be traced to the frame it came from.
+    Applied consensus times (meta["consensus"]) get their seconds in meta["consensus_s"] too (the
+    gate's consensus provider reads them there, never the raw CSV cells).
+    """
+    meta = dict(ann.meta)
+    prov = {k: dict(v) for k, v in meta.get("provenance", {}).items()}
+    changes: dict[str, float] = {}
+    for attr, clock in ann.clock_fps.items():
+        value = getattr(ann, attr)
+        if value is None:
+            continue
+        frame = value * clock
+        changes[attr] = frame / fps
+        prov.setdefault(attr, {}).update(clock_fps=clock, frame=round(frame, 6), written=value)
+    if meta.get("consensus") is not None:
+        clock = meta.get("consensus_clock_fps")
+        scale = clock / fps if clock else 1.0
+        meta["consensus_s"] = {
+            k: (float(v) * scale if isinstance(v, (int, float)) else None)
+            for k, v in meta["consensus"].items()
+            if k in ("Time-of-alert", "Time-of-collision")
+        }
+    meta["provenance"] = prov
+    return dataclasses.replace(ann, meta=meta, clock_fps={}, **changes)
+
+
 def check_clip(ann: Annotation, info: VideoInfo) -> Clip | Rejection:
-    """Accept `ann` as a Clip of the probed video, or reject it with every problem found."""
+    """Accept `ann` as a Clip of the probed video, or reject it with every problem found.
+
+    Times are first placed on the video's own clock (`on_video_clock`); a time past the clip's end
+    or a collision before the alert is a rejection with the reason, never clamped.
+    """
     fps = info.fps
     if fps is None or not math.isfinite(fps) or fps <= 0:
         what = f"unknown fps: the source gives {ann.fps} and the video gives {info.fps}"
         return _reject(ann, [reason(ann.path, ann.video_id, "fps", what)])
+    ann = on_video_clock(ann, fps)
     problems = []
     if ann.n_frames is not None and abs(ann.n_frames - info.n_frames) > FRAME_TOLERANCE:
         what = f"annotation says {ann.n_frames} frames, the video has {info.n_frames}"
@@ -125,6 +160,21 @@ def check_clip(ann: Annotation, info: VideoInfo) -> Clip | Rejection:
     )
 
 
+def annotation_info(ann: Annotation) -> VideoInfo | Rejection:
+    """A source placed without videos (`videos: false`): frame count and fps from the annotation.
+
+    Width and height are 0: no stage after the benchmark may run on such a source (config checks it).
+    """
+    problems = []
+    if ann.n_frames is None or ann.n_frames <= 0:
+        problems.append(_problem(ann, "n_frames", "no frame count in the annotation, and videos is false"))
+    if ann.fps is None or not math.isfinite(ann.fps) or ann.fps <= 0:
+        problems.append(reason(ann.annotation_file, ann.video_id, "fps", "no fps, and videos is false"))
+    if problems:
+        return _reject(ann, problems)
+    return VideoInfo(n_frames=int(ann.n_frames), fps=float(ann.fps), width=0, height=0)
+
+
 def probe_clip(ann: Annotation) -> VideoInfo | Rejection:
     try:
         return probe_video(ann.path, fps_hint=ann.fps)
@@ -141,8 +191,12 @@ def ingest_annotations(
     strict: bool = False,
     progress: bool = True,
     desc: str = "ingest",
+    videos: bool = True,
 ) -> tuple[list[Clip], list[Rejection]]:
-    """Probe and check each annotation; `rejections` (from earlier steps) are passed through first."""
+    """Probe and check each annotation; `rejections` (from earlier steps) are passed through first.
+
+    videos False: nothing is probed, the annotation's frame count and fps stand for the video's.
+    """
     rejected: list[Rejection] = []
 
     def add(rejection: Rejection) -> None:
@@ -161,7 +215,7 @@ def ingest_annotations(
             what = f"duplicate video_id: already given by {first.annotation_file}, which is kept"
             add(_reject(ann, [reason(ann.annotation_file, ann.video_id, "video_id", what)]))
             continue
-        info = probe_clip(ann)
+        info = probe_clip(ann) if videos else annotation_info(ann)
         result = info if isinstance(info, Rejection) else check_clip(ann, info)
         if isinstance(result, Rejection):
             add(result)
@@ -170,31 +224,52 @@ def ingest_annotations(
     return clips, rejected
 
 
+def consensus_clock(src: SourceConfig) -> float | None:
+    """The clock of the source's consensus CSV: the config's, else the kind's evidence-based default."""
+    if src.consensus_clock_fps is not None:
+        return src.consensus_clock_fps
+    return adapter_for(src.kind).CONSENSUS_CLOCK_FPS
+
+
 def ingest_source(
     name: str, src: SourceConfig, *, strict: bool = False, progress: bool = True
-) -> tuple[list[Clip], list[Rejection]]:
-    """Read one source in its own format and return its accepted clips and its rejections.
+) -> tuple[list[Clip], list[Rejection], list[Decision]]:
+    """Read one source in its own format: accepted clips, rejections, and one decision per consensus row.
 
     A missing or unreadable annotation file (or consensus CSV) raises: that is a setup error for the
     whole source, not a property of one clip.
     """
-    annotations, rejections = read_source_annotations(name, src)
+    annotations, rejections = read_source_annotations(name, src, check_videos=src.videos)
+    decisions: list[Decision] = []
     if src.consensus:
         consensus = read_consensus(src.consensus)
-        annotations, more = apply_consensus(
+        annotations, more, decisions = apply_consensus(
             annotations,
             consensus,
             src.consensus,
             src.kind,
             source=name,
             rejected_ids={r.video_id for r in rejections},
+            clock_fps=consensus_clock(src),
         )
         rejections = rejections + more
     clips, rejected = ingest_annotations(
-        annotations, rejections, strict=strict, progress=progress, desc=f"ingest {name}"
+        annotations, rejections, strict=strict, progress=progress, desc=f"ingest {name}", videos=src.videos
     )
+    decisions = _settle_decisions(decisions, rejected)
     log.info("ingest %s: %d clips accepted, %d rejected", name, len(clips), len(rejected))
-    return clips, rejected
+    return clips, rejected, decisions
+
+
+def _settle_decisions(decisions: list[Decision], rejected: list[Rejection]) -> list[Decision]:
+    """An applied row whose clip ingest then rejected (e.g. a time past the clip's end) says so."""
+    why = {r.video_id: r.reason for r in rejected}
+    out = []
+    for d in decisions:
+        if d.decision.startswith("applied") and d.video_id in why:
+            d = dataclasses.replace(d, decision="rejected", reason=why[d.video_id])
+        out.append(d)
+    return out
 
 
 def write_ingest(
@@ -202,8 +277,13 @@ def write_ingest(
     rejections: Iterable[Rejection],
     videos_path: str | os.PathLike[str],
     rejected_path: str | os.PathLike[str],
+    decisions: Iterable[Decision] = (),
+    consensus_path: str | os.PathLike[str] | None = None,
 ) -> None:
-    """videos.parquet and rejected.parquet, schema-checked and written atomically."""
+    """videos.parquet, rejected.parquet (and the consensus decisions), schema-checked, written atomically."""
     write_table("videos", table_from_rows("videos", [c.to_row() for c in clips]), Path(videos_path))
     rows = [dataclasses.asdict(r) for r in rejections]
     write_table("rejected", table_from_rows("rejected", rows), Path(rejected_path))
+    if consensus_path is not None:
+        rows = [dataclasses.asdict(d) for d in decisions]
+        write_table("consensus", table_from_rows("consensus", rows), Path(consensus_path))

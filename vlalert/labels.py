@@ -26,7 +26,7 @@ RULE_NEGATIVE = "negative"  # a negative clip: SILENT everywhere
 RULE_BEFORE_WINDOW = "before-window"  # positive clip, t < t_r - observe_s: SILENT
 RULE_OBSERVE = "observe-window"  # t_r - observe_s <= t < t_r: OBSERVE
 RULE_ALERT = "alert-window"  # t_r <= t < t_r + alert_s: ALERT
-RULE_POST_EVENT = "post-event"  # t >= t_r + alert_s: excluded (not trained on, not scored)
+RULE_POST_EVENT = "post-event"  # t >= min(t_r + alert_s, t_event): excluded (not trained on, not scored)
 RULE_ALERT_NON_EGO = "alert->observe:non-ego"  # ego_involved is False: never ALERT the driver
 RULE_ALERT_GATE_LOW = "alert->observe:gate-below-alert-min"
 RULE_ALERT_GATE_MISSING = "alert->observe:gate-missing"  # gated, no gate score in the lookback interval
@@ -63,13 +63,26 @@ def effective_t_event(t_risky_s: float | None, t_event_s: float | None, labels: 
     return t_risky_s + labels.alert_s
 
 
-def window_action(t: float, t_r: float, labels: LabelsConfig) -> tuple[str, str, bool]:
+def alert_end(t_r: float, t_event: float | None, labels: LabelsConfig) -> float:
+    """Where a positive clip's ALERT window ends: min(t_r + alert_s, t_event).
+
+    An alert after the collision helps nobody, and real annotations often put the risky time less
+    than alert_s before the collision (most DoTA consensus rows, many Nexar clips).
+    """
+    end = t_r + labels.alert_s
+    return end if t_event is None else min(end, t_event)
+
+
+def window_action(
+    t: float, t_r: float, labels: LabelsConfig, t_event: float | None = None
+) -> tuple[str, str, bool]:
     """The risky-time + 2 s rule for one tick of a positive clip: (action, rule, excluded).
 
-    Post-event ticks keep the action SILENT (the column is not nullable) but are excluded, so no
+    Ticks at or after `alert_end` (the collision, or t_r + alert_s if that comes first) are
+    post-event: they keep the action SILENT (the column is not nullable) but are excluded, so no
     loss and no metric ever sees them.
     """
-    if t >= t_r + labels.alert_s - TIME_EPS:
+    if t >= alert_end(t_r, t_event, labels) - TIME_EPS:
         return SILENT, RULE_POST_EVENT, True
     if t >= t_r - TIME_EPS:
         return ALERT, RULE_ALERT, False
@@ -78,9 +91,17 @@ def window_action(t: float, t_r: float, labels: LabelsConfig) -> tuple[str, str,
     return SILENT, RULE_BEFORE_WINDOW, False
 
 
-def danger_target(t: float, t_r: float | None, ego_involved: bool | None, labels: LabelsConfig) -> float:
-    """Danger regression target: 0 before t_r - observe_s, linear to 0.5 at t_r, to 1.0 at t_r + alert_s.
+def danger_target(
+    t: float,
+    t_r: float | None,
+    ego_involved: bool | None,
+    labels: LabelsConfig,
+    t_event: float | None = None,
+) -> float:
+    """Danger regression target: 0 before t_r - observe_s, linear to 0.5 at t_r, to 1.0 at the alert end.
 
+    The alert end is min(t_r + alert_s, t_event) (`alert_end`): the target reaches 1.0 at the
+    collision when that comes first, and stays 1.0 after (those ticks are excluded anyway).
     `t_r` None means a negative clip (0 everywhere). Only a clip known not to involve the ego
     vehicle (ego_involved False) is capped at labels.non_ego_danger_cap; unknown involvement
     is not capped, the gate decides its actions instead.
@@ -88,12 +109,13 @@ def danger_target(t: float, t_r: float | None, ego_involved: bool | None, labels
     if t_r is None:
         return 0.0
     start = t_r - labels.observe_s
+    end = alert_end(t_r, t_event, labels)
     if t < start - TIME_EPS:
         d = 0.0
     elif t < t_r - TIME_EPS:
         d = 0.5 * (t - start) / labels.observe_s  # observe_s > 0 here, else this branch is empty
-    elif t < t_r + labels.alert_s - TIME_EPS:
-        d = 0.5 + 0.5 * (t - t_r) / labels.alert_s
+    elif t < end - TIME_EPS:
+        d = 0.5 + 0.5 * (t - t_r) / (end - t_r)  # end > t_r here, else this branch is empty
     else:
         d = 1.0
     d = min(max(d, 0.0), 1.0)
@@ -198,9 +220,11 @@ def label_clip(
 
     `gate` maps tick time to p_collision (None: no score); it is only read when `gated` is true,
     and None there means "no gate scores at all" (every gated check then fails as gate-missing).
-    Labels depend on t_r only: the event time matters for scoring, see `effective_t_event`.
+    ALERT ends at min(t_r + alert_s, t_event) (`alert_end`); a clip without event time uses
+    t_r + alert_s (`effective_t_event`).
     """
     t_r = _risky_time(clip)
+    t_e = effective_t_event(t_r, clip.get("t_event_s"), labels) if t_r is not None else None
     ego = clip.get("ego_involved")
     times = tick_times(int(clip["n_frames"]), float(clip["fps"]), ticks, window)
     alert_rule = gated_alert_rule(ego, gated, gate, t_r, labels, gate_cfg) if t_r is not None else None
@@ -211,14 +235,15 @@ def label_clip(
         if t_r is None:
             action, rule, excluded = SILENT, RULE_NEGATIVE, False
         else:
-            action, rule, excluded = window_action(t, t_r, labels)
+            action, rule, excluded = window_action(t, t_r, labels, t_e)
             if action == ALERT and alert_rule is not None:
                 action, rule = OBSERVE, alert_rule
             elif action == OBSERVE and gated:
                 why = gated_observe_rule(_gate_at(gate or {}, t), gate_cfg)
                 if why is not None:
                     action, rule = SILENT, why
-        row.update(action=action, rule=rule, excluded=excluded, danger=danger_target(t, t_r, ego, labels))
+        danger = danger_target(t, t_r, ego, labels, t_e)
+        row.update(action=action, rule=rule, excluded=excluded, danger=danger)
         rows.append(row)
     return rows
 

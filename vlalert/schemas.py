@@ -57,6 +57,22 @@ REJECTED = pa.schema(
     ]
 )
 
+# One row per row of a BADAS consensus CSV: what ingest did with it (applied, applied and flagged
+# less2s, not applied because the CSV marks it excluded, rejected, or naming no clip), and whether
+# the clip is one that peers evaluate on (kept out of train/val by the benchmark).
+CONSENSUS_DECISIONS: tuple[str, ...] = ("applied", "applied-less2s", "excluded", "rejected", "unmatched")
+CONSENSUS = pa.schema(
+    [
+        _f("video_id", pa.string()),  # the project's clip id (the CSV's id mapped by the source kind)
+        _f("csv_id", pa.string()),  # the id as the CSV writes it
+        _f("csv_file", pa.string()),
+        _f("decision", pa.string()),
+        _f("article_category", pa.string(), nullable=True),
+        _f("peer_test", pa.bool_()),  # a peer evaluates on this clip: never in train or val
+        _f("reason", pa.string()),
+    ]
+)
+
 GATE = pa.schema(
     [
         _f("video_id", pa.string()),
@@ -190,6 +206,7 @@ PREDICTIONS = pa.schema(
 SCHEMAS: dict[str, pa.Schema] = {
     "videos": VIDEOS,
     "rejected": REJECTED,
+    "consensus": CONSENSUS,
     "gate": GATE,
     "labels": LABELS,
     "benchmark": BENCHMARK,
@@ -203,6 +220,7 @@ SCHEMAS: dict[str, pa.Schema] = {
 # Columns whose values come from a closed set.
 ENUMS: dict[str, dict[str, tuple[str, ...]]] = {
     "labels": {"action": ACTIONS},
+    "consensus": {"decision": CONSENSUS_DECISIONS},
     "benchmark": {"action": ACTIONS, "split": ("train", "val", "test")},
     "scores": {"policy": POLICIES, "action": ACTIONS, "label": ACTIONS},
     "summary": {"policy": POLICIES},

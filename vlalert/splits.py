@@ -47,13 +47,17 @@ def assign_split(
 ) -> str:
     """The split of one clip.
 
-    split_map maps the source's official split to a split, to "hash" (stable hash over the three
+    split_map maps the source's official split to a split (an official "train", "val" or "test"
+    that the map does not name is used as it is), to "hash" (stable hash over the three
     fractions) or to "trainval" (stable hash over train and val in proportion
     fractions[train]:fractions[val], for sources whose official test split is kept as test).
     A clip without official split, or with one the map does not name, is hashed over all three.
     A prefix clip `{id}#prefix` hashes its parent's id, so it always lands in its parent's split.
     """
-    target = split_map.get(official_split, "hash") if official_split is not None else "hash"
+    if official_split is None:
+        target = "hash"
+    else:  # an official split named like ours is used as published unless the map says otherwise
+        target = split_map.get(official_split, official_split if official_split in SPLITS else "hash")
     if target in SPLITS:
         return target
     u = stable_uniform(parent_id(video_id), salt)

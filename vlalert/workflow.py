@@ -10,7 +10,10 @@ key that is not part of its params.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
+import os
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,23 +60,26 @@ def stage_params(cfg: WorkflowConfig, stage: str, source: str | None = None) -> 
             "root": src.root,
             "annotations": src.annotations,
             "consensus": src.consensus,
+            "consensus_clock_fps": src.consensus_clock_fps,
+            "split_files": src.split_files,
+            "videos": src.videos,
             "strict": cfg.strict,
         }
     if stage == "gate":
         assert src is not None and source is not None
-        provider = cfg.gate_provider(source)
+        chain = cfg.gate_chain(source)
         return {
-            "provider": provider,
-            "scene_truth": src.scene_truth if provider == "scene" else None,
-            "gate_scores": src.gate_scores if provider == "scores_file" else None,
-            "consensus_ramp_s": cfg.gate.consensus_ramp_s if provider == "consensus" else None,
+            "provider": chain,
+            "scene_truth": src.scene_truth if "scene" in chain else None,
+            "gate_scores": src.gate_scores if "scores_file" in chain else None,
+            "consensus_ramp_s": cfg.gate.consensus_ramp_s if "consensus" in chain else None,
             # what changes the scores (weights, windows, temperature), not how fast they are computed
             "badas": {
                 k: v
                 for k, v in cfg.gate.badas.model_dump().items()
                 if k not in ("progress", "batch_size", "cache_dir", "device")
             }
-            if provider == "badas"
+            if "badas" in chain
             else None,
             "ticks": cfg.ticks.model_dump(),
             "window": cfg.window.model_dump(),
@@ -117,6 +123,7 @@ def stage_params(cfg: WorkflowConfig, stage: str, source: str | None = None) -> 
         return {
             "splits": cfg.splits.model_dump(),
             "split_maps": {name: cfg.sources[name].split_map for name in cfg.enabled_sources()},
+            "strict": cfg.strict,
         }
     if stage == "tiny_model":
         # what build_tiny_model reads: widths and seed, the prompt texts (tokenizer corpus), geometry
@@ -138,11 +145,53 @@ def config_for_job(snakemake: Any, stage: str, source: str | None = None) -> Wor
     return cfg
 
 
+LOG_RESERVE_BYTES = 1 << 20
+
+
+def _reserve_space(path: Path) -> Path | None:
+    """A ballast file of LOG_RESERVE_BYTES beside the log, freed when the job fails.
+
+    On a full disk the log file cannot grow either; deleting the ballast first gives the failure
+    message room, so the reason lands in the job's own log, not only on Snakemake's stderr.
+    """
+    try:
+        with open(path, "wb") as fh:
+            fh.write(b"\0" * LOG_RESERVE_BYTES)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError:
+        path.unlink(missing_ok=True)
+        return None
+    return path
+
+
+def _failure_lines(err: BaseException) -> list[str]:
+    """What a user needs beyond the traceback: for a full disk, which file system and how full."""
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = Path(err.filename) if err.filename else Path.cwd()
+        probe = next((p for p in (where, *where.parents) if p.exists()), Path.cwd())
+        try:
+            free = shutil.disk_usage(probe).free
+        except OSError:
+            free = -1
+        return [
+            f"disk full (errno {err.errno}, {os.strerror(err.errno)}) writing {err.filename or '?'}: "
+            f"{free / 1e9:.2f} GB free on the file system of {probe}; free space (or point `results` "
+            "elsewhere) and rerun: completed outputs are kept, the partial ones were removed"
+        ]
+    return []
+
+
 @contextlib.contextmanager
 def job_logging(log_path: str | Path) -> Iterator[logging.Logger]:
-    """Send logging, warnings and progress bars (stderr) of one job to its rule's log file."""
+    """Send logging, warnings and progress bars (stderr) of one job to its rule's log file.
+
+    Every way a job can fail ends up in that file: an exception with its traceback (a full disk
+    named as such), and a `SystemExit` with its message.
+    """
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    ballast = _reserve_space(log_path.with_name(f".{log_path.name}.reserve"))
     with open(log_path, "w") as fh, contextlib.redirect_stderr(fh):
         handler = logging.StreamHandler(fh)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -150,12 +199,27 @@ def job_logging(log_path: str | Path) -> Iterator[logging.Logger]:
         root.addHandler(handler)
         root.setLevel(logging.INFO)
         logging.captureWarnings(True)
+        log = logging.getLogger("vlalert")
         try:
-            yield logging.getLogger("vlalert")
-        except Exception:
-            logging.getLogger("vlalert").exception("job failed")
+            yield log
+        except BaseException as err:
+            if ballast is not None:
+                ballast.unlink(missing_ok=True)
+                ballast = None
+            if isinstance(err, SystemExit):
+                if err.code not in (None, 0):
+                    log.error("job failed: %s", err.code)
+            elif isinstance(err, KeyboardInterrupt):
+                log.error("job interrupted")
+            else:
+                for line in _failure_lines(err):
+                    log.error("%s", line)
+                log.exception("job failed")
             raise
         finally:
+            if ballast is not None:
+                ballast.unlink(missing_ok=True)
             root.removeHandler(handler)
-            fh.flush()
-            sys.stderr.flush()
+            with contextlib.suppress(OSError):  # a flush that fails must not hide the job's own error
+                fh.flush()
+                sys.stderr.flush()

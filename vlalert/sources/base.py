@@ -45,6 +45,10 @@ class Annotation:
     annotation_file: str  # the file this annotation came from (named in rejection reasons)
     n_frames: int | None = None  # frame count the annotation claims, checked against the video
     meta: dict[str, Any] = field(default_factory=dict)
+    # The clock each time was written on: {"t_event_s": 20.0} means t_event_s * 20 is a frame index,
+    # so ingest places it at t_event_s * 20 / fps seconds of the probed video. A time without an
+    # entry is already in seconds of the video (e.g. Nexar's CSV). Frame indices are the truth.
+    clock_fps: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,13 @@
 """DAD (Dashcam Accident Dataset): 100-frame, 20 fps mp4 clips and no annotation file.
 
 The folder says it all: `videos/{training|testing}/{positive|negative}/NNNNNN.mp4`. Positives have
-the accident at frame 90 (4.5 s) by the dataset's construction; DAD gives no risky time, so it is
-the event minus 2 s unless consensus labels give one, and no ego flag (None unless consensus).
+the accident at frame 90 by the dataset's construction (a frame index: 4.5 s at the container's
+20 fps); DAD gives no risky time, so it is 40 frames (2 s at 20 fps) before the accident unless
+consensus labels give one, and no ego flag (None unless consensus).
+
+The BADAS consensus CSV for DAD writes its times on a 30 fps clock (CONSENSUS_CLOCK_FPS): checked on
+the real clips 000478, 000487 and 000512, whose consensus collision times 2.76, 3.08 and 3.00 s are
+frames 83, 92 and 90 at 30 fps (contact visible) and frames 55, 62 and 60 at 20 fps (no contact).
 """
 
 from __future__ import annotations
@@ -11,11 +16,13 @@ from pathlib import Path
 
 from vlalert.config import SourceConfig
 from vlalert.sources.base import Annotation, Rejection
-from vlalert.sources.common import FieldError, provenance, reject, times_from
+from vlalert.sources.common import FieldError, provenance, reason, reject, times_from
 
 FPS = 20.0
 EVENT_FRAME = 90
 RISKY_LEAD_S = 2.0
+CONSENSUS_CLOCK_FPS = 30.0  # see the module docstring and README "Clocks"
+PEER_TEST_SPLITS: tuple[str, ...] = ("testing",)
 SPLITS: tuple[str, ...] = ("training", "testing")
 LABELS: tuple[str, ...] = ("positive", "negative")
 ID_DIGITS = 6
@@ -31,10 +38,11 @@ def parse_file(name: str, video: Path, split: str, label: str) -> Annotation:
         raise FieldError("file name", f"{video.name!r} is not a clip number NNNNNN.mp4")
     positive = label == "positive"
     t_event = EVENT_FRAME / FPS if positive else None
-    t_risky = t_event - RISKY_LEAD_S if t_event is not None else None
+    lead = round(RISKY_LEAD_S * FPS)
+    t_risky = (EVENT_FRAME - lead) / FPS if positive else None
     prov = {
-        "t_risky_s": provenance(video, f"event - {RISKY_LEAD_S:g} s (DAD convention)", "dad-default"),
-        "t_event_s": provenance(video, f"frame {EVENT_FRAME} at {FPS:g} fps (DAD convention)", "dad-default"),
+        "t_risky_s": provenance(video, f"frame {EVENT_FRAME - lead} (event - {lead} frames)", "dad-default"),
+        "t_event_s": provenance(video, f"frame {EVENT_FRAME} (DAD convention)", "dad-default"),
     }
     return Annotation(
         video_id=video_id(split, label, int(video.stem)),
@@ -56,7 +64,57 @@ def parse_file(name: str, video: Path, split: str, label: str) -> Annotation:
             "times_from": times_from(prov, t_risky, t_event),
             "ego_from": None,
         },
+        # Frame indices on DAD's own 20 fps clock: ingest places them on the probed file's fps.
+        clock_fps={"t_risky_s": FPS, "t_event_s": FPS} if positive else {},
     )
+
+
+def _stray(
+    name: str, split: str, label: str, folder: Path, file: Path, what: str, clip: str = ""
+) -> Rejection:
+    """A file in a clip folder that is not taken as a clip; its id names the file unless `clip` is given."""
+    clip = clip or f"{split}-{label}-{file.relative_to(folder).as_posix()}"
+    return Rejection(clip, name, str(file), reason(file, clip, "file name", what))
+
+
+def discover(name: str, folder: Path, split: str, label: str) -> tuple[list[Path], list[Rejection]]:
+    """The clip files of one `{split}/{label}` folder, and a Rejection for every other file in it.
+
+    A clip is a `.mp4` directly in the folder. Anything else (another extension, `.MP4`, a file in a
+    subfolder) is recorded, not skipped. Two files of one clip number (`000296.mp4`, `0000296.mp4`):
+    the canonical NNNNNN name is the clip and the other is rejected; without it, both are rejected.
+    """
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    videos: list[Path] = []
+    rejections: list[Rejection] = []
+    by_number: dict[int, list[Path]] = {}
+    for file in files:
+        if file.parent != folder:
+            what = f"in a subfolder: DAD clips lie directly in {folder} as NNNNNN.mp4; move or remove it"
+            rejections.append(_stray(name, split, label, folder, file, what))
+        elif file.suffix != ".mp4":
+            hint = f"; rename it to {file.stem}.mp4" if file.suffix.lower() == ".mp4" else ""
+            what = f"not a DAD clip: extension {file.suffix or '(none)'!r}, DAD clips are NNNNNN.mp4{hint}"
+            rejections.append(_stray(name, split, label, folder, file, what))
+        elif file.stem.isdigit():
+            by_number.setdefault(int(file.stem), []).append(file)
+        else:
+            videos.append(file)  # parse_file rejects the name
+    for number, same in sorted(by_number.items()):
+        canonical = folder / f"{number:0{ID_DIGITS}d}.mp4"
+        if len(same) == 1:
+            videos += same
+            continue
+        names = ", ".join(f.name for f in same)
+        if canonical in same:
+            videos.append(canonical)
+            what = f"clip number {number} is also given by {canonical.name}, which is kept ({names})"
+            rejections += [_stray(name, split, label, folder, f, what) for f in same if f != canonical]
+        else:
+            what = f"clip number {number} is given by {names}: keep one, named {canonical.name}"
+            clip = video_id(split, label, number)
+            rejections += [_stray(name, split, label, folder, f, what, clip) for f in same]
+    return sorted(videos), rejections
 
 
 def read_annotations(
@@ -77,7 +135,9 @@ def read_annotations(
     annotations: list[Annotation] = []
     rejections: list[Rejection] = []
     for split, label, folder in present:
-        for video in sorted(folder.glob("*.mp4")):
+        videos, strays = discover(name, folder, split, label)
+        rejections += strays
+        for video in videos:
             try:
                 annotations.append(parse_file(name, video, split, label))
             except FieldError as err:

@@ -10,6 +10,7 @@ Categories 1-18 are the paper's "ego-car involved" group; consensus labels overr
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ from vlalert.sources.common import (
 )
 
 FPS = 30.0
+CONSENSUS_CLOCK_FPS = 30.0  # the clips' own clock (no evidence of another; README "Clocks")
+PEER_TEST_SPLITS: tuple[str, ...] = ("test",)
 DEFAULT_FILES: tuple[str, ...] = ("DADA2000_video_annotations.xlsx", "DADA2000_video_annotations.csv")
 EGO_CATEGORIES = range(1, 19)
 
@@ -95,12 +98,31 @@ def _table(rows: Iterable[Iterable[Any]], path: Path) -> list[dict[str, Any]]:
     )
 
 
+def _csv_delimiter(first_line: str) -> str:
+    """',' or ';' (spreadsheet exports in many locales, where the decimal comma takes ',').
+
+    Counting separators would mislead: DADA's own header names hold commas ("weather(sunny,rainy,...").
+    The delimiter is the one that splits the header into cells holding `video` and `type`.
+    """
+    for delimiter in (";", ","):
+        cells = {_clean_header(c) for c in next(csv.reader([first_line], delimiter=delimiter), [])}
+        if VIDEO in cells and TYPE in cells:
+            return delimiter
+    return ","
+
+
 def read_sheet(path: Path) -> list[dict[str, Any]]:
-    """The annotation table of the xlsx (second sheet) or of its CSV export, as header -> cell dicts."""
+    """The annotation table of the xlsx or of its CSV export (`,` or `;`), as header -> cell dicts.
+
+    The published workbook holds the table on its second sheet (the first is a legend), but copies
+    re-saved by users move it: every sheet is searched, and the first holding the header is read.
+    """
     if path.suffix.lower() == ".csv":
         try:
             with open(path, newline="", encoding="utf-8-sig") as fh:
-                return _table(csv.reader(fh), path)
+                delimiter = _csv_delimiter(fh.readline())
+                fh.seek(0)
+                return _table(csv.reader(fh, delimiter=delimiter), path)
         except UnicodeDecodeError as err:
             raise ValueError(f"{path}: not a text CSV file ({err})") from None
     import openpyxl
@@ -110,14 +132,47 @@ def read_sheet(path: Path) -> list[dict[str, Any]]:
     except Exception as err:  # zipfile.BadZipFile, InvalidFileException, KeyError ...
         raise ValueError(f"{path}: not a readable xlsx workbook: {err}") from None
     try:
-        if len(wb.worksheets) < 2:
-            raise ValueError(
-                f"{path}: has {len(wb.worksheets)} sheet(s); the DADA-2000 annotation table is expected "
-                "on the second sheet (the first is the legend)"
-            )
-        return _table(wb.worksheets[1].iter_rows(values_only=True), path)
+        problems = []
+        for sheet in wb.worksheets:
+            try:
+                return _table(sheet.iter_rows(values_only=True), path)
+            except ValueError as err:
+                problems.append(f"sheet {sheet.title!r}: {str(err).removeprefix(f'{path}: ')}")
+        raise ValueError(f"{path}: no sheet holds the DADA-2000 annotation table ({'; '.join(problems)})")
     finally:
         wb.close()
+
+
+def read_split_files(files: dict[str, str]) -> dict[str, str]:
+    """clip id -> official split from DADA-2000's `{train,val,test}_file.json` lists.
+
+    Entries are `[["<category>", "<video>"], "<index>"]`, e.g. `[["1","022"],"001"]` names clip `1_022`.
+    A clip listed in two splits is an error naming both files.
+    """
+    out: dict[str, str] = {}
+    where: dict[str, str] = {}
+    for split, file in files.items():
+        path = Path(file)
+        try:
+            entries = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: DADA-2000 split file for {split!r} not found") from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"{path}: not a JSON split list ({err})") from None
+        if not isinstance(entries, list):
+            raise ValueError(f"{path}: expected a JSON list of [[category, video], index] entries")
+        for i, entry in enumerate(entries):
+            try:
+                (category, video), _index = entry
+                clip = f"{int(category)}_{int(video):03d}"
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f'{path}: entry {i}: {entry!r} is not [["<category>", "<video>"], "<index>"]'
+                ) from None
+            if clip in out and out[clip] != split:
+                raise ValueError(f"{path}: clip {clip} is also listed in {where[clip]} ({out[clip]})")
+            out[clip], where[clip] = split, str(path)
+    return out
 
 
 def _frame(row: dict[str, Any], column: str) -> int | None:
@@ -153,6 +208,7 @@ def parse_row(name: str, row: dict[str, Any], sheet: Path, root: Path) -> Annota
         "ego_involved": provenance(sheet, TYPE, "dada-category"),
     }
     video_id = f"{category}_{video:03d}"
+    frame_clock = {k: FPS for k, v in (("t_risky_s", t_risky), ("t_event_s", t_event)) if v is not None}
     return Annotation(
         video_id=video_id,
         source=name,
@@ -174,6 +230,7 @@ def parse_row(name: str, row: dict[str, Any], sheet: Path, root: Path) -> Annota
             "times_from": times_from(prov, t_risky, t_event),
             "ego_from": "dada-category",
         },
+        clock_fps=frame_clock,  # frame numbers
     )
 
 
@@ -224,6 +281,7 @@ def read_annotations(
     annotations: list[Annotation] = []
     rejections: list[Rejection] = []
     named: set[str] = set()
+    splits = read_split_files(src.split_files) if src.split_files else {}
     # Line numbers are counted from the first table row; they only label rows without a usable id.
     for line, row in enumerate(read_sheet(sheet), start=1):
         named.add(_row_id(row, line))
@@ -242,6 +300,7 @@ def read_annotations(
                 rejections.append(reject(name, ann.video_id, images, sheet, FieldError(VIDEO, what)))
                 continue
             ann.path = str(folder)
+        ann.official_split = splits.get(ann.video_id)
         annotations.append(ann)
     if check_videos and root.is_dir():
         rejections += _unannotated(name, root, named, sheet)

@@ -19,6 +19,7 @@ from vlalert.sources.base import Annotation, Rejection
 from vlalert.sources.common import (
     FieldError,
     annotation_candidates,
+    confined,
     frame_folder,
     json_value,
     parse_float,
@@ -31,6 +32,11 @@ from vlalert.sources.common import (
 )
 
 FPS = 10.0
+# The BADAS consensus CSV for DoTA writes times on DoTA's own 10 fps clock: on the real val metadata
+# its collision times lie a median 1.0 s after anomaly_start and none past the clip's end (on a
+# 30 fps clock 511 of 598 would be past the end).
+CONSENSUS_CLOCK_FPS = 10.0
+PEER_TEST_SPLITS: tuple[str, ...] = ("val",)  # DoTA publishes train/val; peers report on val
 DEFAULT_FILES: tuple[str, ...] = ("metadata_train.json", "metadata_val.json")
 FIELDS: tuple[str, ...] = (
     "video_start",
@@ -57,6 +63,8 @@ def parse_class(value: Any) -> tuple[bool, str]:
 
 
 def parse_entry(name: str, clip_name: str, entry: Any, meta_file: Path, root: Path) -> Annotation:
+    for base, file in ((root / "frames", clip_name), (root / "videos", f"{clip_name}.mp4")):
+        confined(base, file, KEY_FIELD)  # the key is joined into paths below and in _locate
     if not isinstance(entry, dict):
         raise FieldError(
             KEY_FIELD, f"entry is a {type(entry).__name__}, expected an object with {list(FIELDS)}"
@@ -92,6 +100,7 @@ def parse_entry(name: str, clip_name: str, entry: Any, meta_file: Path, root: Pa
             "times_from": times_from(prov, t_risky, None),
             "ego_from": "annotation",
         },
+        clock_fps={"t_risky_s": FPS},  # anomaly_start is a frame index
     )
 
 

@@ -27,6 +27,8 @@ from vlalert.sources.common import (
 )
 
 FPS = 30.0
+CONSENSUS_CLOCK_FPS: float | None = None  # no BADAS consensus file for Nexar: seconds of the video
+PEER_TEST_SPLITS: tuple[str, ...] = ("test-public", "test-private")
 SPLITS: tuple[str, ...] = ("train", "test-public", "test-private")
 COLUMNS: tuple[str, ...] = ("id", "time_of_event", "time_of_alert", "target")
 
@@ -71,6 +73,9 @@ def parse_row(name: str, row: dict[str, str], split: str, csv_path: Path, root: 
         raise FieldError("target", f"{row.get('target')!r} is not 0 or 1")
     t_event = parse_float(row.get("time_of_event"), "time_of_event")
     t_alert = parse_float(row.get("time_of_alert"), "time_of_alert")
+    if target == 1 and t_event is None:
+        # Never invent an event time: without it there is no post-event cut and no scoring window.
+        raise FieldError("time_of_event", "positive clip (target 1) without time_of_event")
     prov = {
         "t_risky_s": provenance(csv_path, "time_of_alert", "annotation"),
         "t_event_s": provenance(csv_path, "time_of_event", "annotation"),

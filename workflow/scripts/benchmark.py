@@ -12,7 +12,14 @@ with job_logging(snakemake.log[0]) as log:
     videos = {s: read_table("videos", p) for s, p in zip(sources, snakemake.input.videos, strict=True)}
     rejected = {s: read_table("rejected", p) for s, p in zip(sources, snakemake.input.rejected, strict=True)}
     beliefs = {s: read_table("beliefs", p) for s, p in zip(sources, snakemake.input.beliefs, strict=True)}
-    tables, manifest = build_benchmark(labels, videos, rejected, cfg, beliefs)
+    consensus = {
+        s: read_table("consensus", p) for s, p in zip(sources, snakemake.input.consensus, strict=True)
+    }
+    tables, manifest = build_benchmark(labels, videos, rejected, cfg, beliefs, consensus)
+    for warning in manifest["warnings"]:
+        log.warning("%s", warning)
+    for source, moved in manifest["moved_to_test"].items():
+        log.warning("%s: %d clip(s) peers evaluate on moved to test: %s", source, len(moved), moved)
     paths = {split: write_table("benchmark", tables[split], snakemake.output[split]) for split in tables}
     manifest = finalize_manifest(manifest, paths)
     write_manifest(manifest, snakemake.output.manifest)

@@ -9,13 +9,15 @@ source = snakemake.wildcards.source
 with job_logging(snakemake.log[0]) as log:
     cfg = config_for_job(snakemake, "gate", source)
     videos = read_table("videos", snakemake.input.videos)
-    provider = cfg.gate_provider(source)
-    table = gate_scores(videos, provider, cfg.sources[source], cfg)
+    chain = cfg.gate_chain(source)
+    table = gate_scores(videos, chain, cfg.sources[source], cfg)
     write_table("gate", table, snakemake.output.gate)
+    by_provider = table.group_by("provider").aggregate([("video_id", "count_distinct")]).to_pylist()
     log.info(
-        "gate %s (%s): %d ticks, %d without score",
+        "gate %s (chain %s): %d ticks, %d without score; clips per provider %s",
         source,
-        provider,
+        " -> ".join(chain),
         table.num_rows,
         table.column("p_collision").null_count,
+        {r["provider"]: r["video_id_count_distinct"] for r in by_provider},
     )

@@ -1,7 +1,9 @@
 """The `vlalert` command line: small tools around the workflow (the workflow itself is `snakemake`).
 
 - `vlalert check-config FILE`: validate a config, then show what `snakemake` would run with it;
-- `vlalert predict VIDEO --run RESULTS_DIR`: run a trained run on any video (vlalert.predict).
+- `vlalert predict VIDEO --run RESULTS_DIR`: run a trained run on any video (vlalert.predict);
+- `vlalert convert-badas IN.pth OUT_DIR`: Open-BADAS's released checkpoint -> safetensors
+  (vlalert.badas.convert).
 
 Exit codes: 0 success, 2 an input that cannot be used (invalid config, missing run, unreadable or
 too short video; one line on stderr naming the path), 1 the Snakemake dry run failed.
@@ -140,6 +142,21 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- convert-badas
+
+
+def _convert_badas(args: argparse.Namespace) -> int:
+    from vlalert.badas.convert import ConvertError, convert_checkpoint, read_config_file, summary
+
+    try:
+        config = read_config_file(args.config) if args.config else None
+        result = convert_checkpoint(args.checkpoint, args.out_dir, config)
+    except (ConvertError, OSError) as err:
+        return _fail(_one_line(err))
+    print(summary(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vlalert", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"vlalert {__version__}")
@@ -166,6 +183,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--device", choices=("auto", "cpu", "cuda"), default=None, help="default: cache.device of the config"
     )
     pred.set_defaults(func=_predict)
+
+    conv = sub.add_parser(
+        "convert-badas",
+        help="Open-BADAS's released .pth (read with torch.load weights_only=True) -> "
+        "model.safetensors + config.json",
+    )
+    conv.add_argument(
+        "checkpoint", metavar="IN.pth", help="e.g. weights/badas_open.pth from nexar-ai/BADAS-Open"
+    )
+    conv.add_argument("out_dir", metavar="OUT_DIR", help="directory for model.safetensors + config.json")
+    conv.add_argument(
+        "--config",
+        default=None,
+        metavar="CONFIG_JSON",
+        help="a BADAS model config JSON (default: the released ViT-L/16); the checkpoint's own head "
+        "hyper-parameters apply on top, as in Open-BADAS's loader",
+    )
+    conv.set_defaults(func=_convert_badas)
     return parser
 
 

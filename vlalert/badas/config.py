@@ -19,7 +19,8 @@ class BadasConfig(BaseModel):
     """Where the Open-BADAS weights are and how the provider runs them.
 
     Weights: either `model_path` (a directory holding config.json + model.safetensors, or a
-    .safetensors file with its config.json beside it or at `config_path`), or `hub_repo` at a pinned
+    .safetensors file with its config.json beside it or at `config_path`; the released
+    `badas_open.pth` is converted once with `vlalert convert-badas`), or `hub_repo` at a pinned
     `hub_revision` (files `hub_weights` and `hub_config` fetched once with `hf_hub_download` into the
     Hugging Face cache, or `cache_dir`). Neither is needed unless the provider is actually `badas`;
     `check_weights_source` says what is missing.
@@ -42,9 +43,14 @@ class BadasConfig(BaseModel):
     temperature: float | None = Field(None, gt=0)  # None: the temperature in the weights' config.json
     frames: int = Field(BADAS_FRAMES, ge=1, le=128)  # samples per window; a multiple of the tubelet size
     sample_fps: float = Field(BADAS_SAMPLE_FPS, gt=0, le=120)  # samples are 1/sample_fps s apart
-    # A window whose first sample falls before the clip's first frame: "null" gives no score there
-    # (the BADAS practice), "repeat_first" pads by repeating frame 0 and scores it anyway.
-    incomplete_window: Literal["null", "repeat_first"] = "null"
+    # badas: Open-BADAS's own timing (a tick at t takes the score of 8 fps sample floor(8t), whose
+    # window is the 16 samples before it, frames int(round(i * fps / 8))); latest: the window's last
+    # sample at t itself, frames floor(time * fps). See vlalert.badas.windows.
+    timing: Literal["badas", "latest"] = "badas"
+    # A window that reaches before the clip's first frame (ticks before 2 s): "null" gives no score
+    # there (Open-BADAS's per-frame output is NaN for its first 16 samples), "black" pads it with
+    # black frames (their pad_window_frames), "repeat_first" with frame 0.
+    incomplete_window: Literal["null", "black", "repeat_first"] = "null"
     progress: bool = True  # tqdm bar over clips
 
     @model_validator(mode="after")

@@ -156,7 +156,7 @@ def test_truncated_jpeg_frame_is_rejected(tmp_path):
         )
     last = folder / "0002.jpg"
     last.write_bytes(last.read_bytes()[:200])
-    with pytest.raises(VideoError, match="0002.jpg: unreadable frame image"):
+    with pytest.raises(VideoError, match=r"frame 2 \(0002\.jpg\): unreadable frame image"):
         probe_video(folder, fps_hint=30.0)
 
 

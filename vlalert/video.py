@@ -3,11 +3,18 @@
 Some sources ship frames as image folders (DoTA, DADA-2000), others as mp4 (Nexar, DAD); every
 later stage reads both through `read_frames`, so the difference ends here.
 
-`probe_video` is the ingest gate: a clip it accepts can be read from its first to its last frame.
-Checking only that a file opens is not enough, because a cut-off mp4 whose index sits at the front
-("faststart") opens without error in decord and simply reports fewer frames than the container
-header declares. So the probe compares decord's readable frame count with the header's count (via
-PyAV) and decodes the first and the last frame.
+`probe_video` is the ingest gate: a clip it accepts can be read at every frame. Checking only that
+a file opens is not enough: a cut-off mp4 whose index sits at the front ("faststart") opens without
+error in decord and simply reports fewer frames than the container header declares, and damage in
+the middle of a clip (a broken JPEG in a frame folder, a damaged packet mid-mp4, a frame of another
+size, a gap or a duplicate in the frame numbers, a variable frame rate) is invisible from the first
+and last frames. So the probe compares decord's readable frame count with the header's count (via
+PyAV) and then verifies every frame in one sequential pass (`verify_frames`): each clip is decoded
+exactly once, and a clip that fails is rejected with the frame named.
+
+Readers after ingest (SFT, cache, predict, the BADAS gate) still meet files that changed or broke
+after ingest; `VideoFrames.read` turns any frame it cannot read into a `FrameReadError` that names the
+file and the frame (and the clip, once a caller adds it with `FrameReadError.for_clip`).
 """
 
 from __future__ import annotations
@@ -28,6 +35,31 @@ IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".png"})
 
 class VideoError(Exception):
     """A clip that cannot be used; the message names the file and says what is wrong with it."""
+
+
+class FrameReadError(VideoError):
+    """One frame of a clip cannot be read (decoded, or of the clip's size); the message names the
+    file, the frame index and, where the caller knows it, the clip id.
+
+    The message is the only positional argument, so the error survives a DataLoader worker (which
+    re-raises `type(err)(message)` in the main process) and pickling.
+    """
+
+    def __init__(
+        self, message: str, *, path: str | None = None, frame: int | None = None, clip: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.path, self.frame, self.clip = path, frame, clip
+
+    def for_clip(self, clip: str, detail: str = "") -> FrameReadError:
+        """The same error with the clip id (and e.g. the tick) in front of the message."""
+        where = f"clip {clip}{f' ({detail})' if detail else ''}"
+        return FrameReadError(f"{where}: {self}", path=self.path, frame=self.frame, clip=clip)
+
+
+# A frame whose container timestamp is further than this (in frames) from index / fps is placed at
+# the wrong time by every stage that turns frame indices into seconds: such a clip is rejected.
+VFR_TOLERANCE_FRAMES = 0.5
 
 
 @dataclass(frozen=True)
@@ -52,6 +84,49 @@ def list_frame_files(folder: str | os.PathLike[str]) -> list[Path]:
     folder = Path(folder)
     files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
     return sorted(files, key=lambda p: _natural_key(p.name))
+
+
+def frame_number(file: Path) -> int | None:
+    """The frame number a frame file's name carries: its last run of digits ("clip_000012.jpg" -> 12)."""
+    runs = re.findall(r"\d+", file.stem)
+    return int(runs[-1]) if runs else None
+
+
+def check_frame_numbers(folder: Path, files: Sequence[Path]) -> None:
+    """Frame files (in `list_frame_files` order) must be numbered consecutively, each number once.
+
+    A gap shifts every later frame earlier in time even when the count matches the annotation, and
+    a number given twice ("0005.jpg" and "000005.jpg") leaves the order to chance.
+    """
+    seen: dict[int, Path] = {}
+    for k, file in enumerate(files):
+        number = frame_number(file)
+        if number is None:
+            raise FrameReadError(
+                f"{folder}: frame {k} ({file.name}): the file name carries no frame number",
+                path=str(folder),
+                frame=k,
+            )
+        if number in seen:
+            raise FrameReadError(
+                f"{folder}: frame {k} ({file.name}): frame number {number} is given twice, by "
+                f"{seen[number].name} and {file.name}; keep one",
+                path=str(folder),
+                frame=k,
+            )
+        seen[number] = file
+        if k:
+            prev = frame_number(files[k - 1])
+            assert prev is not None
+            if number != prev + 1:
+                missing = number - prev - 1
+                raise FrameReadError(
+                    f"{folder}: frame {k} ({file.name}): frame numbers jump from {prev} "
+                    f"({files[k - 1].name}) to {number}: {missing} frame(s) missing, so frame {k} and every "
+                    f"later frame would be placed {missing} frame(s) too early",
+                    path=str(folder),
+                    frame=k,
+                )
 
 
 def _decord() -> Any:
@@ -94,18 +169,23 @@ def _read_with_pyav(path: Path, indices: list[int]) -> np.ndarray:
 
     wanted = set(indices)
     frames: dict[int, np.ndarray] = {}
+    decoded = 0  # frames decoded so far: a failure is at frame `decoded`
     try:
         with av.open(str(path)) as container:
-            for i, frame in enumerate(container.decode(video=0)):
-                if i in wanted:
-                    frames[i] = frame.to_ndarray(format="rgb24")
+            for frame in container.decode(video=0):
+                if decoded in wanted:
+                    frames[decoded] = frame.to_ndarray(format="rgb24")
+                decoded += 1
                 if len(frames) == len(wanted):
                     break
     except Exception as err:
-        raise VideoError(_short(err)) from None
+        raise FrameReadError(f"frame {decoded}: {_short(err)}", frame=decoded) from None
     missing = sorted(wanted - set(frames))
     if missing:
-        raise VideoError(f"frames {missing[:5]} could not be decoded")
+        raise FrameReadError(
+            f"frames {missing[:5]} could not be decoded (the stream ends after {decoded} frames)",
+            frame=missing[0],
+        )
     return np.stack([frames[i] for i in indices]).astype(np.uint8, copy=False)
 
 
@@ -119,6 +199,7 @@ class VideoFrames:
         self.path = Path(path)
         self._reader: Any = None
         self._files: list[Path] | None = None
+        self._size: tuple[int, int] | None = None  # frame folders: (width, height) of frame 0
         if not self.path.exists():
             raise VideoError(f"{self.path}: does not exist")
         if self.path.is_dir():
@@ -156,26 +237,52 @@ class VideoFrames:
             raise VideoError(f"{self.path}: frame indices {bad[:5]} outside [0, {n}) ({n} frames)")
         return out
 
-    def _read_image(self, file: Path) -> np.ndarray:
+    def _frame_error(self, i: int, what: str) -> FrameReadError:
+        assert self._files is not None
+        return FrameReadError(
+            f"{self.path}: frame {i} ({self._files[i].name}): {what}", path=str(self.path), frame=i
+        )
+
+    def _folder_size(self) -> tuple[int, int]:
+        """(width, height) of frame 0 from its header alone: the size every frame must have."""
         from PIL import Image
 
+        assert self._files is not None
+        if self._size is None:
+            try:
+                with Image.open(self._files[0]) as im:
+                    self._size = im.size
+            except Exception as err:
+                raise self._frame_error(0, f"unreadable frame image: {_short(err)}") from None
+        return self._size
+
+    def _read_image(self, i: int) -> np.ndarray:
+        from PIL import Image
+
+        assert self._files is not None
+        size = self._folder_size()
         try:
-            with Image.open(file) as im:
+            with Image.open(self._files[i]) as im:
+                if im.size != size:
+                    raise self._frame_error(i, f"is {_wxh(im.size)}, the clip's frames are {_wxh(size)}")
                 return np.asarray(im.convert("RGB"), dtype=np.uint8)
+        except FrameReadError:
+            raise
         except Exception as err:  # PIL raises OSError / UnidentifiedImageError / SyntaxError
-            raise VideoError(f"{file}: unreadable frame image: {_short(err)}") from None
+            raise self._frame_error(i, f"unreadable frame image: {_short(err)}") from None
 
     def read(self, indices: Sequence[int]) -> np.ndarray:
-        """Frames at `indices` as a (N, H, W, 3) uint8 RGB array (indices may repeat, any order)."""
+        """Frames at `indices` as a (N, H, W, 3) uint8 RGB array (indices may repeat, any order).
+
+        A frame that cannot be decoded, or (frame folders) is not of the clip's size, raises a
+        `FrameReadError` naming the file and the frame.
+        """
         idx = self._check_indices(indices)
         if self._files is not None:
-            frames = [self._read_image(self._files[i]) for i in idx]
+            frames = [self._read_image(i) for i in idx]
             if not frames:
                 h, w = self.frame_size()
                 return np.zeros((0, h, w, 3), dtype=np.uint8)
-            shapes = {f.shape for f in frames}
-            if len(shapes) > 1:
-                raise VideoError(f"{self.path}: frame images differ in size: {sorted(shapes)}")
             return np.stack(frames)
         if not idx:
             h, w = self.frame_size()
@@ -189,14 +296,25 @@ class VideoFrames:
         # fails both ways.
         try:
             return _read_with_pyav(self.path, idx)
-        except VideoError as err:
-            raise VideoError(
-                f"{self.path}: cannot decode frames {idx[:5]}: decord: {decord_error}; PyAV: {err}"
+        except FrameReadError as err:
+            raise FrameReadError(
+                f"{self.path}: cannot decode frame {err.frame} (asked for frames {idx[:5]}"
+                f"{' ...' if len(idx) > 5 else ''}): decord: {decord_error}; PyAV: {err}",
+                path=str(self.path),
+                frame=err.frame,
             ) from None
 
     def frame_size(self) -> tuple[int, int]:
         """(height, width) of the frames, from the first frame."""
+        if self._files is not None:
+            w, h = self._folder_size()
+            return h, w
         return tuple(self.read([0]).shape[1:3])  # type: ignore[return-value]
+
+    @property
+    def files(self) -> list[Path] | None:
+        """A frame folder's image files in frame order; None for a video file."""
+        return self._files
 
     def close(self) -> None:
         self._reader = None
@@ -210,8 +328,113 @@ class VideoFrames:
         self.close()
 
 
+def _wxh(size: tuple[int, int]) -> str:
+    return f"{size[0]}x{size[1]}"
+
+
+def _verify_folder(clip: VideoFrames) -> tuple[int, int]:
+    """Every image of a frame folder decodes fully and has frame 0's size; numbers are consecutive.
+
+    Returns (height, width). Each image is decoded once (PIL `load`, no colour conversion).
+    """
+    from PIL import Image
+
+    files = clip.files
+    assert files is not None
+    check_frame_numbers(clip.path, files)
+    size = clip._folder_size()
+    for i, file in enumerate(files):
+        try:
+            with Image.open(file) as im:
+                if im.size != size:
+                    raise clip._frame_error(i, f"is {_wxh(im.size)}, the clip's frames are {_wxh(size)}")
+                im.load()
+        except FrameReadError:
+            raise
+        except Exception as err:  # OSError "image file is truncated", UnidentifiedImageError ...
+            raise clip._frame_error(i, f"unreadable frame image: {_short(err)}") from None
+    return size[1], size[0]
+
+
+def _verify_video_file(path: Path, n: int, fps: float | None) -> tuple[int, int]:
+    """Decode every frame of a video file once (PyAV, in presentation order) and check each one.
+
+    `n` is the count decord (the reader of every later stage) sees: each of those frames must decode
+    and have the first frame's size, and the container timestamps must increase and stay within
+    VFR_TOLERANCE_FRAMES of index / fps (the time every stage gives frame `index`). Returns (height,
+    width). No colour conversion: decoding is the check.
+    """
+    import av
+
+    size: tuple[int, int] | None = None
+    k = 0  # frames decoded so far: a failure is at frame k
+    pts0: int | None = None
+    prev_t: float | None = None
+    worst = (0.0, 0, 0.0)  # (deviation s, frame, its timestamp s)
+    timed = True
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            base = stream.time_base
+            for frame in container.decode(stream):
+                if k >= n:
+                    break
+                if size is None:
+                    size = (frame.width, frame.height)
+                elif (frame.width, frame.height) != size:
+                    what = f"is {_wxh((frame.width, frame.height))}, the clip's frames are {_wxh(size)}"
+                    raise FrameReadError(f"{path}: frame {k}: {what}", path=str(path), frame=k)
+                if frame.pts is None or base is None:
+                    timed = False  # no timestamps to check (raw streams): the index is the only clock
+                elif timed:
+                    pts0 = frame.pts if pts0 is None else pts0
+                    t = float((frame.pts - pts0) * base)
+                    if prev_t is not None and t <= prev_t:
+                        what = f"out of order: at {t:.3f} s, not after frame {k - 1} ({prev_t:.3f} s)"
+                        raise FrameReadError(f"{path}: frame {k}: {what}", path=str(path), frame=k)
+                    prev_t = t
+                    if fps is not None and abs(t - k / fps) > worst[0]:
+                        worst = (abs(t - k / fps), k, t)
+                k += 1
+    except FrameReadError:
+        raise
+    except Exception as err:  # av.error.InvalidDataError ... on damaged packets
+        raise FrameReadError(
+            f"{path}: frame {k} of {n} cannot be decoded: {_short(err)}", path=str(path), frame=k
+        ) from None
+    if k < n:
+        raise FrameReadError(
+            f"{path}: frame {k} of {n} cannot be decoded: the stream ends after {k} decodable frames",
+            path=str(path),
+            frame=k,
+        )
+    if fps is not None and worst[0] > VFR_TOLERANCE_FRAMES / fps:
+        dev, i, t = worst
+        raise FrameReadError(
+            f"{path}: variable frame rate: frame {i} is at {t:.3f} s by the container's timestamps but "
+            f"at {i / fps:.3f} s by its index at the average {fps:g} fps: deviation {dev:.3f} s, more "
+            f"than {VFR_TOLERANCE_FRAMES:g} frame ({VFR_TOLERANCE_FRAMES / fps:.3f} s); re-encode at a "
+            f"constant frame rate (e.g. ffmpeg -i IN -fps_mode cfr -r {round(fps)} OUT.mp4)",
+            path=str(path),
+            frame=i,
+        )
+    assert size is not None
+    return size[1], size[0]
+
+
+def verify_frames(clip: VideoFrames, fps: float | None) -> tuple[int, int]:
+    """Every frame of an opened clip, decoded once in order: decodable, of the clip's size, in order
+    (frame folders: consecutive frame numbers; videos: increasing timestamps at a constant rate).
+
+    Returns (height, width); raises FrameReadError naming the first bad frame.
+    """
+    if clip.files is not None:
+        return _verify_folder(clip)
+    return _verify_video_file(clip.path, len(clip), fps)
+
+
 def probe_video(path: str | os.PathLike[str], fps_hint: float | None = None) -> VideoInfo:
-    """Check that a clip is readable end to end and return its frame count, fps and size.
+    """Check that every frame of a clip is readable and return its frame count, fps and size.
 
     fps: a video file's container fps (the hint only if the container has none); a frame folder
     has no fps of its own, so it is the hint (None without one: the caller decides what that means).
@@ -230,12 +453,8 @@ def probe_video(path: str | os.PathLike[str], fps_hint: float | None = None) -> 
             raise VideoError(
                 f"{path}: truncated: the container declares {declared} frames but only {n} can be read"
             )
-        first = clip.read([0])[0]
-        last = clip.read([n - 1])[0]
-        if first.shape != last.shape:
-            raise VideoError(f"{path}: first and last frames differ in size: {first.shape} vs {last.shape}")
         fps = hint if clip.container_fps is None else clip.container_fps
-        height, width = first.shape[:2]
+        height, width = verify_frames(clip, fps)
     return VideoInfo(n_frames=n, fps=fps, width=int(width), height=int(height))
 
 

@@ -42,6 +42,7 @@ from vlalert.cache.store import (
     write_chunk,
 )
 from vlalert.config import WorkflowConfig
+from vlalert.video import FrameReadError
 
 log = logging.getLogger("vlalert.cache")
 
@@ -186,7 +187,11 @@ def prepare_examples(
     }
     frames: list[np.ndarray | None] = [None] * len(rows)
     for path, idx in by_path.items():
-        for i, f in zip(idx, futures[path].result(), strict=True):
+        try:
+            clip_frames = futures[path].result()
+        except FrameReadError as err:  # a file that broke after ingest: say which clip
+            raise err.for_clip(rows[idx[0]]["video_id"]) from None
+        for i, f in zip(idx, clip_frames, strict=True):
             frames[i] = f
     return [
         build_example(row, f, tokenizer, cfg.model, with_target=teacher_forced and has_target(row))

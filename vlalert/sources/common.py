@@ -37,6 +37,21 @@ def reject(
     )
 
 
+def confined(base: Path, name: str, field: str) -> Path:
+    """`base / name` for a name taken from an annotation (a clip key, an id), refused unless it
+    stays strictly inside `base`: "../x", "/abs/path", "" or "." would read files outside the
+    source's own folder. The check is on the path as written (normalised, not resolved), so a
+    user's own symlinked folders under the root keep working.
+    """
+    path = base / name
+    norm, top = Path(os.path.normpath(path)), Path(os.path.normpath(base))
+    if norm == top or not norm.is_relative_to(top):
+        raise FieldError(
+            field, f"{name!r} leads to {norm}, outside {top}: a clip name must name a file inside the source"
+        )
+    return path
+
+
 def is_blank(value: Any) -> bool:
     """Empty cell: None, "", whitespace, or NaN (pandas exports write NaN for empty cells)."""
     if value is None:

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from vlalert.video import VideoFrames
+from vlalert.video import FrameReadError, VideoFrames
 from vlalert.vlm.config import VLMConfig
 from vlalert.vlm.inputs import build_example, collate, tick_target
 
@@ -180,7 +180,10 @@ class TickDataset(torch.utils.data.Dataset):
         if self._readers is None:
             self._readers = FrameReaders(self.max_open)
         row = self.rows[i]
-        frames = self._readers.read(row["path"], row["frame_idx"])
+        try:
+            frames = self._readers.read(row["path"], row["frame_idx"])
+        except FrameReadError as err:  # a file that broke after ingest: say which clip and tick
+            raise err.for_clip(row["video_id"], f"tick {row.get('tick')}") from None
         example = build_example(row, frames, self.tokenizer, self.cfg, with_target=self.with_target)
         if self.cache_examples:
             self._cache[i] = example

@@ -10,23 +10,20 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from pydantic import ValidationError
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-import torch  # noqa: E402
-from pydantic import ValidationError  # noqa: E402
-
-from vlalert.beliefs.schema import Belief  # noqa: E402
-from vlalert.beliefs.text import SPECIAL_TOKENS, target_text  # noqa: E402
-from vlalert.vlm.config import TinyModelConfig, VLMConfig  # noqa: E402
-from vlalert.vlm.loading import load_model, load_tokenizer, resolve_dtype  # noqa: E402
-from vlalert.vlm.tiny import (  # noqa: E402
+from vlalert.beliefs.schema import Belief
+from vlalert.beliefs.text import SPECIAL_TOKENS, target_text
+from vlalert.vlm.config import TinyModelConfig, VLMConfig
+from vlalert.vlm.loading import load_model, load_tokenizer, resolve_dtype
+from vlalert.vlm.tiny import (
     BUILD_INFO,
     build_tiny_model,
     init_tiny_model,
     tiny_config,
 )
-from vlalert.vlm.tokenizer import QWEN_SPECIAL_TOKENS, train_bpe, wrap_tokenizer  # noqa: E402
+from vlalert.vlm.tokenizer import QWEN_SPECIAL_TOKENS, train_bpe, wrap_tokenizer
 
 CFG = VLMConfig()
 
@@ -208,3 +205,43 @@ def test_config_rejects_impossible_geometry():
         VLMConfig(unknown_key=1)
     assert VLMConfig(image_height=448, image_width=448).tokens_per_group() == 196
     assert VLMConfig().tokens_per_group() == 6
+
+
+def test_saved_files_are_world_readable(tiny_dir):
+    """save_pretrained writes model.safetensors 0600; the build publishes it like every output."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for p in tiny_dir.iterdir():
+        assert p.stat().st_mode & 0o777 == 0o666 & ~umask, p.name
+
+
+def test_only_safetensors_are_loaded(tiny_dir, tmp_path, monkeypatch):
+    import shutil
+
+    from vlalert.vlm.lora import attach_adapter
+
+    pickled = tmp_path / "pickled"
+    shutil.copytree(tiny_dir, pickled)
+    (pickled / "model.safetensors").rename(pickled / "pytorch_model.bin")
+    with pytest.raises(ValueError, match=r"no \.safetensors weights \(it holds only pytorch_model\.bin\)"):
+        load_model(pickled, device="cpu")
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    (adapter / "adapter_model.bin").write_bytes(b"not read")
+    with pytest.raises(ValueError, match=r"adapter .* holds only adapter_model\.bin"):
+        attach_adapter(object(), adapter)
+
+    # and from_pretrained itself is told to refuse pickles (a hub id is not checked by us)
+    import transformers
+
+    seen = {}
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(transformers.AutoModelForImageTextToText, "from_pretrained", spy)
+    with pytest.raises(RuntimeError, match="stop"):
+        load_model(tiny_dir, device="cpu")
+    assert seen["use_safetensors"] is True

@@ -17,6 +17,41 @@ from pathlib import Path
 from typing import Any
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it (Linux /proc), else by setting and restoring it."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode a plain `open()` gives a new file (0644 under the usual umask 022)."""
+    return 0o666 & ~current_umask()
+
+
+def publish_tree(root: str | os.PathLike[str]) -> None:
+    """Give every file and folder under `root` the modes a plain `open()` / `mkdir` would.
+
+    Libraries that write through private temp files (transformers' `save_pretrained` writes
+    model.safetensors as 0600) would otherwise leave outputs other users' jobs cannot read.
+    """
+    root = Path(root)
+    fmode, dmode = file_mode(), 0o777 & ~current_umask()
+    for dirpath, _dirnames, filenames in os.walk(root):
+        os.chmod(dirpath, dmode)
+        for name in filenames:
+            p = os.path.join(dirpath, name)
+            if not os.path.islink(p):
+                os.chmod(p, fmode)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temp path beside `path`: it replaces `path` when the block succeeds, else it is removed."""
@@ -26,7 +61,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are read by other users' jobs too
+        os.chmod(tmp, file_mode())  # mkstemp creates 0600; results are read by other users' jobs too
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

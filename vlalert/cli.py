@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -81,7 +82,27 @@ def dry_run(
     return subprocess.run(cmd, capture_output=True, text=True)
 
 
+_YTE_RE = re.compile(r"^__use_yte__\s*:\s*(true|True|TRUE|yes|Yes|on)\s*(#.*)?$", re.M)
+
+
+def yte_warning(path: str | os.PathLike[str]) -> str | None:
+    """A warning when the file opts into yte templating, which makes loading it run Python."""
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    if not _YTE_RE.search(text):
+        return None
+    return (
+        f"WARNING: {path} sets `__use_yte__: true`: snakemake renders it with yte, which runs the Python "
+        "in it (`?...` expressions, `__definitions__` imports) with your permissions when the config is "
+        "loaded. Read it before using a config file you did not write."
+    )
+
+
 def _check_config(args: argparse.Namespace) -> int:
+    if warning := yte_warning(args.file):
+        print(warning, file=sys.stderr)
     try:
         cfg = _load(args.file)
     except (ConfigError, OSError) as err:
@@ -90,7 +111,7 @@ def _check_config(args: argparse.Namespace) -> int:
     print(f"{args.file}: valid (run {cfg.run!r}, results in {cfg.results}/)")
     for name in cfg.enabled_sources():
         src = cfg.sources[name]
-        print(f"  source {name}: kind {src.kind}, root {src.root}, gate {cfg.gate_provider(name)}")
+        print(f"  source {name}: kind {src.kind}, root {src.root}, gate {' -> '.join(cfg.gate_chain(name))}")
     snakefile = Path(args.snakefile) if args.snakefile else default_snakefile()
     if not snakefile.is_file():
         print(f"{snakefile}: Snakefile not found, no dry run (pass --snakefile PATH)")

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -318,15 +317,10 @@ def default_prefix(video: str | os.PathLike[str]) -> Path:
 
 
 def _atomic(path: Path, write: Callable[[str], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    from vlalert.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        write(str(tmp))
 
 
 def csv_ready(table: pa.Table) -> pa.Table:

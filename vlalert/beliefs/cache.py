@@ -3,7 +3,8 @@
 The key is the sha256 of everything that decides the answer: the model name, the full prompt
 text (system text, instruction, output schema) and the exact bytes of every frame sent. A
 rerun, or a resume after the stage was killed, finds every answered request here and sends
-only the others. Entries are written to a temp file in the same folder and renamed into place,
+only the others. Entries are written to a temp file in the same folder and renamed into place
+(`vlalert.atomic`, readable by all like every other output),
 so a kill mid-write leaves either no entry or a complete one; an unreadable entry (e.g. from a
 disk error) counts as a miss and is overwritten by the next answer.
 """
@@ -13,10 +14,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from vlalert.atomic import atomic_path
 
 
 def request_key(model: str, prompt_text: str, frames: Iterable[bytes]) -> str:
@@ -63,17 +65,10 @@ class ResponseCache:
     def put(self, key: str, value: dict[str, Any]) -> Path:
         """Write one entry atomically (temp file in the same folder, fsync, rename)."""
         p = self.path(key)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{key[:16]}.", suffix=".tmp", dir=p.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(value, fh, sort_keys=True)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, p)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_path(p) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(value, fh, sort_keys=True)
+            fh.flush()
+            os.fsync(fh.fileno())
         return p
 
     def keys(self) -> list[str]:

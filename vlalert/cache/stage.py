@@ -122,9 +122,9 @@ def load_extractor(
         model_path, dtype=cfg.model.dtype, device=device, fuse_patch_embed=cache.patch_embed == "library"
     )
     if adapter_dir is not None:
-        from peft import PeftModel
+        from vlalert.vlm.lora import attach_adapter  # safetensors only
 
-        model = PeftModel.from_pretrained(model, adapter_dir)
+        model = attach_adapter(model, adapter_dir)
         if cache.merge_adapter:
             model = model.merge_and_unload()
     if cache.patch_embed == "inplace":

@@ -23,6 +23,26 @@ from vlalert.beliefs.text import SPECIAL_TOKENS
 DTYPES = ("float32", "bfloat16", "float16")
 
 
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def require_safetensors(name_or_path: str | os.PathLike[str], what: str) -> None:
+    """Refuse a local directory whose weights are not safetensors (pickle files can run code on load).
+
+    A hub id is left to `from_pretrained(..., use_safetensors=True)`, which refuses `.bin` itself.
+    """
+    path = Path(name_or_path)
+    if not path.is_dir() or any(path.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    only = f" (it holds only {', '.join(pickles)})" if pickles else ""
+    raise ValueError(
+        f"{what} {path} has no .safetensors weights{only}: vlalert loads safetensors only, since pickle "
+        "weights (pytorch_model.bin, adapter_model.bin) can run code when loaded. Convert them once, in a "
+        "trusted environment: load and `save_pretrained(dir, safe_serialization=True)`."
+    )
+
+
 def _local_only(name_or_path: str | os.PathLike[str]) -> bool:
     # A directory on disk is never looked up on the hub, whatever the environment says.
     return Path(name_or_path).is_dir()
@@ -105,7 +125,12 @@ def load_model(
 
     device = device or default_device()
     # device_map places the weights as they are read: a 4B model never stages through CPU memory.
-    kwargs: dict[str, Any] = {"dtype": resolve_dtype(dtype, device), "device_map": device}
+    require_safetensors(name_or_path, "model")
+    kwargs: dict[str, Any] = {
+        "dtype": resolve_dtype(dtype, device),
+        "device_map": device,
+        "use_safetensors": True,  # never unpickle weights
+    }
     if fuse_patch_embed:
         kwargs["fusion_config"] = {"patch_embeddings": True}
     model = AutoModelForImageTextToText.from_pretrained(

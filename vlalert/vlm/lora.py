@@ -25,7 +25,7 @@ import torch
 
 from vlalert.beliefs.text import SPECIAL_TOKENS
 from vlalert.vlm.config import SFTConfig
-from vlalert.vlm.loading import load_model
+from vlalert.vlm.loading import load_model, require_safetensors
 
 
 def lora_target_regex(modules: Sequence[str]) -> str:
@@ -103,6 +103,15 @@ def trainable_parameters(model: Any) -> list[tuple[str, torch.nn.Parameter]]:
     return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
 
 
+def attach_adapter(model: Any, adapter_dir: str | os.PathLike[str]) -> Any:
+    """A `PeftModel` of `model` with the saved adapter; only `adapter_model.safetensors` is accepted
+    (peft itself would fall back to unpickling `adapter_model.bin`)."""
+    from peft import PeftModel
+
+    require_safetensors(adapter_dir, "adapter")
+    return PeftModel.from_pretrained(model, str(adapter_dir))
+
+
 def load_adapted_model(
     name_or_path: str | os.PathLike[str],
     adapter_dir: str | os.PathLike[str],
@@ -112,10 +121,8 @@ def load_adapted_model(
     merge: bool = False,
 ) -> Any:
     """The base model with a saved SFT adapter applied (merged into the weights when `merge`)."""
-    from peft import PeftModel
-
     base = load_model(name_or_path, dtype=dtype, device=device)
-    model = PeftModel.from_pretrained(base, str(adapter_dir))
+    model = attach_adapter(base, adapter_dir)
     if merge:
         model = model.merge_and_unload()
     return model.eval()

@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 
-from vlalert.atomic import write_json_atomic
+from vlalert.atomic import publish_tree, write_json_atomic
 from vlalert.beliefs.text import parse_generation
 from vlalert.schemas import read_table
 from vlalert.vlm import checkpoint as ckpt
@@ -407,6 +407,7 @@ def save_adapter(model: Any, tokenizer: Any, out: Path) -> None:
         shutil.rmtree(tmp)
     model.save_pretrained(str(tmp))
     tokenizer.save_pretrained(str(tmp))
+    publish_tree(tmp)  # save_pretrained writes the weights 0600
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from vlalert.atomic import publish_tree
 from vlalert.beliefs.text import ANALYSIS_TAG, ASSESSMENT_TAG
 from vlalert.schemas import ACTIONS
 from vlalert.vlm.config import VLMConfig
@@ -179,4 +180,5 @@ def build_tiny_model(
         "image_size": list(vlm_cfg.image_size),
     }
     (out / BUILD_INFO).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    publish_tree(out)  # save_pretrained writes model.safetensors 0600
     return out

@@ -5,20 +5,16 @@ with each other and with a hand computation on an unpadded forward pass."""
 from __future__ import annotations
 
 import functools
-import os
 
+import numpy as np
 import pytest
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from transformers import LogitsProcessor, LogitsProcessorList  # noqa: E402
-
-from vlalert.beliefs.schema import Belief  # noqa: E402
-from vlalert.beliefs.text import BELIEF_CLOSE, BELIEF_OPEN, target_text  # noqa: E402
-from vlalert.cache.config import CacheConfig  # noqa: E402
-from vlalert.cache.extract import (  # noqa: E402
+from vlalert.beliefs.schema import Belief
+from vlalert.beliefs.text import BELIEF_CLOSE, BELIEF_OPEN, target_text
+from vlalert.cache.config import CacheConfig
+from vlalert.cache.extract import (
     Extractor,
     SpanPositions,
     generate_batch,
@@ -27,10 +23,10 @@ from vlalert.cache.extract import (  # noqa: E402
     strip_stop,
     teacher_forced_batch,
 )
-from vlalert.vlm.config import VLMConfig  # noqa: E402
-from vlalert.vlm.inputs import build_example, collate  # noqa: E402
-from vlalert.vlm.loading import load_model, load_tokenizer  # noqa: E402
-from vlalert.vlm.tiny import build_tiny_model  # noqa: E402
+from vlalert.vlm.config import VLMConfig
+from vlalert.vlm.inputs import build_example, collate
+from vlalert.vlm.loading import load_model, load_tokenizer
+from vlalert.vlm.tiny import build_tiny_model
 
 CFG = VLMConfig()
 ALERT = Belief(hazard="vehicle", where="ahead", motion="braking", ttc_s=1.5, danger=0.8, ego_involved=True)

@@ -13,27 +13,24 @@ import textwrap
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
+import pyarrow.parquet as pq
 import pytest
+import torch
+from PIL import Image
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-import numpy as np  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from vlalert.beliefs.schema import Belief  # noqa: E402
-from vlalert.beliefs.text import target_text  # noqa: E402
-from vlalert.cache.extract import generate_batch  # noqa: E402
-from vlalert.cache.stage import load_extractor, prepare_examples, read_split_rows, run_shard  # noqa: E402
-from vlalert.cache.store import chunk_dir, gather_split  # noqa: E402
-from vlalert.config import ConfigError, validate_config  # noqa: E402
-from vlalert.heads.data import fixed_size_list_to_numpy, read_cache  # noqa: E402
-from vlalert.schemas import table_from_rows, write_table  # noqa: E402
-from vlalert.vlm.config import VLMConfig  # noqa: E402
-from vlalert.vlm.loading import load_model  # noqa: E402
-from vlalert.vlm.tiny import build_tiny_model  # noqa: E402
-from vlalert.workflow import stage_params  # noqa: E402
+from vlalert.beliefs.schema import Belief
+from vlalert.beliefs.text import target_text
+from vlalert.cache.extract import generate_batch
+from vlalert.cache.stage import load_extractor, prepare_examples, read_split_rows, run_shard
+from vlalert.cache.store import chunk_dir, gather_split
+from vlalert.config import ConfigError, validate_config
+from vlalert.heads.data import fixed_size_list_to_numpy, read_cache
+from vlalert.schemas import table_from_rows, write_table
+from vlalert.vlm.config import VLMConfig
+from vlalert.vlm.loading import load_model
+from vlalert.vlm.tiny import build_tiny_model
+from vlalert.workflow import stage_params
 
 BELIEF = Belief(hazard="vehicle", where="ahead", motion="braking", ttc_s=1.5, danger=0.8, ego_involved=True)
 ANALYSIS = "A car ahead brakes hard."

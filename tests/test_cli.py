@@ -5,20 +5,16 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
+from test_predict import SEED, make_run, raw_config, write_mp4
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-import yaml  # noqa: E402
-from test_predict import SEED, make_run, raw_config, write_mp4  # noqa: E402
-
-from vlalert.cli import default_snakefile, job_table, main  # noqa: E402
+from vlalert.cli import default_snakefile, job_table, main
 
 REPO = Path(__file__).resolve().parents[1]
 COLUMNS = [

@@ -234,7 +234,7 @@ def fake_files() -> dict[str, FakeFile]:
 
 @pytest.fixture
 def hub(fake_files, monkeypatch, tmp_path):
-    # Other test modules set HF_HUB_OFFLINE=1 when they are imported (they must never reach a hub);
+    # conftest sets HF_HUB_OFFLINE=1 for the whole session (no test may reach a real hub);
     # this one talks to its own hub on 127.0.0.1, in this process and in snakemake subprocesses.
     import huggingface_hub.constants
 

@@ -36,11 +36,18 @@ def test_shapes_and_per_tick_outputs_depend_only_on_their_tick():
     tick, clip = head(z, mask)
     assert tick.shape == (2, 5) and clip.shape == (2,)
     z2 = z.clone()
-    z2[0, 3] += 5.0
+    # a new vector, not a shift: the encoder starts with LayerNorm, so `z[0, 3] + 5` is the same input
+    # and changed the outputs only by rounding noise (which is why exact `!=` passed here and not elsewhere)
+    z2[0, 3] = 3.0 * torch.randn(12, generator=torch.Generator().manual_seed(1))
     tick2, clip2 = head(z2, mask)
-    changed = (tick2 != tick).nonzero().tolist()
-    assert changed == [[0, 3]]
-    assert clip2[0] != clip[0] and clip2[1] == clip[1]
+    # tolerances, not exact floats: other CPUs (SIMD widths, thread splits) round differently; a leak
+    # between ticks or clips moves an output by far more than 1e-5, the changed tick by more than 1e-3
+    diff = (tick2 - tick).abs().detach()
+    assert (diff > 1e-3).nonzero().tolist() == [[0, 3]]
+    diff[0, 3] = 0.0
+    assert diff.max().item() <= 1e-5
+    assert abs(clip2[0].item() - clip[0].item()) > 1e-3
+    assert clip2[1].item() == pytest.approx(clip[1].item(), abs=1e-5)
 
 
 def test_pma_ignores_padded_ticks():

@@ -8,28 +8,24 @@ The video is a real H.264 mp4 written with PyAV.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+import av
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+import torch
+import yaml
+from PIL import Image
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-import av  # noqa: E402
-import numpy as np  # noqa: E402
-import pyarrow as pa  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
-import torch  # noqa: E402
-import yaml  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from vlalert.beliefs.schema import Belief  # noqa: E402
-from vlalert.beliefs.text import target_text  # noqa: E402
-from vlalert.config import TicksConfig, WindowConfig, load_config  # noqa: E402
-from vlalert.heads import fsm  # noqa: E402
-from vlalert.heads.train import build_head, save_outputs  # noqa: E402
-from vlalert.predict import (  # noqa: E402
+from vlalert.beliefs.schema import Belief
+from vlalert.beliefs.text import target_text
+from vlalert.config import TicksConfig, WindowConfig, load_config
+from vlalert.heads import fsm
+from vlalert.heads.train import build_head, save_outputs
+from vlalert.predict import (
     PREDICTIONS,
     PredictError,
     RunPaths,
@@ -43,11 +39,11 @@ from vlalert.predict import (  # noqa: E402
     timeline_figure,
     vlm_action_names,
 )
-from vlalert.ticks import tick_times, window_frames  # noqa: E402
-from vlalert.video import read_frames  # noqa: E402
-from vlalert.vlm.config import VLMConfig  # noqa: E402
-from vlalert.vlm.loading import load_model  # noqa: E402
-from vlalert.vlm.tiny import build_tiny_model  # noqa: E402
+from vlalert.ticks import tick_times, window_frames
+from vlalert.video import read_frames
+from vlalert.vlm.config import VLMConfig
+from vlalert.vlm.loading import load_model
+from vlalert.vlm.tiny import build_tiny_model
 
 RUN = "t"
 SEED = 3  # heads are saved for this seed only; seed 4 is configured but never trained

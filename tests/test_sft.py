@@ -11,22 +11,19 @@ import subprocess
 import sys
 import time
 
+import pyarrow.parquet as pq
 import pytest
+import torch
+from pydantic import ValidationError
+from safetensors.torch import load_file
+from sft_helpers import build_model, make_benchmark, sft_config
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-import pyarrow.parquet as pq  # noqa: E402
-import torch  # noqa: E402
-from pydantic import ValidationError  # noqa: E402
-from safetensors.torch import load_file  # noqa: E402
-from sft_helpers import build_model, make_benchmark, sft_config  # noqa: E402
-
-from vlalert.beliefs.text import SPECIAL_TOKENS  # noqa: E402
-from vlalert.config import load_config  # noqa: E402
-from vlalert.schemas import read_table  # noqa: E402
-from vlalert.vlm import checkpoint as ckpt  # noqa: E402
-from vlalert.vlm.config import SFT_RUNTIME_KEYS, SFTConfig, TinyModelConfig, VLMConfig  # noqa: E402
-from vlalert.vlm.data import (  # noqa: E402
+from vlalert.beliefs.text import SPECIAL_TOKENS
+from vlalert.config import load_config
+from vlalert.schemas import read_table
+from vlalert.vlm import checkpoint as ckpt
+from vlalert.vlm.config import SFT_RUNTIME_KEYS, SFTConfig, TinyModelConfig, VLMConfig
+from vlalert.vlm.data import (
     StepSampler,
     TickDataset,
     epoch_permutation,
@@ -35,15 +32,15 @@ from vlalert.vlm.data import (  # noqa: E402
     rank_micro_batches,
     trainable_rows,
 )
-from vlalert.vlm.inputs import collate  # noqa: E402
-from vlalert.vlm.loading import load_model, load_tokenizer  # noqa: E402
-from vlalert.vlm.lora import (  # noqa: E402
+from vlalert.vlm.inputs import collate
+from vlalert.vlm.loading import load_model, load_tokenizer
+from vlalert.vlm.lora import (
     apply_lora,
     enable_activation_checkpointing,
     load_adapted_model,
     lora_module_names,
 )
-from vlalert.vlm.sft import (  # noqa: E402
+from vlalert.vlm.sft import (
     TRAIN_LOG_SCHEMA,
     Dist,
     SFTJob,
@@ -53,8 +50,8 @@ from vlalert.vlm.sft import (  # noqa: E402
     run_sft,
     write_job,
 )
-from vlalert.vlm.tiny import init_tiny_model, tiny_config  # noqa: E402
-from vlalert.workflow import stage_params  # noqa: E402
+from vlalert.vlm.tiny import init_tiny_model, tiny_config
+from vlalert.workflow import stage_params
 
 VLM = VLMConfig()
 REPO_CONFIG = os.path.join(os.path.dirname(__file__), "..", "config", "config.yaml")

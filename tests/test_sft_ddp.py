@@ -3,20 +3,15 @@ same global batch (each rank takes its share of every batch; gradients are avera
 
 from __future__ import annotations
 
-import os
-
+import pyarrow.parquet as pq
 import pytest
+import torch
+from safetensors.torch import load_file
+from sft_helpers import build_model, make_benchmark, sft_config
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-import pyarrow.parquet as pq  # noqa: E402
-import torch  # noqa: E402
-from safetensors.torch import load_file  # noqa: E402
-from sft_helpers import build_model, make_benchmark, sft_config  # noqa: E402
-
-from vlalert.vlm import checkpoint as ckpt  # noqa: E402
-from vlalert.vlm.config import VLMConfig  # noqa: E402
-from vlalert.vlm.sft import SFTJob, launch, torchrun_command  # noqa: E402
+from vlalert.vlm import checkpoint as ckpt
+from vlalert.vlm.config import VLMConfig
+from vlalert.vlm.sft import SFTJob, launch, torchrun_command
 
 # LoRA dropout off: the ranks draw their own dropout masks, which a single process cannot reproduce.
 SETTINGS = {

@@ -4,19 +4,14 @@ trains and generates on."""
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
+import torch
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-import torch  # noqa: E402
-
-from vlalert.beliefs.schema import Belief  # noqa: E402
-from vlalert.beliefs.text import target_text  # noqa: E402
-from vlalert.vlm.config import VLMConfig  # noqa: E402
-from vlalert.vlm.inputs import (  # noqa: E402
+from vlalert.beliefs.schema import Belief
+from vlalert.beliefs.text import target_text
+from vlalert.vlm.config import VLMConfig
+from vlalert.vlm.inputs import (
     IGNORE_INDEX,
     build_example,
     build_prompt,
@@ -29,8 +24,8 @@ from vlalert.vlm.inputs import (  # noqa: E402
     resize_frames,
     unpatchify,
 )
-from vlalert.vlm.loading import load_model, load_tokenizer  # noqa: E402
-from vlalert.vlm.tiny import build_tiny_model  # noqa: E402
+from vlalert.vlm.loading import load_model, load_tokenizer
+from vlalert.vlm.tiny import build_tiny_model
 
 CFG = VLMConfig()
 ALERT_BELIEF = Belief(

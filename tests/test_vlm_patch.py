@@ -7,25 +7,21 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
+import torch
+from torch import nn
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from vlalert.beliefs.schema import Belief  # noqa: E402
-from vlalert.beliefs.text import target_text  # noqa: E402
-from vlalert.vlm.config import VLMConfig  # noqa: E402
-from vlalert.vlm.inputs import build_example, collate  # noqa: E402
-from vlalert.vlm.loading import load_model, load_tokenizer  # noqa: E402
-from vlalert.vlm.patch import (  # noqa: E402
+from vlalert.beliefs.schema import Belief
+from vlalert.beliefs.text import target_text
+from vlalert.vlm.config import VLMConfig
+from vlalert.vlm.inputs import build_example, collate
+from vlalert.vlm.loading import load_model, load_tokenizer
+from vlalert.vlm.patch import (
     LinearPatchProjection,
     PatchEmbedError,
     check_fusable,
@@ -36,7 +32,7 @@ from vlalert.vlm.patch import (  # noqa: E402
     unfuse_patch_embed,
     verify,
 )
-from vlalert.vlm.tiny import build_tiny_model  # noqa: E402
+from vlalert.vlm.tiny import build_tiny_model
 
 TOL = 1e-5
 CFG = VLMConfig()

@@ -4,15 +4,12 @@ round-trips, training is deterministic, and the saved files load offline with Au
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-from vlalert.beliefs.schema import Belief  # noqa: E402
-from vlalert.beliefs.text import ACTION_CLOSE, ACTION_OPEN, BELIEF_CLOSE, BELIEF_OPEN, target_text  # noqa: E402
-from vlalert.vlm.tokenizer import (  # noqa: E402
+from vlalert.beliefs.schema import Belief
+from vlalert.beliefs.text import ACTION_CLOSE, ACTION_OPEN, BELIEF_CLOSE, BELIEF_OPEN, target_text
+from vlalert.vlm.tokenizer import (
     ALL_SPECIAL_TOKENS,
     QWEN_SPECIAL_TOKENS,
     build_tokenizer,

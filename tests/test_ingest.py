@@ -183,17 +183,29 @@ def test_dad_default_times_and_consensus(tmp_path):
     root = tmp_path / "dad"
     write_mp4(root / "videos/testing/positive/000456.mp4", n=100, fps=20, w=16, h=16)
     write_mp4(root / "videos/testing/positive/000457.mp4", n=100, fps=20, w=16, h=16)
-    cons = write_csv(
-        tmp_path / "c.csv", CONSENSUS_HEADER, [["000457.mp4", "", "Collision", "no", 5, 3.1, 4.4, 1.3, ""]]
-    )
+    write_mp4(root / "videos/testing/positive/000458.mp4", n=100, fps=25, w=16, h=16)
+    write_mp4(root / "videos/testing/positive/000459.mp4", n=100, fps=20, w=16, h=16)
+    rows = [
+        ["000457.mp4", "", "Collision", "no", 5, 2.0, 2.9, 0.9, ""],  # frames 60 and 87 on a 30 fps clock
+        ["000459.mp4", "", "Collision", "yes", 5, 3.1, 4.4, 1.3, ""],  # frame 132 of 100: past the end
+    ]
+    cons = write_csv(tmp_path / "c.csv", CONSENSUS_HEADER, rows)
     clips, rejections = ingest(SourceConfig(kind="dad", root=str(root), consensus=str(cons)))
-    assert rejections == []
     got = {c.video_id: c for c in clips}
-    a, b = got["testing-positive-000456"], got["testing-positive-000457"]
+    a, b, c = got["testing-positive-000456"], got["testing-positive-000457"], got["testing-positive-000458"]
     assert (a.duration_s, a.t_risky_s, a.t_event_s, a.ego_involved, a.meta["times_from"]) == (
         5.0, 2.5, 4.5, None, "dad-default",
     )  # fmt: skip
-    assert (b.t_risky_s, b.t_event_s, b.ego_involved, b.meta["times_from"]) == (3.1, 4.4, False, "consensus")
+    # consensus times on the 30 fps clock, placed on the 20 fps clip: 2.0 s -> frame 60 -> 3.0 s
+    assert (b.t_risky_s, b.t_event_s) == pytest.approx((3.0, 4.35))
+    assert (b.ego_involved, b.meta["times_from"]) == (False, "consensus")
+    # the accident is frame 90 whatever the container's fps: 3.6 s at 25 fps (not the nominal 4.5 s)
+    assert (c.fps, c.t_risky_s, c.t_event_s) == pytest.approx((25.0, 50 / 25, 90 / 25))
+    assert c.meta["provenance"]["t_event_s"]["frame"] == 90
+    # a time past the clip's end is rejected with the reason, never clamped
+    [r] = rejections
+    assert r.video_id == "testing-positive-000459" and "past the clip's end" in r.reason
+    assert "Time-of-collision" in r.reason
 
 
 def test_dada_frame_folders_with_one_based_jpeg_names(tmp_path):
@@ -386,11 +398,11 @@ def test_adapter_and_consensus_rejections_pass_through_and_nothing_is_dropped(tm
     )
     clips, rejections = ingest(SourceConfig(kind="dota", root=str(root), consensus=str(cons)))
     assert [c.video_id for c in clips] == ["ok"]
-    assert sorted(r.video_id for r in rejections) == ["badclass", "ghost.mp4", "late", "novideo", "stray"]
-    ghost = next(r for r in rejections if r.video_id == "ghost.mp4")
+    assert sorted(r.video_id for r in rejections) == ["badclass", "ghost", "late", "novideo", "stray"]
+    ghost = next(r for r in rejections if r.video_id == "ghost")
     assert (
         ghost.path == str(cons)
-        and ghost.reason == f"{cons}: clip ghost.mp4: field id: no clip ghost in source src"
+        and ghost.reason == f"{cons}: clip ghost: field id: no clip ghost in source src"
     )
 
 
@@ -411,3 +423,39 @@ def test_strict_mode_accepts_a_clean_source(tmp_path):
 def test_missing_annotation_file_raises(tmp_path):
     with pytest.raises(FileNotFoundError, match="metadata_train.json"):
         ingest(SourceConfig(kind="dota", root=str(tmp_path)))
+
+
+def test_consensus_rows_mean_what_they_say(tmp_path):
+    root = tmp_path / "dad"
+    for n in (456, 457, 458, 459):
+        write_mp4(root / f"videos/testing/positive/000{n}.mp4", n=100, fps=20, w=16, h=16)
+    rows = [
+        ["000456.mp4", "", "Collision", "yes", 5, 1.0, 2.0, 1.0, "pos-ego"],
+        ["000457.mp4", "", "Collision", "yes", 5, 1.8, 2.0, 0.2, "less2s"],
+        ["000458.mp4", "", "Collision", "no", 5, 1.0, 2.0, 1.0, "excluded (bad video quality)"],
+        ["000459.mp4", "", "Collision", "no", 5, 1.0, 2.0, 1.0, "excluded (not in test split)"],
+    ]
+    cons = write_csv(tmp_path / "c.csv", CONSENSUS_HEADER, rows)
+    clips, rejections, decisions = ingest_source(
+        "src", SourceConfig(kind="dad", root=str(root), consensus=str(cons)), progress=False
+    )
+    assert rejections == []
+    got = {c.video_id: c for c in clips}
+    by = {d.video_id: d for d in decisions}
+    assert [by[f"testing-positive-000{n}"].decision for n in (456, 457, 458, 459)] == [
+        "applied", "applied-less2s", "excluded", "excluded",
+    ]  # fmt: skip
+    assert got["testing-positive-000457"].meta["consensus_flag"] == "less2s"
+    # excluded rows are recorded with the CSV's reason, never applied: the DAD defaults stay
+    for n in (458, 459):
+        clip = got[f"testing-positive-000{n}"]
+        assert (clip.t_event_s, clip.ego_involved, clip.meta["times_from"]) == (4.5, None, "dad-default")
+        assert "excluded (" in by[f"testing-positive-000{n}"].reason
+    # peers evaluate on every consensus clip except those excluded as "not in test split"
+    assert [by[f"testing-positive-000{n}"].peer_test for n in (456, 457, 458, 459)] == [
+        True,
+        True,
+        True,
+        False,
+    ]
+    assert by["testing-positive-000456"].csv_id == "000456.mp4"

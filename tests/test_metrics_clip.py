@@ -46,7 +46,7 @@ def naive_anticipation(clips, recall_target=0.8):
         return [
             (t, p)
             for t, p in zip(c.t_s, c.p_alert, strict=True)
-            if not c.is_positive or t <= c.t_event_s + eps
+            if not c.is_positive or t < c.t_event_s - eps
         ]
 
     thresholds = sorted({p for c in clips for _, p in window(c)})
@@ -92,19 +92,35 @@ def random_clips(rng, n_clips):
 
 def test_hand_computed_anticipation():
     clips = [
-        scored("p1", [0.1, 0.6, 0.9, 0.95], positive=True, t_e=2.0),  # 0.95 is after the event
-        scored("p2", [0.2, 0.3, 0.7], positive=True, t_e=2.0),
+        scored("p1", [0.1, 0.6, 0.9, 0.95], positive=True, t_e=2.5),  # 0.95 is after the event
+        scored("p2", [0.2, 0.3, 0.7], positive=True, t_e=2.5),
         scored("n1", [0.05, 0.8, 0.1]),
     ]
     a = anticipation(clips)
-    # Recall .5 (th .8, .9): best precision 1, TTA 0. Recall 1 (th <= .7): best precision 2/3
-    # (all three clips fire), best TTA 2 (both positives fire at t=0 for th <= .1).
+    # Recall .5 (th .8, .9): best precision 1, TTA 0.5 (p1 at t=2). Recall 1 (th <= .7): best
+    # precision 2/3 (all three clips fire), best TTA 2.5 (both positives fire at t=0 for th <= .1).
     assert a.recall.tolist() == [0.5, 1.0]
     assert a.precision == pytest.approx([1.0, 2 / 3])
-    assert a.tta_s == pytest.approx([0.0, 2.0])
+    assert a.tta_s == pytest.approx([0.5, 2.5])
     assert a.ap == pytest.approx(0.5 + (1 + 2 / 3) * 0.5 / 2)
-    assert a.mtta_s == pytest.approx(1.0)
-    assert a.tta_at_recall_s == pytest.approx(2.0)  # recall 1 is nearer 0.8 than 0.5
+    assert a.mtta_s == pytest.approx(1.5)
+    assert a.tta_at_recall_s == pytest.approx(2.5)  # recall 1 is nearer 0.8 than 0.5
+    assert math.isnan(a.mtta_ustring_s)  # no clip durations given
+
+
+def test_tick_at_the_event_is_not_scored_and_ustring_mtta_differs_by_duration_over_toa():
+    # DAD geometry: 100 frames at 20 fps (5 s), accident at frame 90 (4.5 s); ticks every 0.5 s
+    t = np.arange(3.0, 5.0, 0.5)  # scored from 3 s (frame 60) on
+    p = np.full(t.size, 0.9)
+    p[t == 4.5] = 1.0  # a spike exactly at the event: not scored (the reference scores frames [:toa])
+    pos = ClipSeries("p", "dad", t, np.zeros(t.size, np.int8), p, True, 2.5, 4.5, duration_s=5.0)
+    neg = ClipSeries("n", "dad", t, np.zeros(t.size, np.int8), np.full(t.size, 0.5), False, duration_s=5.0)
+    a = anticipation([pos, neg])
+    assert a.recall.tolist() == [1.0] and a.precision == pytest.approx([1.0])
+    assert a.mtta_s == pytest.approx(4.5 - 3.0)
+    # (1 - f/toa) * T/fps = (1 - 60/90) * 5 = 1.667: ours times T/toa = 100/90
+    assert a.mtta_ustring_s == pytest.approx((1 - 60 / 90) * 5.0)
+    assert a.mtta_ustring_s == pytest.approx(a.mtta_s * 100 / 90)
 
 
 def test_scores_after_the_event_do_not_count():
@@ -273,7 +289,8 @@ def test_summarize_flat_dict_and_by_source():
     assert {"clip_ap", "clip_mtta_s", "clip_tta_at_r80_s", "tick_auroc"} <= set(m)
     by = summarize_by_source(clips, cfg, tick_hz=1.0)
     assert sorted(by) == ["all", "dad", "dota"]
-    assert by["all"] == m
+    assert by["all"].keys() == m.keys()
+    assert all(by["all"][k] == v or (math.isnan(by["all"][k]) and math.isnan(v)) for k, v in m.items())
     assert by["dota"]["n_clips"] == 1 and math.isnan(by["dota"]["daus"])  # no negatives there
 
 

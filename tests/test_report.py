@@ -170,10 +170,8 @@ def test_timeline_draws_the_labelled_windows_and_event(data):
     draw_clip_timeline(ax_p, ax_a, clips[0], tick_hz=1.0)
     observe, alert = _by_gid(ax_p, "window-OBSERVE"), _by_gid(ax_p, "window-ALERT")
     assert len(observe) == 1 and len(alert) == 1
-    assert (alert[0].get_x(), alert[0].get_width()) == (
-        7.0,
-        2.0,
-    )  # ALERT at 7 s and 8 s, each standing for one second
+    # ALERT labels at 7 s and 8 s, but the window is shaded only up to the event at 8 s
+    assert (alert[0].get_x(), alert[0].get_width()) == (7.0, 1.0)
     assert len(_by_gid(ax_p, "excluded")) == 1
     assert [line.get_xdata()[0] for line in _by_gid(ax_p, "event")] == [8.0]
     assert [line.get_xdata()[0] for line in _by_gid(ax_p, "risky")] == [7.0]

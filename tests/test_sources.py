@@ -137,6 +137,16 @@ def test_nexar_bad_rows_are_rejected_naming_file_clip_and_field(nexar_root):
     assert "no annotation row" in rej["00099"].reason and rej["00099"].path == str(video)
 
 
+def test_nexar_positive_without_event_time_is_rejected_not_invented(nexar_root):
+    train = nexar_root / "train.csv"
+    write_csv(train, NEXAR_HEADER, [[12, "", 18.0, 1], ["00034", "", "", 0]])
+    anns, rejections = nexar.read_annotations("nx", SourceConfig(kind="nexar", root=str(nexar_root)))
+    assert sorted(a.video_id for a in anns) == ["00034", "01234"]
+    [r] = rejections
+    assert_names(r, train, "00012", "time_of_event")
+    assert "without time_of_event" in r.reason
+
+
 def test_nexar_without_any_csv_raises_naming_the_expected_files(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"train\.csv.*test-public\.csv.*test-private\.csv"):
         nexar.read_annotations("nx", SourceConfig(kind="nexar", root=str(tmp_path)))

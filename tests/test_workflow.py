@@ -180,3 +180,29 @@ def test_benchmark_is_rebuilt_identically_elsewhere(demo_run, tmp_path):
         b = read_table("labels", other / "results" / "labels" / f"{source}.parquet")
         assert a.equals(b)
     shutil.rmtree(other)
+
+
+def test_a_config_given_on_the_command_line_is_used_alone(tmp_path):
+    """full.yaml is not merged over the demo: SFT and cache on the GPU with the 4B model's layers."""
+    from vlalert.config import load_config
+
+    for rel in ("resources/open-badas/config.json", *(f"resources/badas_consensus/{s}_test.csv" for s in
+                ("dada", "dota", "dad"))):  # fmt: skip
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("")  # the hand-placed inputs, as names only: a dry run opens nothing
+    res = snakemake(tmp_path, "-n", configfile=REPO / "config" / "full.yaml", timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    jobs = planned_jobs(res.stdout)
+    assert not {"tiny_model", "demo_source"} & set(jobs)  # nothing of the demo's
+    assert jobs["sft"] == 1 and jobs["cache_shard"] >= 3 and jobs["heads"] == 10
+    blocks = {
+        m.group(1): m.group(2) for m in re.finditer(r"^rule (\w+):\n(.*?)(?=^\S|\Z)", res.stdout, re.M | re.S)
+    }
+    for rule in ("sft", "cache_shard"):
+        assert re.search(r"\bgpu=1\b", blocks[rule]), blocks[rule]
+        assert "results/full/" in blocks[rule]  # the run's own results folder, never the demo's tables
+    cfg = load_config(REPO / "config" / "full.yaml")  # what `vlalert check-config` validates
+    assert cfg.model.name_or_path == "Qwen/Qwen3-VL-4B-Instruct" and not cfg.model.is_tiny
+    assert (list(cfg.cache.belief_layers), cfg.cache.policy_layer) == ([20, 24, 28, 32], 33)
+    assert cfg.sft.device != "cpu" and cfg.results == "results/full"
+    assert cfg.gate_chain("dota") == ["consensus", "badas"]

@@ -188,8 +188,18 @@ def draw_clip_timeline(ax_p: Axes, ax_a: Axes, clip: TimelineClip, tick_hz: floa
     "p_danger", ...) so that a test can count what was drawn.
     """
     dt = 1.0 / tick_hz
-    for start, end, code in label_windows(clip.t_s, clip.labels, tick_hz):
-        ax_p.axvspan(start, end, color=ACTION_COLORS[code], alpha=0.22, lw=0, gid=f"window-{ACTIONS[code]}")
+    # Labelled windows end at the event at the latest: nothing is asked of an alerter after the collision.
+    stop = clip.t_event_s if clip.t_event_s is not None else np.inf
+    for start, end, code in label_windows(clip.t_s, np.where(clip.excluded, SILENT, clip.labels), tick_hz):
+        if start < stop:
+            ax_p.axvspan(
+                start,
+                min(end, stop),
+                color=ACTION_COLORS[code],
+                alpha=0.22,
+                lw=0,
+                gid=f"window-{ACTIONS[code]}",
+            )
     for start, end, code in runs(clip.t_s, clip.excluded.astype(np.int8), tick_hz):
         if code:
             ax_p.axvspan(start, end, facecolor="none", edgecolor="#999999", hatch="//", lw=0, gid="excluded")

@@ -441,12 +441,19 @@ def score_counts(scores: pa.Table) -> dict[str, int]:
 
 def clip_info(benchmark: pa.Table | pl.DataFrame) -> pl.DataFrame:
     """One row per clip: video_id, source, is_positive, t_risky_s, t_event_s (constant within a clip)."""
+    extra = (
+        [c for c in ("n_frames", "fps") if c in benchmark.column_names]
+        if not isinstance(benchmark, pl.DataFrame)
+        else [c for c in ("n_frames", "fps") if c in benchmark.columns]
+    )
     df = (
         benchmark
         if isinstance(benchmark, pl.DataFrame)
-        else pl.from_arrow(benchmark.select(list(CLIP_COLUMNS)))
+        else pl.from_arrow(benchmark.select([*CLIP_COLUMNS, *extra]))
     )
-    df = df.select(list(CLIP_COLUMNS))
+    # the clip's length, for the reference's mTTA convention (vlalert.metrics.clip)
+    duration = (pl.col("n_frames") / pl.col("fps")) if len(extra) == 2 else pl.lit(None, pl.Float64)
+    df = df.select([*CLIP_COLUMNS, duration.cast(pl.Float64).alias("duration_s")])
     varying = (
         df.group_by("video_id")
         .agg([pl.col(c).n_unique().alias(c) for c in CLIP_COLUMNS[1:]])

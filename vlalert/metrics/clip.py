@@ -6,15 +6,19 @@ decoded actions, scores) and its annotation. `clips_from_table` builds them from
 
 Clip-level AP / mTTA / TTA@R80 follow the `evaluation` function of the DSA / UString code:
 a clip is predicted positive at threshold th when any of its scored ticks has p >= th (positives are
-scored up to and including t_event, negatives over all ticks); precision, recall and TTA are taken
+scored strictly before t_event, as the reference scores frames [:toa] and as the labels make a tick
+at the collision post-event; negatives over all ticks); precision, recall and TTA are taken
 per threshold, collapsed per distinct recall level (max precision, max TTA), AP is the area under
 that PR curve (first point times its recall plus trapezoids), mTTA the mean TTA over the recall
 levels, TTA@R80 the TTA of the recall level nearest 0.8. Where we depart from that code, and why:
 - thresholds are the distinct scores themselves, not a 0.001 grid: the curve only changes there, so
   this is the exact limit of an ever finer grid and needs no assumption that scores lie in [0, 1];
-- TTA is in seconds, t_event − (first tick time with p >= th), averaged over the true-positive clips;
-  the reference code's relative (1 − frame/toa)·(T/fps) equals this only when every clip has the
-  same length and event frame (DAD), which our sources do not;
+- TTA (`mtta_s`) is in seconds, t_event − t_a (t_a: first tick time with p >= th), averaged over the
+  true-positive clips. The reference's convention, (1 − f/toa)·T/fps with f the first frame at or
+  above th, toa the accident frame and T the clip's frame count, is reported beside it as
+  `mtta_ustring_s` (per clip (1 − t_a/t_event)·duration_s, NaN without clip durations). The two
+  differ by the factor T/toa per clip (duration / t_event): on DAD, toa = 90 of T = 100 frames, the
+  reference reads 1.11× ours; they coincide only where the accident is the clip's last frame;
 - the last recall level takes the max like every other level (the reference takes one arbitrary
   element there, an artefact of its loop bounds), and recall 0 is dropped by its value rather than
   by position.
@@ -61,6 +65,7 @@ class ClipSeries:
     p_danger: np.ndarray | None = None
     labels: np.ndarray | None = None
     excluded: np.ndarray | None = None
+    duration_s: float | None = None  # the clip's length (frames / fps): only the UString-style mTTA needs it
 
     def __post_init__(self) -> None:
         t = np.asarray(self.t_s, dtype=np.float64)
@@ -100,10 +105,10 @@ class ClipSeries:
         return arr
 
     def scored_mask(self) -> np.ndarray:
-        """Ticks that clip metrics look at: up to and including t_event for positives, all for negatives."""
+        """Ticks that clip metrics look at: strictly before t_event for positives, all for negatives."""
         if not self.is_positive:
             return np.ones(self.t_s.size, dtype=bool)
-        return self.t_s <= self.t_event_s + TIME_EPS
+        return self.t_s < self.t_event_s - TIME_EPS
 
 
 def _to_polars(table: pa.Table | pl.DataFrame) -> pl.DataFrame:
@@ -135,10 +140,14 @@ def clips_from_table(
     if "video_id" not in df.columns or df["video_id"].null_count():
         raise ValueError("per-tick table needs a video_id on every row")
     if clips is not None:
-        cdf = _to_polars(clips).select(["video_id", *CLIP_COLUMNS])
+        cdf = _to_polars(clips)
+        cdf = cdf.select(
+            ["video_id", *CLIP_COLUMNS, *(["duration_s"] if "duration_s" in cdf.columns else [])]
+        )
         if cdf["video_id"].is_duplicated().any():
             raise ValueError("clips table holds a video_id more than once")
-        df = df.drop([c for c in CLIP_COLUMNS if c in df.columns]).join(cdf, on="video_id", how="left")
+        own = [c for c in (*CLIP_COLUMNS, "duration_s") if c in df.columns and c in cdf.columns]
+        df = df.drop(own).join(cdf, on="video_id", how="left")
         unknown = df.filter(pl.col("is_positive").is_null())["video_id"].unique().to_list()
         if unknown:
             raise ValueError(f"ticks of clips missing from the clips table: {sorted(unknown)[:5]}")
@@ -184,6 +193,7 @@ def clips_from_table(
     is_pos = df["is_positive"].to_numpy()
     t_r = df["t_risky_s"].to_numpy()
     t_e = df["t_event_s"].to_numpy()
+    duration = df["duration_s"].cast(pl.Float64).to_numpy() if "duration_s" in df.columns else None
 
     out: list[ClipSeries] = []
     for a, b in zip(starts, ends, strict=True):
@@ -201,6 +211,7 @@ def clips_from_table(
                 p_danger=None if p_danger is None else p_danger[sl],
                 labels=None if labels is None else labels[sl],
                 excluded=None if excluded is None else excluded[sl],
+                duration_s=None if duration is None or math.isnan(duration[a]) else float(duration[a]),
             )
         )
     return out
@@ -222,6 +233,7 @@ class Anticipation:
     recall: np.ndarray = field(repr=False)
     precision: np.ndarray = field(repr=False)
     tta_s: np.ndarray = field(repr=False)
+    mtta_ustring_s: float = float("nan")
 
 
 def _score_of(clip: ClipSeries, score: str) -> np.ndarray:
@@ -260,7 +272,7 @@ def anticipation(
     n_pred = maxima.size - np.searchsorted(np.sort(maxima), thr, side="left")
     tp = positive.sum() - np.searchsorted(np.sort(maxima[positive]), thr, side="left")
 
-    starts, stops, values = [], [], []
+    starts, stops, values, values_u = [], [], [], []
     for c, s, t in windows:
         if not c.is_positive or s.size == 0:
             continue
@@ -271,11 +283,18 @@ def anticipation(
         starts.append(np.r_[0, hi[:-1]])
         stops.append(hi)
         values.append(c.t_event_s - t[first])
-    diff = np.zeros(thr.size + 1)
-    v = np.concatenate(values)
-    np.add.at(diff, np.concatenate(starts), v)
-    np.add.at(diff, np.concatenate(stops), -v)
-    tta_sum = np.cumsum(diff)[: thr.size]
+        duration = c.duration_s if c.duration_s is not None else float("nan")
+        values_u.append((1.0 - t[first] / c.t_event_s) * duration if c.t_event_s > 0 else t[first] * np.nan)
+
+    def per_threshold(vals: list[np.ndarray]) -> np.ndarray:
+        diff = np.zeros(thr.size + 1)
+        v = np.concatenate(vals)
+        np.add.at(diff, np.concatenate(starts), v)
+        np.add.at(diff, np.concatenate(stops), -v)
+        return np.cumsum(diff)[: thr.size]
+
+    tta_sum = per_threshold(values)
+    tta_u_sum = per_threshold(values_u)
 
     valid = tp > 0
     tp_v = tp[valid]
@@ -286,6 +305,9 @@ def anticipation(
     tta = np.full(levels_tp.size, -np.inf)
     np.maximum.at(precision, inverse, precision_t)
     np.maximum.at(tta, inverse, tta_t)
+    tta_u = np.full(levels_tp.size, -np.inf)
+    with np.errstate(invalid="ignore"):  # NaN without clip durations, by design
+        np.maximum.at(tta_u, inverse, tta_u_sum[valid] / tp_v)
     recall = levels_tp / n_pos
 
     ap = precision[0] * recall[0] + float(np.sum((precision[1:] + precision[:-1]) * np.diff(recall) / 2))
@@ -295,6 +317,7 @@ def anticipation(
         mtta_s=float(np.mean(tta)),
         tta_at_recall_s=float(tta[at]),
         recall_target=recall_target,
+        mtta_ustring_s=float(np.mean(tta_u)),
         recall=recall,
         precision=precision,
         tta_s=tta,

@@ -140,10 +140,19 @@ def _scenarios(kind: str, demo: DemoConfig) -> list[tuple[Scenario, str | None]]
     return out
 
 
-def _consensus_row(clip_id: str, s: Scenario, rng: np.random.Generator) -> dict[str, Any]:
-    """A second human annotation: alert time within +-0.3 s of the risky time, same collision time."""
+def _consensus_row(clip_id: str, kind: str, s: Scenario, rng: np.random.Generator) -> dict[str, Any]:
+    """A second human annotation: alert time within +-0.3 s of the risky time, same collision time.
+
+    Written as BADAS writes it: on the consensus file's own clock (the kind's CONSENSUS_CLOCK_FPS,
+    30 fps for DAD whose clips play at 20 fps), so the demo exercises the same clock conversion.
+    """
+    from vlalert.sources.registry import adapter_for
+
+    clock = adapter_for(kind).CONSENSUS_CLOCK_FPS
+    scale = KIND_FPS[kind] / clock if clock else 1.0  # seconds of the clip -> seconds on the clock
     t_r, t_e = float(s.t_risky_s), float(s.t_event_s)  # type: ignore[arg-type]
-    alert = round(min(max(t_r + rng.uniform(-0.3, 0.3), 0.0), t_e - 0.2), 2)
+    alert_s = min(max(t_r + rng.uniform(-0.3, 0.3), 0.0), t_e - 0.2)
+    alert, collision = round(alert_s * scale, 2), round(t_e * scale, 2)
     return {
         "id": f"{clip_id}.mp4",
         "batch": None,
@@ -151,8 +160,8 @@ def _consensus_row(clip_id: str, s: Scenario, rng: np.random.Generator) -> dict[
         "Nexar-vehicle-involved": "yes" if s.ego_involved else "no",
         "min_support": int(rng.integers(5, 8)),
         "Time-of-alert": alert,
-        "Time-of-collision": t_e,
-        "Diff": round(t_e - alert, 2),
+        "Time-of-collision": collision,
+        "Diff": round(collision - alert, 2),
         "article_category": "pos-ego" if s.ego_involved else "pos-not-ego",
     }
 
@@ -330,7 +339,7 @@ def _with_consensus(kind: str, demo: DemoConfig, clips: list[DemoClip]) -> list[
     for i, c in enumerate(clips):
         if i in chosen:
             clip_id = c.video_id.rsplit("-", 1)[1] if kind == "dad" else c.video_id
-            row = _consensus_row(clip_id, c.scenario, stable_rng(demo.seed, kind, i, 2))
+            row = _consensus_row(clip_id, kind, c.scenario, stable_rng(demo.seed, kind, i, 2))
             c = replace(c, consensus=row)
         out.append(c)
     return out

@@ -457,6 +457,8 @@ def source(kind: str, root: Path, **kw) -> SimpleNamespace:
         annotations=kw.get("annotations"),
         consensus=kw.get("consensus"),
         gate_scores=kw.get("gate_scores"),
+        videos=kw.get("videos", True),
+        split_files=kw.get("split_files"),
     )
 
 
@@ -609,7 +611,7 @@ def test_the_download_target_fetches_hub_data_and_fails_listing_every_missing_ma
         assert f"resources/dad/videos/{folder}: missing or empty" in out
     assert "source 'dad' (dad) under resources/dad: 5 missing item(s)" in out
     assert "aliensunmin.github.io/project/dashcam" in out
-    marker = json.loads((tmp_path / "results" / "download" / "nexar.json").read_text())
+    marker = json.loads((tmp_path / "results" / "real" / "download" / "nexar.json").read_text())
     assert marker["commit"] == COMMIT and [f["path"] for f in marker["files"]] == WANTED
     assert all(s.headers.get("authorization") == f"Bearer {TOKEN}" for s in hub.requests("HEAD"))
     written = [p for p in tmp_path.rglob("*") if p.is_file() and "resources" not in p.parts]
@@ -618,5 +620,5 @@ def test_the_download_target_fetches_hub_data_and_fails_listing_every_missing_ma
     touch(tmp_path / "resources" / "dad" / "videos" / "testing" / "positive" / "000001.mp4")
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
-    layout = json.loads((tmp_path / "results" / "download" / "dad.layout.json").read_text())
+    layout = json.loads((tmp_path / "results" / "real" / "download" / "dad.layout.json").read_text())
     assert layout["ok"] and len(layout["warnings"]) == 3

@@ -206,3 +206,19 @@ def test_a_config_given_on_the_command_line_is_used_alone(tmp_path):
     assert (list(cfg.cache.belief_layers), cfg.cache.policy_layer) == ([20, 24, 28, 32], 33)
     assert cfg.sft.device != "cpu" and cfg.results == "results/full"
     assert cfg.gate_chain("dota") == ["consensus", "badas"]
+
+
+def test_predict_runs_the_demo_run_on_a_real_dad_clip(demo_run, real_data, tmp_path):
+    """`vlalert predict` on real 1280x720 footage with the demo's trained run (a plumbing check)."""
+    video = real_data / "dad" / "videos" / "testing" / "positive" / "000478.mp4"
+    out = tmp_path / "real"
+    cmd = [str(Path(sys.executable).with_name("vlalert")), "predict", str(video)]
+    cmd += ["--run", str(demo_run / "results"), "--config", str(REPO / "config" / "config.yaml")]
+    res = subprocess.run([*cmd, "--out", str(out)], capture_output=True, text=True, timeout=600, cwd=demo_run)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    table = pq.read_table(out.with_suffix(".parquet")).to_pylist()
+    assert [r["t_s"] for r in table] == [2.0, 3.0, 4.0]  # 100 frames at 20 fps
+    assert table[0]["frame_idx"] == [5, 10, 15, 20, 25, 30, 35, 40]
+    assert {r["action"] for r in table} <= {"SILENT", "OBSERVE", "ALERT"}
+    assert all(0.0 <= r["p_alert"] <= 1.0 for r in table)
+    assert out.with_suffix(".png").stat().st_size > 1000

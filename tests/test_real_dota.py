@@ -43,7 +43,7 @@ def real_dota(real_data, tmp_path_factory):
     clips = [o for o in outcomes if isinstance(o, Clip)]
     rejected = [*rejected, *more, *(o for o in outcomes if not isinstance(o, Clip))]
     videos = table_from_rows("videos", [c.to_row() for c in clips])
-    gate = gate_scores(videos, "consensus", cfg.sources["dota"], cfg)
+    gate = gate_scores(videos, ["consensus"], cfg.sources["dota"], cfg)
     labels = label_source(videos, gate, "dota", cfg)
     return cfg, videos, rejected, labels
 
@@ -87,3 +87,29 @@ def test_real_label_distribution(real_dota):
         if a == "ALERT"
     }
     assert alert_clips <= consensus_ego
+
+
+def test_gate_chain_falls_back_where_consensus_has_no_row(real_dota, tmp_path):
+    """[consensus, scores_file]: clips without a consensus row are scored by the stand-in file."""
+    cfg, videos, _, labels = real_dota
+    vids = videos.column("video_id").to_pylist()
+    # A stand-in for a model's scores (Open-BADAS run elsewhere): 0.6 on every tick of every clip.
+    rows = [f"{v},{t:.1f},0.6" for v in vids for t in range(0, 60)]
+    scores = tmp_path / "stand_in_scores.csv"
+    scores.write_text("video_id,t_s,p_collision\n" + "\n".join(rows) + "\n")
+    src = cfg.sources["dota"].model_copy(update={"gate_scores": str(scores)})
+    gate = gate_scores(videos, ["consensus", "scores_file"], src, cfg)
+    by_clip = dict(zip(gate.column("video_id").to_pylist(), gate.column("provider").to_pylist(), strict=True))
+    providers = Counter(by_clip.values())
+    with_row = {
+        v for v, m in zip(vids, videos.column("meta").to_pylist(), strict=True) if '"consensus_s"' in m
+    }
+    assert providers["consensus"] == len(with_row & set(by_clip)) > 0
+    assert providers["scores_file"] == len(set(by_clip) - with_row) > 0
+    chained = label_source(videos, gate, "dota", cfg)
+    before, after = Counter(labels["rule"].to_pylist()), Counter(chained["rule"].to_pylist())
+    print("DoTA val, consensus only:", dict(before), "\nDoTA val, consensus -> scores_file:", dict(after))
+    assert after["alert->observe:gate-missing"] == 0 < before["alert->observe:gate-missing"]
+    actions = Counter(a for a, x in zip(chained["action"].to_pylist(), chained["excluded"].to_pylist(), strict=True)
+                      if not x)  # fmt: skip
+    assert actions["ALERT"] > Counter(labels["action"].to_pylist())["ALERT"]

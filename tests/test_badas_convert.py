@@ -380,3 +380,42 @@ def test_bare_state_dict_with_ddp_prefix_converts_too(tmp_path):
     x = torch.randn(2, 16, 3, CROP, CROP)
     with torch.no_grad():
         np.testing.assert_allclose(loaded(x).numpy(), theirs(x).numpy(), atol=1e-5, rtol=1e-5)
+
+
+def test_badas_gate_runs_in_the_dag_on_real_dad_clips(converted, real_data, tmp_path):
+    """`gate_provider: badas` with a converted toy checkpoint, through ingest and gate on real DAD."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from vlalert.schemas import read_table
+
+    repo = Path(__file__).resolve().parents[1]
+    _, weights = converted
+    dad = real_data / "dad"
+    cfg = {
+        "run": "real-badas",
+        "results": str(tmp_path / "results"),
+        "demo": {"enabled": False},
+        "sources": {
+            "dad": {
+                "kind": "dad",
+                "root": str(dad),
+                "consensus": str(dad / "badas_consensus_dad_subset.csv"),
+                "gate_provider": ["badas"],
+                "split_map": {"testing": "test"},
+            }
+        },
+        "gate": {"provider": ["badas"], "badas": {"model_path": str(weights), "device": "cpu"}},
+    }
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    cmd = [str(Path(sys.executable).with_name("snakemake")), "-s", str(repo / "Snakefile")]
+    cmd += ["--directory", str(tmp_path), "--configfile", str(tmp_path / "cfg.yaml"), "--cores", "2"]
+    res = subprocess.run([*cmd, str(tmp_path / "results" / "gate" / "dad.parquet")], capture_output=True,
+                         text=True, timeout=900)  # fmt: skip
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-4000:]
+    gate = read_table("gate", tmp_path / "results" / "gate" / "dad.parquet")
+    assert gate.num_rows == 15 and set(gate.column("provider").to_pylist()) == {"badas"}
+    ps = gate.column("p_collision").to_pylist()
+    assert all(p is not None and 0.0 <= p <= 1.0 for p in ps) and len({round(p, 6) for p in ps}) > 1

@@ -110,6 +110,6 @@ def test_gate_chain_falls_back_where_consensus_has_no_row(real_dota, tmp_path):
     before, after = Counter(labels["rule"].to_pylist()), Counter(chained["rule"].to_pylist())
     print("DoTA val, consensus only:", dict(before), "\nDoTA val, consensus -> scores_file:", dict(after))
     assert after["alert->observe:gate-missing"] == 0 < before["alert->observe:gate-missing"]
-    actions = Counter(a for a, x in zip(chained["action"].to_pylist(), chained["excluded"].to_pylist(), strict=True)
-                      if not x)  # fmt: skip
+    pairs = zip(chained["action"].to_pylist(), chained["excluded"].to_pylist(), strict=True)
+    actions = Counter(a for a, excluded in pairs if not excluded)
     assert actions["ALERT"] > Counter(labels["action"].to_pylist())["ALERT"]

@@ -85,7 +85,8 @@ def summarize(
 
     Keys: n_clips, n_positive, n_negative; daus, daus_U, daus_P; tick_n, tick_n_alert, tick_auroc,
     tick_ap, tick_macro_f1, tick_balanced_acc (over non-excluded ticks, NaN without labels);
-    clip_ap, clip_mtta_s, clip_mtta_ustring_s (the reference's convention), clip_tta_at_r{target}_s (on `clip_score`); recall_at_{k}s for each k;
+    clip_ap, clip_mtta_s, clip_mtta_ustring_s (the reference's convention),
+    clip_tta_at_r{target}_s (on `clip_score`); recall_at_{k}s for each k;
     false_alerts_per_hour, negative_hours.
     """
     n_pos = sum(1 for c in clips if c.is_positive)

@@ -158,9 +158,10 @@ def test_hand_computed_beliefs(beliefs):
     assert _belief(beliefs, "other_lateral", 4) == Belief(
         hazard="vehicle", where="ahead", motion="cutting-in", ttc_s=1.0, danger=0.5, ego_involved=False
     )
-    # DADA texts: pedestrian crossing from the left; t = 7 s, event 7.5 s
+    # DADA texts: pedestrian crossing from the left; t = 7 s, event 7.5 s before t_r + 2 s = 8 s, so
+    # the danger target reaches 1 at the event: 0.5 + 0.5 * (7 - 6) / (7.5 - 6) = 0.83
     assert _belief(beliefs, "dada", 5) == Belief(
-        hazard="pedestrian", where="left", motion="crossing", ttc_s=0.5, danger=0.75, ego_involved=True
+        hazard="pedestrian", where="left", motion="crossing", ttc_s=0.5, danger=0.83, ego_involved=True
     )
     # Nexar before the window (t = 3 s < 9 - 4): nothing yet; t = 9 s ALERT onset, 1 s to the event
     assert _belief(beliefs, "nexar_pos", 1) == Belief(

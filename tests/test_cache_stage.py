@@ -269,20 +269,21 @@ def test_the_rules_inputs_follow_the_model_and_adapter_settings(tmp_path):
     from vlalert.cache.paths import part_files, shard_inputs
 
     cfg = config(shards=2)
+    # no `results` in the config: the run writes under results/<run> (here the default run, demo)
     assert shard_inputs(cfg, "val") == {
-        "benchmark": "results/benchmark/val.parquet",
-        "model": "results/models/tiny-qwen3vl/config.json",
-        "adapter": "results/sft/demo/adapter/adapter_config.json",
+        "benchmark": "results/demo/benchmark/val.parquet",
+        "model": "results/demo/models/tiny-qwen3vl/config.json",
+        "adapter": "results/demo/sft/demo/adapter/adapter_config.json",
     }
     assert part_files(cfg, "test", ".summary.json") == [
-        "results/cache/demo/test/part-00000.summary.json",
-        "results/cache/demo/test/part-00001.summary.json",
+        "results/demo/cache/demo/test/part-00000.summary.json",
+        "results/demo/cache/demo/test/part-00001.summary.json",
     ]
     hub = validate_config(
         cfg.model_dump()
         | {"model": {"name_or_path": "Qwen/Qwen3-VL-4B-Instruct"}, "cache": {"adapter": "none"}}
     )
-    assert shard_inputs(hub, "val") == {"benchmark": "results/benchmark/val.parquet"}
+    assert shard_inputs(hub, "val") == {"benchmark": "results/demo/benchmark/val.parquet"}
     local = validate_config(
         cfg.model_dump()
         | {"model": {"name_or_path": str(tmp_path)}, "cache": {"adapter": str(tmp_path / "a")}}

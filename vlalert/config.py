@@ -228,7 +228,9 @@ class WorkflowConfig(_Strict):
             errors = download_config_errors(self.download, roots)
             if errors:
                 raise ValueError("; ".join(errors))
-        for name in self.labels.gated_sources:
+        # The default names DoTA; a config without a DoTA source is not wrong for keeping the default.
+        gated = self.labels.gated_sources if "gated_sources" in self.labels.model_fields_set else []
+        for name in gated:
             if name not in self.sources:
                 raise ValueError(f"labels.gated_sources names unknown source {name!r}")
         for name, src in self.sources.items():

@@ -24,6 +24,7 @@ from vlalert.atomic import sha256_file, write_json_atomic
 from vlalert.config import SPLITS, WorkflowConfig
 from vlalert.labels import ALERT, OBSERVE, SILENT, effective_t_event, prefix_cut
 from vlalert.schemas import BENCHMARK, LABELS, check_table
+from vlalert.sources.registry import adapter_for
 from vlalert.splits import assign_split, parent_id
 
 MANIFEST_FORMAT = "vlalert-benchmark-manifest/1"
@@ -58,8 +59,6 @@ def peer_test_clips(videos: pa.Table, kind: str, consensus: pa.Table | None) -> 
     Consensus rows count unless the CSV excludes them as "not in test split" (see
     `vlalert.sources.consensus.is_peer_test`, which set the table's peer_test column).
     """
-    from vlalert.sources.registry import adapter_for
-
     test_splits = set(adapter_for(kind).PEER_TEST_SPLITS)
     out = {
         vid: f"official split {split!r}"
@@ -276,8 +275,12 @@ def _clip_counts(table: pa.Table) -> dict[str, dict[str, dict[str, int]]]:
     return {split: dict(sorted(v.items())) for split, v in out.items()}
 
 
-def _rule_counts(table: pa.Table) -> dict[str, dict[str, int]]:
-    counter = Counter(zip(table.column("source").to_pylist(), table.column("rule").to_pylist(), strict=True))
+def _rule_counts(split_rules: dict[str, dict[str, dict[str, int]]]) -> dict[str, dict[str, int]]:
+    """source -> rule -> ticks over all splits (the sum of `_split_source_rules`)."""
+    counter: Counter = Counter()
+    for by_source in split_rules.values():
+        for source, rules in by_source.items():
+            counter.update({(source, rule): n for rule, n in rules.items()})
     out: dict[str, dict[str, int]] = {}
     for (source, rule), n in sorted(counter.items()):
         out.setdefault(source, {})[rule] = n
@@ -436,7 +439,7 @@ def build_benchmark(
         "ticks": ticks,
         "clips": clips,
         "positives": positives,
-        "rules": _rule_counts(table),
+        "rules": _rule_counts(split_rules),
         "rules_by_split": split_rules,
         "moved_to_test": {s: sorted(m, key=lambda e: e["video_id"]) for s, m in sorted(moved.items())},
         "consensus": {

@@ -28,13 +28,18 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 SOURCE_KINDS: tuple[str, ...] = ("nexar", "dada2000", "dota", "dad")
 GATE_PROVIDERS: tuple[str, ...] = ("scene", "consensus", "scores_file", "badas")
 GateProvider = Literal["scene", "consensus", "scores_file", "badas"]
-# Where a source's official split files say a clip is used for evaluation by peers.
-SPLIT_FILE_KEYS: tuple[str, ...] = SPLITS
 
 
 def _as_chain(value: Any) -> Any:
     """A gate provider given as one name means a chain of one."""
     return [value] if isinstance(value, str) else value
+
+
+def _valid_chain(chain: list[str] | None) -> list[str] | None:
+    """A chain is tried in order per clip: it needs a provider, and naming one twice says nothing."""
+    if chain is not None and (not chain or len(set(chain)) != len(chain)):
+        raise ValueError(f"a gate provider chain must be non-empty and name each provider once, got {chain}")
+    return chain
 
 
 class ConfigError(ValueError):
@@ -85,13 +90,7 @@ class SourceConfig(_Strict):
     split_map: dict[str, Literal["train", "val", "test", "hash", "trainval"]] = Field(default_factory=dict)
 
     chain_from_name = field_validator("gate_provider", mode="before")(_as_chain)
-
-    @field_validator("gate_provider")
-    @classmethod
-    def _chain_ok(cls, v: list[str] | None) -> list[str] | None:
-        if v is not None and (not v or len(set(v)) != len(v)):
-            raise ValueError(f"a gate provider chain must be non-empty and name each provider once, got {v}")
-        return v
+    chain_is_valid = field_validator("gate_provider")(_valid_chain)
 
 
 class TicksConfig(_Strict):
@@ -125,11 +124,10 @@ class GateConfig(_Strict):
     )  # consensus provider: score ramps 0 -> 0.5 over this before t_alert
 
     chain_from_name = field_validator("provider", mode="before")(_as_chain)
+    chain_is_valid = field_validator("provider")(_valid_chain)
 
     @model_validator(mode="after")
     def _ordered(self) -> GateConfig:
-        if not self.provider or len(set(self.provider)) != len(self.provider):
-            raise ValueError(f"gate.provider must be non-empty and name each provider once: {self.provider}")
         if self.observe_min > self.alert_min:
             raise ValueError("gate.observe_min must not exceed gate.alert_min")
         return self

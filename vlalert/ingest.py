@@ -97,19 +97,21 @@ def on_video_clock(ann: Annotation, fps: float) -> Annotation:
     """
     meta = dict(ann.meta)
     prov = {k: dict(v) for k, v in meta.get("provenance", {}).items()}
+
+    def seconds(value: float, clock: float | None) -> float:  # the one conversion (None: already seconds)
+        return value * clock / fps if clock else value
+
     changes: dict[str, float] = {}
     for attr, clock in ann.clock_fps.items():
         value = getattr(ann, attr)
         if value is None:
             continue
-        frame = value * clock
-        changes[attr] = frame / fps
-        prov.setdefault(attr, {}).update(clock_fps=clock, frame=round(frame, 6), written=value)
+        changes[attr] = seconds(value, clock)
+        prov.setdefault(attr, {}).update(clock_fps=clock, frame=round(value * clock, 6), written=value)
     if meta.get("consensus") is not None:
         clock = meta.get("consensus_clock_fps")
-        scale = clock / fps if clock else 1.0
         meta["consensus_s"] = {
-            k: (float(v) * scale if isinstance(v, (int, float)) else None)
+            k: (seconds(float(v), clock) if isinstance(v, (int, float)) else None)
             for k, v in meta["consensus"].items()
             if k in ("Time-of-alert", "Time-of-collision")
         }

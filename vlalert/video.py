@@ -256,7 +256,8 @@ class VideoFrames:
                 raise self._frame_error(0, f"unreadable frame image: {_short(err)}") from None
         return self._size
 
-    def _read_image(self, i: int) -> np.ndarray:
+    def _read_image(self, i: int, rgb: bool = True) -> np.ndarray | None:
+        """Frame i of a folder as RGB uint8; rgb False only decodes it (the ingest check), returning None."""
         from PIL import Image
 
         assert self._files is not None
@@ -265,6 +266,9 @@ class VideoFrames:
             with Image.open(self._files[i]) as im:
                 if im.size != size:
                     raise self._frame_error(i, f"is {_wxh(im.size)}, the clip's frames are {_wxh(size)}")
+                if not rgb:
+                    im.load()
+                    return None
                 return np.asarray(im.convert("RGB"), dtype=np.uint8)
         except FrameReadError:
             raise
@@ -337,22 +341,12 @@ def _verify_folder(clip: VideoFrames) -> tuple[int, int]:
 
     Returns (height, width). Each image is decoded once (PIL `load`, no colour conversion).
     """
-    from PIL import Image
-
     files = clip.files
     assert files is not None
     check_frame_numbers(clip.path, files)
     size = clip._folder_size()
-    for i, file in enumerate(files):
-        try:
-            with Image.open(file) as im:
-                if im.size != size:
-                    raise clip._frame_error(i, f"is {_wxh(im.size)}, the clip's frames are {_wxh(size)}")
-                im.load()
-        except FrameReadError:
-            raise
-        except Exception as err:  # OSError "image file is truncated", UnidentifiedImageError ...
-            raise clip._frame_error(i, f"unreadable frame image: {_short(err)}") from None
+    for i in range(len(files)):
+        clip._read_image(i, rgb=False)
     return size[1], size[0]
 
 

@@ -158,7 +158,7 @@ def override(
     ego = _ego(row.get(EGO))
     meta = dict(ann.meta)
     prov = dict(meta.get("provenance", {}))
-    clocks = {k: v for k, v in ann.clock_fps.items()}
+    clocks = dict(ann.clock_fps)
     changes: dict[str, Any] = {}
     for attr, value, field in (("t_risky_s", t_alert, ALERT), ("t_event_s", t_collision, COLLISION)):
         if value is None:

@@ -191,9 +191,17 @@ def make_examples(tok, vlm: VLMConfig, n: int, seed: int = 0) -> list[dict[str, 
 def count_flops(ex: Extractor, examples, batch: int) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
-    counter = FlopCounterMode(display=False)
-    with counter:
-        run_examples(ex, examples[:batch], batch, teacher_forced=False)
+    # torch's FlopCounterMode rejects sdpa with grouped-query attention (32 query heads over 8
+    # key/value heads): count the same products through eager attention, then restore.
+    model = ex.model
+    before = model.config._attn_implementation
+    model.set_attn_implementation("eager")
+    try:
+        counter = FlopCounterMode(display=False)
+        with counter:
+            run_examples(ex, examples[:batch], batch, teacher_forced=False)
+    finally:
+        model.set_attn_implementation(before)
     return int(counter.get_total_flops())
 
 

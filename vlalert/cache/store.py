@@ -26,8 +26,26 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vlalert.atomic import atomic_path, sha256_file, write_json_atomic
-from vlalert.heads.data import cache_write_options
 from vlalert.schemas import SchemaError, check_table
+
+# the vector columns of a cache table: z (belief span, layers concatenated) and r (policy)
+VECTOR_COLUMNS: tuple[str, ...] = ("z", "r")
+
+
+def cache_write_options(table: pa.Table) -> dict:
+    """pyarrow.parquet.write_table options that make the vector columns fast to read back.
+
+    Dictionary encoding of float16 vectors (pyarrow's default) never pays (hidden states hardly
+    repeat) and makes decoding ~3x slower; byte-stream-split + zstd reads fastest and is the
+    smallest. Measured on a 32 k tick cache at hidden 256: 92 MB/s default, 560 MB/s with these.
+    """
+    vectors = [c for c in VECTOR_COLUMNS if c in table.column_names]
+    return {
+        "use_dictionary": [c for c in table.column_names if c not in vectors],
+        "compression": "zstd",
+        "column_encoding": {f"{c}.list.element": "BYTE_STREAM_SPLIT" for c in vectors},
+    }
+
 
 FINGERPRINT_KEY = b"vlalert.cache.fingerprint"
 STATS_KEY = b"vlalert.cache.stats"

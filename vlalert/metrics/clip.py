@@ -29,13 +29,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import polars as pl
 import pyarrow as pa
 
 from vlalert.metrics.tick import ALERT, onsets, to_action_codes
+
+if TYPE_CHECKING:  # polars loads on use: parsing the Snakefile imports this package
+    import polars as pl
 
 # Ticks are placed at k / tick_hz in float; comparing times with this slack keeps window edges
 # inclusive when t_r - 1.0 lands a rounding step below a tick time.
@@ -112,6 +114,8 @@ class ClipSeries:
 
 
 def _to_polars(table: pa.Table | pl.DataFrame) -> pl.DataFrame:
+    import polars as pl
+
     if isinstance(table, pl.DataFrame):
         return table
     if isinstance(table, pa.Table):
@@ -136,6 +140,8 @@ def clips_from_table(
     `ticks` itself, where they must be constant within a clip. A positive without t_event_s gets
     t_risky_s + `alert_s` when `alert_s` is given, else it is an error.
     """
+    import polars as pl
+
     df = _to_polars(ticks)
     if "video_id" not in df.columns or df["video_id"].null_count():
         raise ValueError("per-tick table needs a video_id on every row")

@@ -16,8 +16,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.exceptions import UndefinedMetricWarning
-from sklearn.metrics import average_precision_score, balanced_accuracy_score, f1_score, roc_auc_score
 
 from vlalert.schemas import ACTIONS
 
@@ -65,6 +63,8 @@ def alert_auroc(labels: np.ndarray, p_alert: np.ndarray) -> float:
     y = to_action_codes(labels) == ALERT
     if y.all() or not y.any():
         return float("nan")
+    from sklearn.metrics import roc_auc_score  # on use: parsing the Snakefile imports this package
+
     return float(roc_auc_score(y, np.asarray(p_alert, dtype=np.float64)))
 
 
@@ -76,6 +76,8 @@ def alert_ap(labels: np.ndarray, p_alert: np.ndarray) -> float:
     y = to_action_codes(labels) == ALERT
     if not y.any():
         return float("nan")
+    from sklearn.metrics import average_precision_score
+
     return float(average_precision_score(y, np.asarray(p_alert, dtype=np.float64)))
 
 
@@ -90,6 +92,8 @@ def action_macro_f1(labels: np.ndarray, pred: np.ndarray) -> float:
     _same_length(y, yhat)
     if y.size == 0:
         return float("nan")
+    from sklearn.metrics import f1_score
+
     return float(f1_score(y, yhat, average="macro", labels=[SILENT, OBSERVE, ALERT], zero_division=np.nan))
 
 
@@ -99,6 +103,9 @@ def action_balanced_accuracy(labels: np.ndarray, pred: np.ndarray) -> float:
     _same_length(y, yhat)
     if y.size == 0:
         return float("nan")
+    from sklearn.exceptions import UndefinedMetricWarning
+    from sklearn.metrics import balanced_accuracy_score
+
     with warnings.catch_warnings():
         # Predicting a class that is never labelled is legitimate here; sklearn only warns about it.
         warnings.simplefilter("ignore", UserWarning)

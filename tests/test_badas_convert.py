@@ -411,10 +411,47 @@ def test_badas_gate_runs_in_the_dag_on_real_dad_clips(converted, real_data, tmp_
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     cmd = [str(Path(sys.executable).with_name("snakemake")), "-s", str(repo / "Snakefile")]
     cmd += ["--directory", str(tmp_path), "--configfile", str(tmp_path / "cfg.yaml"), "--cores", "2"]
-    res = subprocess.run([*cmd, str(tmp_path / "results" / "gate" / "dad.parquet")], capture_output=True,
-                         text=True, timeout=900)  # fmt: skip
+    results = tmp_path / "results"
+    targets = [str(results / "gate" / "dad.parquet"), str(results / "benchmark" / "test.parquet")]
+    res = subprocess.run([*cmd, *targets], capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-4000:]
-    gate = read_table("gate", tmp_path / "results" / "gate" / "dad.parquet")
+    gate = read_table("gate", results / "gate" / "dad.parquet")
     assert gate.num_rows == 15 and set(gate.column("provider").to_pylist()) == {"badas"}
     ps = gate.column("p_collision").to_pylist()
     assert all(p is not None and 0.0 <= p <= 1.0 for p in ps) and len({round(p, 6) for p in ps}) > 1
+
+    # The Open-BADAS baseline in the summary: the score stage's code on these real test clips,
+    # with a cache that holds only generated texts (no heads trained: the baselines alone).
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from vlalert.cache.store import vector_array
+    from vlalert.heads.fsm import FSMConfig
+    from vlalert.metrics import ScoringConfig
+    from vlalert.score import score_split, summarize_scores
+
+    bench = pq.read_table(results / "benchmark" / "test.parquet")
+    assert bench.num_rows > 0
+    n = bench.num_rows
+    cache_dir = tmp_path / "cache"
+    cache_dir.mkdir()
+    pq.write_table(
+        pa.table(
+            {
+                "video_id": bench.column("video_id"),
+                "tick": bench.column("tick").cast(pa.int32()),
+                "z": vector_array(np.zeros((n, 4), np.float16)),
+                "r": vector_array(np.zeros((n, 4), np.float16)),
+                "generated_text": pa.array(["<|ACTION|> SILENT <|/ACTION|>"] * n),
+            }
+        ),
+        cache_dir / "part-00000.parquet",
+    )
+    scores = score_split(bench, cache_dir, {}, gate, FSMConfig())
+    badas = scores.filter(pc.equal(scores.column("policy"), "badas"))
+    gated = scores.filter(pc.equal(scores.column("policy"), "gate"))
+    assert badas.num_rows == gated.num_rows > 0
+    assert badas.column("p_alert").to_pylist() == gated.column("p_alert").to_pylist()
+    summary = summarize_scores(scores, bench, ScoringConfig(), 1.0)
+    assert "badas" in set(summary.column("policy").to_pylist())

@@ -45,6 +45,7 @@ HAND_CLIPS = [
     ("pos_d", "dota", 2.0, 10, 9.0, 10.0, None),
     ("pos_d#prefix", "dota", 2.0, 3, None, None, "pos_d"),
 ]
+BADAS_SCORED = ("pos_b", "pos_d")  # clips whose gate scores the badas provider gave
 ALERT_TEXT = "[Analysis] a car brakes [Safety Assessment] <|ACTION|> ALERT <|/ACTION|>"
 
 
@@ -143,10 +144,25 @@ def hand_gate() -> pa.Table:
             if vid == "neg_c" and t == 5.0:
                 continue
             p = None if (vid == "pos_d" and t == 3.0) else round(0.1 * k, 3)
-            rows.append({"video_id": vid, "t_s": t + (1e-9 if vid == "pos_b" else 0.0), "p_collision": p})
+            by = "badas" if vid in BADAS_SCORED else "consensus"  # a [consensus, badas] chain
+            rows.append(
+                {
+                    "video_id": vid,
+                    "t_s": t + (1e-9 if vid == "pos_b" else 0.0),
+                    "p_collision": p,
+                    "provider": by,
+                }
+            )
     return pa.Table.from_pylist(
         rows,
-        schema=pa.schema([("video_id", pa.string()), ("t_s", pa.float64()), ("p_collision", pa.float64())]),
+        schema=pa.schema(
+            [
+                ("video_id", pa.string()),
+                ("t_s", pa.float64()),
+                ("p_collision", pa.float64()),
+                ("provider", pa.string()),
+            ]
+        ),
     )
 
 
@@ -212,6 +228,7 @@ def test_hand_scores_schema_rows_and_counts(hand):
     check_table("scores", scores)
     assert [p for p in POLICIES if p in set(scores.column("policy").to_pylist())] == [
         "gate",
+        "badas",
         "vlm",
         "always-silent",
         "always-alert",
@@ -219,7 +236,8 @@ def test_hand_scores_schema_rows_and_counts(hand):
     assert set(scores.column("seed").to_pylist()) == {BASELINE_SEED}
     # pos_a's last tick is excluded and has no cache row: left out; everything else is scored
     n_ticks = bm.num_rows - 1
-    assert scores.num_rows == 4 * n_ticks
+    n_badas = 8 + 10 + 3  # pos_b, pos_d and pos_d#prefix (its parent's scores are badas's)
+    assert scores.num_rows == 4 * n_ticks + n_badas
     assert _rows(scores, "gate", "pos_a")["tick"].to_list() == [0, 1, 2, 3, 4]
     excl = _rows(scores, "gate", "pos_a")["excluded"].to_list()
     assert excl == [False, False, False, True, True]
@@ -230,7 +248,21 @@ def test_hand_scores_schema_rows_and_counts(hand):
         "gate_null": 2,  # pos_d at 3 s, and the prefix reading it
         "gate_missing": 1,  # neg_c at 5 s
         "vlm_unparsable": 2,
+        "badas_clips": 3,
     }
+
+
+def test_hand_badas_baseline_is_the_gate_on_the_clips_badas_scored(hand):
+    """Under a [consensus, badas] chain the `badas` policy holds Open-BADAS's own scores, through
+    the same FSM, on exactly the clips it scored; `gate` holds the whole chain."""
+    _, scores = hand
+    badas = _rows(scores, "badas")
+    assert sorted(set(badas["video_id"].to_list())) == ["pos_b", "pos_d", "pos_d#prefix"]
+    for vid in ("pos_b", "pos_d", "pos_d#prefix"):
+        mine, gate = _rows(scores, "badas", vid), _rows(scores, "gate", vid)
+        assert mine["tick"].to_list() == gate["tick"].to_list()
+        assert mine["p_alert"].to_list() == pytest.approx(gate["p_alert"].to_list())
+        assert mine["action"].to_list() == gate["action"].to_list()
 
 
 def test_hand_prefix_is_scored_on_its_parents_ticks(hand):
@@ -379,7 +411,12 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
             dirs.setdefault(seed, {})[head] = out
     bm = pq.read_table(root / "test.parquet")
     whole = pl.from_arrow(bm).filter(pl.col("parent_id").is_null())
-    gate = whole.select("video_id", "t_s", pl.col("danger").cast(pl.Float64).alias("p_collision")).to_arrow()
+    gate = whole.select(
+        "video_id",
+        "t_s",
+        pl.col("danger").cast(pl.Float64).alias("p_collision"),
+        pl.lit("badas").alias("provider"),
+    ).to_arrow()
     scores = score_split(bm, root / "cache/test", dirs, gate, HEADS_CFG.fsm)
     return {"root": root, "dirs": dirs, "benchmark": bm, "gate": gate, "scores": scores}
 

@@ -40,6 +40,7 @@ POLICY_COLORS: dict[str, str] = {
     "heads": "#1f77b4",
     "danger": "#17becf",
     "gate": "#9467bd",
+    "badas": "#8c564b",
     "vlm": "#2ca02c",
     "always-silent": "#7f7f7f",
     "always-alert": "#d62728",

@@ -135,7 +135,9 @@ BELIEFS = pa.schema(
 )
 
 # Policies scored by the score stage: our heads, and the baselines run through the same decoder.
-POLICIES: tuple[str, ...] = ("heads", "danger", "gate", "vlm", "always-silent", "always-alert")
+# gate: the gate chain's score through the FSM; badas: Open-BADAS's own score through the FSM, on
+# the clips the badas provider scored
+POLICIES: tuple[str, ...] = ("heads", "danger", "gate", "badas", "vlm", "always-silent", "always-alert")
 
 SCORES = pa.schema(
     [

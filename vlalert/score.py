@@ -7,9 +7,12 @@ and not from the decoder:
 - `heads`: the PolicyHead run autoregressively (`fsm.rollout`: the decoded a_{t-1} is fed back);
   p_danger is the DangerHead's per-tick score of the same seed.
 - `danger`: the DangerHead alone, its p_danger as a single score (below).
-- `gate`: the gate stage's p_collision as a single score (the Open-BADAS baseline when the gate
-  provider is `badas`). A null score, or a tick the gate file has no row for, counts as 0: a gate
-  that says nothing raises nothing.
+- `gate`: the gate stage's p_collision as a single score, whichever provider of the gate chain
+  gave it. A null score, or a tick the gate file has no row for, counts as 0: a gate that says
+  nothing raises nothing.
+- `badas`: the Open-BADAS baseline: the same, on the clips whose gate scores the `badas` provider
+  gave (every clip when the gate is `badas` alone; under `[consensus, badas]` the clips without a
+  consensus row). Absent when no clip was scored by badas; `score_counts` says how many clips it has.
 - `vlm`: the action the VLM generated itself (parsed from `generated_text`), as one-hot
   probabilities; an unparsable generation is SILENT, and counted.
 - `always-silent`, `always-alert`: one-hot constants (the FSM passes them unchanged: 1.0 is above
@@ -20,7 +23,7 @@ p_observe + p_alert (to climb to and stay at OBSERVE) and p_alert (to climb to a
 with this mapping both equal p, so one score is thresholded by observe_enter / alert_enter /
 alert_direct with the decoder's hysteresis, exactly like the heads' probabilities.
 
-Seeds: `heads` and `danger` have one block of rows per heads seed. The other four do not depend on
+Seeds: `heads` and `danger` have one block of rows per heads seed. The others do not depend on
 a seed; they are scored once with `seed = BASELINE_SEED` (0) rather than repeated, so that their
 summary says n_seeds = 1 and std undefined instead of a misleading "± 0 over 5 seeds".
 
@@ -205,19 +208,28 @@ def read_generated_text(cache_dir: str | Path) -> pa.Table:
     return dataset.to_table(columns=["video_id", "tick", "generated_text"])
 
 
-def gate_lookup(ticks: pl.DataFrame, gate: pa.Table) -> tuple[np.ndarray, int, int]:
+@dataclass(frozen=True)
+class GateTicks:
+    """The gate's score of each scored tick (nulls and missing rows as 0) and which provider gave it."""
+
+    p: np.ndarray  # [N] float64
+    provider: np.ndarray  # [N] object: the gate row's provider, None where the gate has no row
+    n_null: int  # ticks whose score was null
+    n_missing: int  # ticks the gate table has no row for
+
+
+def gate_lookup(ticks: pl.DataFrame, gate: pa.Table) -> GateTicks:
     """p_collision per tick (a prefix tick reads its parent's score), nulls and missing rows as 0.
 
     Times are matched at micro-second resolution: gate and labels both place ticks with the same
     float arithmetic, but a score file written elsewhere may round differently in the last bits.
-    Returns (scores [N], ticks whose score was null, ticks the gate file has no row for).
     """
-    g = pl.from_arrow(gate.select(["video_id", "t_s", "p_collision"])).with_columns(
+    g = pl.from_arrow(gate.select(["video_id", "t_s", "p_collision", "provider"])).with_columns(
         (pl.col("t_s") * 1e6).round().cast(pl.Int64).alias("_us"), pl.col("p_collision").cast(pl.Float64)
     )
     if g.select(pl.struct("video_id", "_us").is_duplicated().any()).item():
         raise ValueError("gate table holds a (video_id, t_s) more than once")
-    g = g.select("video_id", "_us", "p_collision", pl.lit(True).alias("_has"))
+    g = g.select("video_id", "_us", "p_collision", "provider", pl.lit(True).alias("_has"))
     t = ticks.select(
         pl.coalesce("parent_id", "video_id").alias("_key"),
         "video_id",
@@ -225,11 +237,22 @@ def gate_lookup(ticks: pl.DataFrame, gate: pa.Table) -> tuple[np.ndarray, int, i
     ).with_row_index("_i")
     merged = (
         t.join(
-            g.rename({"video_id": "_key", "p_collision": "_p_parent", "_has": "_has_parent"}),
+            g.rename(
+                {
+                    "video_id": "_key",
+                    "p_collision": "_p_parent",
+                    "provider": "_by_parent",
+                    "_has": "_has_parent",
+                }
+            ),
             on=["_key", "_us"],
             how="left",
         )
-        .join(g.rename({"p_collision": "_p_own", "_has": "_has_own"}), on=["video_id", "_us"], how="left")
+        .join(
+            g.rename({"p_collision": "_p_own", "provider": "_by_own", "_has": "_has_own"}),
+            on=["video_id", "_us"],
+            how="left",
+        )
         .sort("_i")
         # the parent's row first (prefix ticks are the parent's), the clip's own row otherwise
         .select(
@@ -237,14 +260,31 @@ def gate_lookup(ticks: pl.DataFrame, gate: pa.Table) -> tuple[np.ndarray, int, i
             .then(pl.col("_p_parent"))
             .otherwise(pl.col("_p_own"))
             .alias("p_collision"),
+            pl.when(pl.col("_has_parent"))
+            .then(pl.col("_by_parent"))
+            .otherwise(pl.col("_by_own"))
+            .alias("by"),
             pl.coalesce("_has_parent", "_has_own").fill_null(False).alias("_has"),
         )
     )
     has = merged["_has"].to_numpy().astype(bool)
     p = merged["p_collision"].to_numpy().astype(np.float64)
-    n_missing = int((~has).sum())
-    n_null = int((has & np.isnan(p)).sum())
-    return np.nan_to_num(p, nan=0.0), n_null, n_missing
+    return GateTicks(
+        p=np.nan_to_num(p, nan=0.0),
+        provider=np.asarray(merged["by"].to_list(), dtype=object),
+        n_null=int((has & np.isnan(p)).sum()),
+        n_missing=int((~has).sum()),
+    )
+
+
+def clip_subset(offsets: np.ndarray, keep_clip: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(tick rows, clip offsets) of the clips where `keep_clip` [n_clips] is true, in order."""
+    lengths = np.diff(offsets)[keep_clip]
+    rows = np.concatenate(
+        [np.arange(a, b) for a, b, k in zip(offsets[:-1], offsets[1:], keep_clip, strict=True) if k]
+        or [np.zeros(0, np.int64)]
+    )
+    return rows.astype(np.int64), np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
 
 
 # ----------------------------------------------------------------------------- heads
@@ -401,11 +441,31 @@ def score_split(
             blocks["danger"].append(_block(ticks, "danger", seed, d_probs, d_actions, p_danger))
 
     if gate is not None:
-        g, counts["gate_null"], counts["gate_missing"] = gate_lookup(ticks, gate)
-        g_probs = single_score_probs(g)
+        gt = gate_lookup(ticks, gate)
+        counts["gate_null"], counts["gate_missing"] = gt.n_null, gt.n_missing
+        g_probs = single_score_probs(gt.p)
         blocks["gate"].append(
             _block(ticks, "gate", BASELINE_SEED, g_probs, decode_clips(g_probs, offsets, fsm_cfg))
         )
+        # Open-BADAS alone: its own scores through the same FSM, on the clips it scored (all of
+        # them when the gate is `badas`; the clips without a consensus row under [consensus, badas]).
+        by_badas = gt.provider == "badas"
+        keep_clip = np.array(
+            [bool(by_badas[a:b].any()) for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+        )
+        counts["badas_clips"] = int(keep_clip.sum())
+        if keep_clip.any():
+            sub_rows, sub_offsets = clip_subset(offsets, keep_clip)
+            b_probs = g_probs[sub_rows]
+            blocks["badas"].append(
+                _block(
+                    ticks[sub_rows],
+                    "badas",
+                    BASELINE_SEED,
+                    b_probs,
+                    decode_clips(b_probs, sub_offsets, fsm_cfg),
+                )
+            )
 
     text_col = texts.column("generated_text").to_pylist()
     vlm_codes, counts["vlm_unparsable"] = vlm_actions([text_col[i] for i in rows])

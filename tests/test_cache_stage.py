@@ -290,3 +290,30 @@ def test_the_rules_inputs_follow_the_model_and_adapter_settings(tmp_path):
     )
     assert shard_inputs(local, "val")["model"] == f"{tmp_path}/config.json"
     assert shard_inputs(local, "val")["adapter"] == f"{tmp_path}/a/adapter_config.json"
+
+
+def test_frames_resized_in_worker_processes_give_the_same_inputs(world, tmp_path):
+    """The stage decodes and resizes frames in spawned processes (off the model's interpreter);
+    the examples are the bytes `build_example` makes from the frames at their own size."""
+    from vlalert.cache.stage import frame_pool
+    from vlalert.vlm.inputs import build_example
+    from vlalert.vlm.loading import load_tokenizer
+
+    rng = np.random.default_rng(3)
+    clip = tmp_path / "big"
+    clip.mkdir()
+    raw = rng.integers(0, 256, (12, 90, 150, 3), dtype=np.uint8)  # not the model's 64 x 96
+    for i, frame in enumerate(raw):
+        Image.fromarray(frame).save(clip / f"{i:04d}.png")
+    rows = []
+    for t in (0, 2):
+        window = [t + i for i in range(4)] * 2
+        rows.append(_row(tmp_path, "big", t) | {"path": str(clip), "frame_idx": window})
+    cfg = config()
+    tok = load_tokenizer(world["model"])
+    with frame_pool(2) as pool:
+        examples = prepare_examples(rows, tok, cfg, False, pool)
+    for row, ex in zip(rows, examples, strict=True):
+        ref = build_example(row, raw[row["frame_idx"]], tok, cfg.model, with_target=False)
+        assert torch.equal(ex["pixel_values_videos"], ref["pixel_values_videos"])
+        assert torch.equal(ex["input_ids"], ref["input_ids"])

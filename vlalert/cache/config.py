@@ -56,7 +56,7 @@ class CacheConfig(BaseModel):
     hidden_pass: Literal["cached", "full"] = "cached"
     batch_size: int = Field(8, ge=1)  # ticks per generate/forward call, after sorting by length
     chunk_ticks: int = Field(256, ge=1)  # ticks per resumable chunk inside a shard job
-    workers: int = Field(2, ge=1, le=64)  # threads that read and prepare frames ahead of the model
+    workers: int = Field(2, ge=1, le=64)  # processes that decode and resize frames ahead of the model
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when available
     progress: bool = True  # tqdm bar (ticks/s) in the job log
 

@@ -6,8 +6,14 @@ attached with peft and, by default, merged into the weights (one matmul per laye
 three). `patch_embed: inplace` swaps the layer after loading instead (vlalert.vlm.patch): for
 processes that also need unfused models, and for transformers without the fusion.
 
-Frames are read clip by clip (a video is opened once per chunk) by `cache.workers` threads, and
-the next chunk is prepared while the model works on the current one. Throughput is the number
+Frames are read clip by clip (a video is opened once per chunk) and resized to the model's input
+size by `cache.workers` worker *processes*, and the next chunk is prepared while the model works on
+the current one. Processes, not threads: on an H200 (benchmarks/gpu_suite.py, section `decode`)
+one decoding thread beside the generate loop cut the model's throughput from 1.32 to 0.58 ticks/s
+(the decoder and the frame resize hold the interpreter the launch loop needs), and a resized frame
+is 1/4.6 the bytes of a 720p one to send back. The resize is `vlm.inputs.resize_frames`, the
+function `build_example` would run (it is a no-op on frames already at size), so the inputs are
+the same bytes either way. Throughput is the number
 of ticks of a chunk over the wall time between the end of the previous chunk and the end of this
 one (so it includes waiting for frames), recorded per chunk and per shard in the summary.
 """
@@ -16,10 +22,11 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -151,16 +158,38 @@ def load_extractor(
 # -------------------------------------------------------------------------------------------- data
 
 
-def _read_clip_frames(path: str, frame_lists: Sequence[Sequence[int]]) -> list[np.ndarray]:
+def _read_clip_frames(
+    path: str, frame_lists: Sequence[Sequence[int]], size: tuple[int, int] | None = None
+) -> list[np.ndarray]:
     """The frames of several ticks of one clip, each needed frame decoded once, in one sorted pass
-    (1 Hz ticks with 2 s windows share half their frames; sorted reads decode forward, no seeking)."""
+    (1 Hz ticks with 2 s windows share half their frames; sorted reads decode forward, no seeking),
+    resized to `size` (h, w) when given."""
     from vlalert.video import VideoFrames
 
     wanted = sorted({int(i) for idx in frame_lists for i in idx})
     with VideoFrames(path) as clip:
         frames = clip.read(wanted)
+    if size is not None and frames.shape[1:3] != tuple(size):
+        from vlalert.vlm.inputs import resize_frames
+
+        frames = resize_frames(frames, size).permute(0, 2, 3, 1).contiguous().numpy()
     pos = {f: k for k, f in enumerate(wanted)}
     return [frames[[pos[int(i)] for i in idx]] for idx in frame_lists]
+
+
+def _frame_worker_init() -> None:
+    """A frame worker uses one thread: `cache.workers` processes are the stage's CPU share for frames."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def frame_pool(workers: int) -> Executor:
+    """`workers` processes that decode and resize frames (spawned: the parent holds CUDA and threads)."""
+    return ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("spawn"), initializer=_frame_worker_init
+    )
 
 
 def has_target(row: Mapping[str, Any]) -> bool:
@@ -172,17 +201,18 @@ def prepare_examples(
     tokenizer: Any,
     cfg: WorkflowConfig,
     teacher_forced: bool,
-    pool: ThreadPoolExecutor,
+    pool: Executor,
 ) -> list[dict[str, Any]]:
-    """Model inputs of `rows` (in order); frames read per clip in `pool`. A row is built with its
-    target (teacher forcing) when the split is teacher-forced and the row has one."""
+    """Model inputs of `rows` (in order); frames read and resized per clip in `pool` (threads or
+    processes). A row is built with its target (teacher forcing) when the split is teacher-forced
+    and the row has one."""
     from vlalert.vlm.inputs import build_example
 
     by_path: dict[str, list[int]] = {}
     for i, row in enumerate(rows):
         by_path.setdefault(row["path"], []).append(i)
     futures = {
-        path: pool.submit(_read_clip_frames, path, [rows[i]["frame_idx"] for i in idx])
+        path: pool.submit(_read_clip_frames, path, [rows[i]["frame_idx"] for i in idx], cfg.model.image_size)
         for path, idx in by_path.items()
     }
     frames: list[np.ndarray | None] = [None] * len(rows)
@@ -303,7 +333,7 @@ def run_shard(
             desc=f"cache {split}#{shard}",
             dynamic_ncols=True,
         )
-        with ThreadPoolExecutor(cache.workers) as pool, ThreadPoolExecutor(1) as ahead:
+        with frame_pool(cache.workers) as pool, ThreadPoolExecutor(1) as ahead:
 
             def prepare(item: tuple) -> list[dict[str, Any]]:
                 _, a, b, _, _ = item

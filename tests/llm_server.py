@@ -121,6 +121,10 @@ def completion_body(content: str | None, model: str) -> dict[str, Any]:
     }
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 256  # a provider's front end accepts 64+ connections at once, not 5
+
+
 class FakeLLMServer:
     """POST /v1/chat/completions on 127.0.0.1:<free port>, answering by `script`.
 
@@ -134,7 +138,7 @@ class FakeLLMServer:
         self.seen: list[Seen] = []
         self._lock = threading.Lock()
         self._release = threading.Event()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = _Server(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -163,6 +167,8 @@ class FakeLLMServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as real endpoints: the client reuses its connections
+
             def log_message(self, *args: Any) -> None:  # keep pytest output clean
                 pass
 
@@ -181,6 +187,7 @@ class FakeLLMServer:
                     n_ok = sum(1 for s in server.seen if s.status == 200)
                 if server.hold_after is not None and n_ok >= server.hold_after:
                     server._release.wait(timeout=30)
+                    self.close_connection = True
                     return  # never answered: the client is gone by now
                 reply = server.script(n, request)
                 if reply.delay_s:
@@ -210,6 +217,7 @@ class FakeLLMServer:
                     self.wfile.write(data)
                     self.wfile.flush()
                 except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True
                     return False
                 return True
 

@@ -14,11 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from vlalert.atomic import atomic_path
+from vlalert.atomic import file_mode
 
 
 def request_key(model: str, prompt_text: str, frames: Iterable[bytes]) -> str:
@@ -42,6 +43,7 @@ class ResponseCache:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
+        self._mode = file_mode()  # once: it reads /proc, and put runs per request
 
     def path(self, key: str) -> Path:
         if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
@@ -63,12 +65,25 @@ class ResponseCache:
         return self.get(key) is not None
 
     def put(self, key: str, value: dict[str, Any]) -> Path:
-        """Write one entry atomically (temp file in the same folder, fsync, rename)."""
+        """Write one entry atomically (temp file in the same folder, fsync, rename), readable by all as
+        `vlalert.atomic.atomic_path` writes it, without its per-call cost (put runs per request)."""
         p = self.path(key)
-        with atomic_path(p) as tmp, open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(value, fh, sort_keys=True)
-            fh.flush()
-            os.fsync(fh.fileno())
+        data = json.dumps(value, sort_keys=True).encode("utf-8")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(f".{p.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, self._mode)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, p)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
         return p
 
     def keys(self) -> list[str]:

@@ -157,8 +157,13 @@ class ReplyTooLarge(RuntimeError):
     """The endpoint sent more than max_reply_bytes; the reply was not read further."""
 
 
-def _capped_transport(limit: int) -> Any:
-    """An HTTP transport of the openai client's httpx that refuses reply bodies over `limit` bytes."""
+def _capped_transport(limit: int, connections: int) -> Any:
+    """An HTTP transport of the openai client's httpx that refuses reply bodies over `limit` bytes.
+
+    It keeps `connections` connections alive (one per request in flight): httpx's default transport
+    keeps 20, so at 64 in flight 44 connections (a TLS handshake each, for a real provider) would be
+    opened and closed per round of requests.
+    """
     import httpx2
 
     class _Capped(httpx2.SyncByteStream):
@@ -188,7 +193,8 @@ def _capped_transport(limit: int) -> Any:
             response.stream = _Capped(response.stream)
             return response
 
-    return _Transport()
+    n = max(connections, 1)
+    return _Transport(limits=httpx2.Limits(max_connections=n + 4, max_keepalive_connections=n))
 
 
 def encode_frames(frames: np.ndarray, max_side: int, quality: int) -> list[bytes]:
@@ -281,6 +287,17 @@ def build_messages(instruction: str, jpegs: Sequence[bytes], detail: str) -> lis
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": content}]
 
 
+def request_body(cfg: LLMConfig, messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """The JSON body of one chat completion (online; also each line's body in batch mode)."""
+    return {
+        "model": cfg.model,
+        "messages": messages,
+        "response_format": response_format(),
+        "temperature": cfg.temperature,
+        "max_completion_tokens": cfg.max_output_tokens,
+    }
+
+
 def retry_instruction(instruction: str, reason: str) -> str:
     return (
         f"{instruction}\n\nYour previous answer was rejected: {reason}. "
@@ -338,12 +355,22 @@ class _BudgetStop(Exception):
 
 
 def _usage_dict(usage: Any) -> dict[str, int]:
-    if usage is None:
+    if not isinstance(usage, Mapping):
         return {}
     return {
-        "prompt_tokens": int(getattr(usage, "prompt_tokens", 0) or 0),
-        "completion_tokens": int(getattr(usage, "completion_tokens", 0) or 0),
+        "prompt_tokens": int(usage.get("prompt_tokens") or 0),
+        "completion_tokens": int(usage.get("completion_tokens") or 0),
     }
+
+
+def completion_content(data: Any) -> tuple[str | None, dict[str, int]]:
+    """(content of the first choice, usage) of a chat completion's JSON (online reply or batch line)."""
+    if not isinstance(data, Mapping):
+        return None, {}
+    choices = data.get("choices") or []
+    message = choices[0].get("message") if choices and isinstance(choices[0], Mapping) else None
+    content = message.get("content") if isinstance(message, Mapping) else None
+    return (content if isinstance(content, str) else None), _usage_dict(data.get("usage"))
 
 
 @dataclass
@@ -403,13 +430,17 @@ class LLMBeliefProvider:
         if self.concurrency < 1:
             raise ValueError(f"beliefs llm: concurrency must be >= 1, got {self.concurrency}")
         self._client = client
-        self._owns_client = client is None
+        self._owns_client = False
         self._client_lock = threading.Lock()
         self._stop = threading.Event()
 
     @property
     def ledger(self) -> SpendLedger:
         """The run-wide ledger beside the cache (opened on first use; it reclaims killed jobs' bookings)."""
+        with self._client_lock:
+            return self._open_ledger()
+
+    def _open_ledger(self) -> SpendLedger:
         if self._ledger is None:
             # A reservation outlives its request only if its job was killed: lease = every attempt's
             # timeout plus the longest waits between them (the client honours Retry-After up to 2 min).
@@ -419,18 +450,25 @@ class LLMBeliefProvider:
 
     # -- client
 
+    def _new_client(self, connections: int) -> Any:
+        from openai import DefaultHttpxClient, OpenAI  # lazy: the rules provider never needs it
+
+        return OpenAI(
+            api_key=self._key,
+            base_url=self.cfg.base_url,
+            max_retries=self.cfg.max_retries,
+            timeout=self.cfg.timeout_s,
+            http_client=DefaultHttpxClient(
+                transport=_capped_transport(max_reply_bytes(self.cfg), connections)
+            ),
+        )
+
     def _get_client(self) -> Any:
+        """The one client all workers share (its pool keeps a connection per request in flight)."""
         with self._client_lock:  # workers start together: build one client, not one each
             if self._client is None:
-                from openai import DefaultHttpxClient, OpenAI  # lazy: the rules provider never needs it
-
-                self._client = OpenAI(
-                    api_key=self._key,
-                    base_url=self.cfg.base_url,
-                    max_retries=self.cfg.max_retries,
-                    timeout=self.cfg.timeout_s,
-                    http_client=DefaultHttpxClient(transport=_capped_transport(max_reply_bytes(self.cfg))),
-                )
+                self._client = self._new_client(self.concurrency)
+                self._owns_client = True
             return self._client
 
     def close(self) -> None:
@@ -445,16 +483,19 @@ class LLMBeliefProvider:
 
     def _call(self, messages: list[dict[str, Any]]) -> tuple[str | None, dict[str, int]]:
         """One chat completion (the client retries what is retryable); returns (content, usage)."""
+        import httpx2
         import openai
 
         try:
-            resp = self._get_client().chat.completions.create(
-                model=self.cfg.model,
-                messages=messages,
-                response_format=response_format(),
-                temperature=self.cfg.temperature,
-                max_completion_tokens=self.cfg.max_output_tokens,
+            # The client's generic `post` (its retries, timeouts and error mapping) with a plain JSON body,
+            # read back as plain JSON: `chat.completions.create` walks the messages through the SDK's
+            # TypedDict transform and builds pydantic models of the reply, which cost more CPU than all
+            # the rest of a request (frames, cache, ledger) together, under the GIL, and capped the rate
+            # at 64 in flight. The body is exactly what `create` sends.
+            resp = self._get_client().post(
+                "/chat/completions", body=request_body(self.cfg, messages), cast_to=httpx2.Response
             )
+            data = resp.json()
         except openai.APIStatusError as err:
             msg = self._redact(f"HTTP {err.status_code}: {err.message}")
             if err.status_code in FATAL_STATUSES:
@@ -468,9 +509,9 @@ class LLMBeliefProvider:
             raise _Rejected(
                 self._redact(f"connection error after {self.cfg.max_retries + 1} attempts: {err}")
             ) from None
-        choice = resp.choices[0] if resp.choices else None
-        content = choice.message.content if choice is not None else None
-        return content, _usage_dict(resp.usage)
+        except ValueError as err:
+            raise _Rejected(f"the reply is not JSON: {err}") from None
+        return completion_content(data)
 
     # -- one tick
 
@@ -486,9 +527,9 @@ class LLMBeliefProvider:
         if self._stop.is_set():
             raise _BudgetStop("stopping")
         ledger = self.ledger
-        try:
+        try:  # the worst case from the largest prompt seen, read in the booking's own transaction
             booking: Reservation = ledger.reserve(
-                key, reserve_usd(self.cfg, prompt, len(jpegs), ledger.max_prompt_tokens())
+                key, lambda max_seen: reserve_usd(self.cfg, prompt, len(jpegs), max_seen)
             )
         except CapReached:
             raise _BudgetStop("budget") from None
@@ -549,6 +590,9 @@ class LLMBeliefProvider:
             return self.tick_row(ctx)
 
         counts = state.counts
+        if contexts:  # before the workers start: they would otherwise all wait on the first one's import
+            self.ledger  # noqa: B018
+            self._get_client()
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             futures = {pool.submit(work, ctx): ctx for ctx in contexts}
             for fut in as_completed(futures):

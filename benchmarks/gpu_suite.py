@@ -188,7 +188,9 @@ def pipeline_settings(toy: bool) -> tuple[Any, Any, int, int]:
     return vlm, cfg.cache.batch_size, cfg.model.max_new_tokens, cache_throughput.QWEN3_VL_4B
 
 
-def sec_extract(ctx: Ctx, device: str, toy: bool, batches: list[int], peak: float | None) -> dict[str, Any]:
+def sec_extract(
+    ctx: Ctx, device: str, toy: bool, batches: list[int], peak: float | None, flops: bool = True
+) -> dict[str, Any]:
     import cache_throughput as ct
     import torch
 
@@ -228,6 +230,9 @@ def sec_extract(ctx: Ctx, device: str, toy: bool, batches: list[int], peak: floa
     layers, policy = ct.LAYERS.get(depth, ((depth,), depth))
     fuse_patch_embed(model)
     ctx.examples = ct.make_examples(tok, vlm, pipe_batch)
+    if not flops:
+        unfuse_patch_embed(model)
+        return out
     try:
         flops = ct.count_flops(
             Extractor(model, tok, layers, policy, max_new, "cached"), ctx.examples, pipe_batch
@@ -283,6 +288,45 @@ def _decode_threads(paths: list[Path], threads: int) -> dict[str, float]:
     }
 
 
+def _clip_windows(path: Path) -> list[list[int]]:
+    """The 8-frame windows of a clip's 1 Hz ticks (2 s span), as the benchmark rows hold them."""
+    from vlalert.config import TicksConfig, WindowConfig
+    from vlalert.ticks import tick_times, window_frames
+    from vlalert.video import VideoFrames
+
+    with VideoFrames(path) as clip:
+        n = len(clip)
+    ts = tick_times(n, CLIP_FPS, TicksConfig(), WindowConfig())
+    return [window_frames(float(t), CLIP_FPS, n, WindowConfig()) for t in ts]
+
+
+def _deliver(paths: list[Path], workers: int, kind: str, size: tuple[int, int]) -> dict[str, Any]:
+    """The cache stage's frame work (decode a clip's tick windows, resize to the model's size) for
+    2 x `workers` clips, in `workers` threads or spawned processes (vlalert.cache.stage.frame_pool)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from vlalert.cache.stage import _read_clip_frames, frame_pool
+
+    pool = ThreadPoolExecutor(workers) if kind == "threads" else frame_pool(workers)
+    clips = [paths[i % len(paths)] for i in range(2 * workers)]
+    windows = {p: _clip_windows(p) for p in set(clips)}
+    with pool:
+        list(pool.map(abs, range(workers)))  # workers started before the clock runs
+        t0, c0 = time.perf_counter(), time.process_time()
+        futures = [pool.submit(_read_clip_frames, str(p), windows[p], size) for p in clips]
+        ticks = sum(len(f.result()) for f in futures)
+        wall = time.perf_counter() - t0
+    return {
+        "kind": kind,
+        "workers": workers,
+        "clips": len(clips),
+        "ticks": ticks,
+        "wall_s": round(wall, 2),
+        "ticks_per_s": round(ticks / wall, 2),
+        "parent_cpu_s": round(time.process_time() - c0, 2),
+    }
+
+
 def sec_decode(ctx: Ctx, device: str, paths: list[Path]) -> dict[str, Any]:
     from vlalert.cache.extract import Extractor, run_examples
 
@@ -298,7 +342,15 @@ def sec_decode(ctx: Ctx, device: str, paths: list[Path]) -> dict[str, Any]:
     depth = ctx.model.config.text_config.num_hidden_layers
     layers, policy = ct.LAYERS.get(depth, ((depth,), depth))
     ex = Extractor(ctx.model, ctx.tok, layers, policy, ctx.vlm_max_new, "cached")
-    for threads in (1, 4):
+    size = tuple(ctx.vlm.image_size)
+    jobs = {
+        "gpu_busy_1_threads": lambda: _decode_threads(paths, 1),
+        "gpu_busy_4_threads": lambda: _decode_threads(paths, 4),
+        # the cache stage's own frame work (decode + resize of tick windows), threads vs processes
+        "gpu_busy_windows_4_threads": lambda: _deliver(paths, 4, "threads", size),
+        "gpu_busy_windows_4_processes": lambda: _deliver(paths, 4, "processes", size),
+    }
+    for name, job in jobs.items():
         done = threading.Event()
         gen: dict[str, float] = {"ticks": 0, "s": 0.0}
 
@@ -312,12 +364,13 @@ def sec_decode(ctx: Ctx, device: str, paths: list[Path]) -> dict[str, Any]:
 
         worker = threading.Thread(target=generate)
         worker.start()
-        time.sleep(1.0)  # the GPU is busy before decoding starts
-        r = _decode_threads(paths, threads)
+        time.sleep(1.0)  # the GPU is busy before the frame work starts
+        r = job()
         done.set()
         worker.join()
         r["generate_ticks_per_s_meanwhile"] = round(gen["ticks"] / max(gen["s"], 1e-9), 3)
-        out[f"gpu_busy_{threads}_threads"] = r
+        out[name] = r
+        print(f"  {name}: {r}", flush=True)
     out["generate_ticks_per_s_alone"] = ctx.ticks_per_s_b8
     return out
 
@@ -531,6 +584,7 @@ def main() -> None:
     ap.add_argument("--stage-ticks", type=int, default=256, help="most ticks for the cache stage")
     ap.add_argument("--budget-s", type=float, default=420.0)
     ap.add_argument("--only", default="", help="comma-separated sections to run (default: all)")
+    ap.add_argument("--no-flops", action="store_true", help="skip the FLOP count (MFU) of extract")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "gpu_suite.json")
     args = ap.parse_args()
     if args.make_clips:
@@ -570,7 +624,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="gpu_suite_") as td:
         tmp = Path(td)
         if want("extract") or want("decode") or want("cache_stage"):
-            suite.run("extract", sec_extract, 60, ctx, device, args.toy, batches, tflops)
+            suite.run("extract", sec_extract, 60, ctx, device, args.toy, batches, tflops, not args.no_flops)
             ctx.vlm_max_new = pipeline_settings(args.toy)[2]
         if want("decode"):
             suite.run("decode", sec_decode, 40, ctx, device, paths)

@@ -8,12 +8,13 @@ processes that also need unfused models, and for transformers without the fusion
 
 Frames are read clip by clip (a video is opened once per chunk) and resized to the model's input
 size by `cache.workers` worker *processes*, and the next chunk is prepared while the model works on
-the current one. Processes, not threads: on an H200 (benchmarks/gpu_suite.py, section `decode`)
-one decoding thread beside the generate loop cut the model's throughput from 1.32 to 0.58 ticks/s
-(the decoder and the frame resize hold the interpreter the launch loop needs), and a resized frame
-is 1/4.6 the bytes of a 720p one to send back. The resize is `vlm.inputs.resize_frames`, the
-function `build_example` would run (it is a no-op on frames already at size), so the inputs are
-the same bytes either way. Throughput is the number
+the current one. Measured on an H200 with the GPU generating (benchmarks/gpu_suite.py, section
+`decode`, 4 workers, 144 ticks of 720p windows resized to 448 x 448): threads delivered 34.2
+ticks/s and spent 38.4 CPU s in the model's process; processes delivered 27.3 ticks/s (the frames
+travel back pickled, 4.8 MB a tick) and spent 6.4 CPU s there, leaving that process's CPU and
+interpreter to input building and the launch loop; add workers for rate. The resize is
+`vlm.inputs.resize_frames`, the function `build_example` would run (a no-op on frames already at
+size), so the inputs are the same bytes either way (tested). Throughput is the number
 of ticks of a chunk over the wall time between the end of the previous chunk and the end of this
 one (so it includes waiting for frames), recorded per chunk and per shard in the summary.
 """

@@ -4,9 +4,15 @@
 # This file only wires: config validation and helpers live in rules/common.smk,
 # every computation in the vlalert package.
 
+import os
+
 from snakemake.utils import min_version
 
 min_version("9.0")
+
+# Jobs use the threads they are given: Snakemake sets OMP/MKL/OpenBLAS to a job's `threads`, but
+# not polars, whose pool is sized once at import; the rules that use polars run on one thread.
+os.environ.setdefault("POLARS_MAX_THREADS", "1")
 
 
 # A config given on the command line (--configfile) is used alone, on the defaults of

@@ -1,5 +1,10 @@
 """A scripted OpenAI-compatible chat server on 127.0.0.1 for the llm belief provider's tests.
 
+Routes: POST /v1/chat/completions; and the Batch API: POST /v1/files (multipart, purpose=batch),
+POST /v1/batches, GET /v1/batches/{id} (each poll advances it: validating -> in_progress ->
+completed after `batch_polls` polls, answering every line by the same script), GET /v1/batches
+(list), GET /v1/files/{id}/content. `batch_lines` counts every request submitted in a batch.
+
 It is a real HTTP server (http.server in a thread, port 0), so the tests exercise the real
 `openai` client, its timeouts and its error mapping. Each test scripts the replies with a
 function of (request number, request JSON); the default reply is a belief that agrees with the
@@ -11,6 +16,8 @@ for the same path and indices in every process, which the cache keys depend on).
 
 from __future__ import annotations
 
+import email.parser
+import email.policy
 import hashlib
 import json
 import re
@@ -139,6 +146,10 @@ class FakeLLMServer:
         self._lock = threading.Lock()
         self._release = threading.Event()
         self._server = _Server(("127.0.0.1", 0), self._handler())
+        self.files: dict[str, bytes] = {}
+        self.batches: dict[str, dict[str, Any]] = {}
+        self.batch_lines: list[str] = []  # custom_id of every request submitted in a created batch
+        self.batch_polls = 1  # polls of a batch before it completes
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -163,6 +174,103 @@ class FakeLLMServer:
         with self._lock:
             return [s.body_sha256 for s in self.seen if s.status == status]
 
+    # -- Batch API
+
+    def _file(self, data: bytes, filename: str, purpose: str) -> dict[str, Any]:
+        with self._lock:
+            fid = f"file-{len(self.files) + 1:04d}"
+            self.files[fid] = data
+        return {
+            "id": fid,
+            "object": "file",
+            "bytes": len(data),
+            "created_at": 0,
+            "filename": filename,
+            "purpose": purpose,
+            "status": "processed",
+        }
+
+    def _create_batch(self, req: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        data = self.files.get(req.get("input_file_id", ""))
+        if data is None:
+            return 404, {"error": {"message": "no such file"}}
+        ids = [json.loads(line)["custom_id"] for line in data.splitlines() if line.strip()]
+        with self._lock:
+            bid = f"batch_{len(self.batches) + 1:04d}"
+            self.batch_lines += ids
+            self.batches[bid] = {
+                "id": bid,
+                "object": "batch",
+                "endpoint": req["endpoint"],
+                "input_file_id": req["input_file_id"],
+                "completion_window": req["completion_window"],
+                "created_at": int(time.time()),
+                "status": "validating",
+                "metadata": req.get("metadata"),
+                "output_file_id": None,
+                "error_file_id": None,
+                "request_counts": {"completed": 0, "failed": 0, "total": len(ids)},
+                "_polls": 0,
+            }
+            return 200, self._public(self.batches[bid])
+
+    @staticmethod
+    def _public(batch: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in batch.items() if not k.startswith("_")}
+
+    def _poll_batch(self, bid: str) -> tuple[int, dict[str, Any]]:
+        with self._lock:
+            batch = self.batches.get(bid)
+            if batch is None:
+                return 404, {"error": {"message": "no such batch"}}
+            if batch["status"] in ("validating", "in_progress"):
+                batch["_polls"] += 1
+                batch["status"] = "in_progress"
+                complete = batch["_polls"] >= self.batch_polls
+            else:
+                complete = False
+            data = self.files[batch["input_file_id"]] if complete else b""
+        if complete:
+            out, err = [], []
+            for n, text in enumerate(data.splitlines()):
+                line = json.loads(text)
+                reply = self.script(n, line["body"])
+                if reply.status == 200:
+                    content = reply.content if reply.content is not None else agreeing_reply(line["body"])
+                    if isinstance(content, dict):
+                        content = json.dumps(content)
+                    body = reply.body or completion_body(content, line["body"].get("model", "?"))
+                    out.append(
+                        {
+                            "id": f"req_{n}",
+                            "custom_id": line["custom_id"],
+                            "error": None,
+                            "response": {"status_code": 200, "request_id": f"r{n}", "body": body},
+                        }
+                    )
+                else:
+                    body = {"error": {"message": f"scripted {reply.status}", "type": "test"}}
+                    err.append(
+                        {
+                            "id": f"req_{n}",
+                            "custom_id": line["custom_id"],
+                            "error": None,
+                            "response": {"status_code": reply.status, "request_id": f"r{n}", "body": body},
+                        }
+                    )
+            dump = lambda rows: "".join(json.dumps(r) + "\n" for r in rows).encode()  # noqa: E731
+            out_file = self._file(dump(out), "out.jsonl", "batch_output")["id"] if out else None
+            err_file = self._file(dump(err), "err.jsonl", "batch_output")["id"] if err else None
+            with self._lock:
+                batch.update(status="completed", output_file_id=out_file, error_file_id=err_file)
+                batch["request_counts"] = {
+                    "completed": len(out),
+                    "failed": len(err),
+                    "total": len(out) + len(err),
+                }
+        with self._lock:
+            return 200, self._public(batch)
+
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         server = self
 
@@ -172,9 +280,54 @@ class FakeLLMServer:
             def log_message(self, *args: Any) -> None:  # keep pytest output clean
                 pass
 
+            def do_GET(self) -> None:
+                path = self.path.split("?")[0].rstrip("/")
+                if path == "/v1/batches":
+                    with server._lock:
+                        data = [server._public(b) for b in reversed(server.batches.values())]
+                    body = {
+                        "object": "list",
+                        "data": data,
+                        "has_more": False,
+                        "first_id": data[0]["id"] if data else None,
+                        "last_id": data[-1]["id"] if data else None,
+                    }
+                    self._send(200, body, {})
+                elif path.startswith("/v1/batches/"):
+                    self._send(*server._poll_batch(path.rsplit("/", 1)[1]), {})
+                elif path.startswith("/v1/files/") and path.endswith("/content"):
+                    data = server.files.get(path.split("/")[3])
+                    if data is None:
+                        self._send(404, {"error": {"message": "no such file"}}, {})
+                    else:
+                        self._send_bytes(200, data, "application/octet-stream")
+                else:
+                    self._send(404, {"error": {"message": f"no route {self.path}"}}, {})
+
+            def _multipart(self, raw: bytes) -> dict[str, tuple[str | None, bytes]]:
+                msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+                    b"Content-Type: " + self.headers["Content-Type"].encode() + b"\r\n\r\n" + raw
+                )
+                return {
+                    part.get_param("name", header="content-disposition"): (
+                        part.get_filename(),
+                        part.get_payload(decode=True),
+                    )
+                    for part in msg.iter_parts()
+                }
+
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                if self.path.rstrip("/") != "/v1/chat/completions":
+                path = self.path.rstrip("/")
+                if path == "/v1/files":
+                    fields = self._multipart(raw)
+                    name, data = fields["file"]
+                    self._send(200, server._file(data, name or "?", fields["purpose"][1].decode()), {})
+                    return
+                if path == "/v1/batches":
+                    self._send(*server._create_batch(json.loads(raw)), {})
+                    return
+                if path != "/v1/chat/completions":
                     self._send(404, {"error": {"message": f"no route {self.path}"}}, {})
                     return
                 request = json.loads(raw)
@@ -204,6 +357,13 @@ class FakeLLMServer:
                 if self._send(reply.status, body, reply.headers, reply.pad_bytes):
                     with server._lock:
                         seen.status = reply.status
+
+            def _send_bytes(self, status: int, data: bytes, ctype: str) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
 
             def _send(self, status: int, body: dict[str, Any], headers: dict[str, str], pad: int = 0) -> bool:
                 data = json.dumps(body).encode() + b" " * pad

@@ -169,6 +169,15 @@ class LLMConfig(_Strict):
     temperature: float = Field(0.0, ge=0, le=2)
     max_output_tokens: int = Field(600, ge=16, le=16384)
     cache_dir: str = "results/beliefs/llm_cache"
+    # online: one chat request per tick, max_concurrency in flight. batch: the OpenAI-compatible Batch
+    # API (JSONL upload, create, poll, download) at batch_price_factor of the prices, resumable by
+    # batch id; re-asks of rejected replies and requests the batch did not answer go online.
+    mode: Literal["online", "batch"] = "online"
+    batch_price_factor: float = Field(0.5, gt=0, le=1)
+    batch_max_requests: int = Field(50_000, ge=1)  # per batch (the API's limit)
+    batch_max_bytes: int = Field(200_000_000, ge=1024)  # per batch input file (the API's limit)
+    batch_poll_s: float = Field(30.0, gt=0)
+    batch_completion_window: Literal["24h"] = "24h"
 
 
 class BeliefsConfig(_Strict):

@@ -57,6 +57,18 @@ class FrameReadError(VideoError):
         return FrameReadError(f"{where}: {self}", path=self.path, frame=self.frame, clip=clip)
 
 
+def decoder_threads() -> int:
+    """Threads a video decoder may use: the job's allocation, or 0 (the library's choice: one per core).
+
+    Snakemake sets OMP_NUM_THREADS to a job's `threads` (and the cache stage's frame workers to 1);
+    decord and FFmpeg otherwise start a decoding thread per core of the node, whatever the job holds.
+    """
+    try:
+        return max(0, int(os.environ.get("OMP_NUM_THREADS", "0")))
+    except ValueError:
+        return 0
+
+
 # A frame whose container timestamp is further than this (in frames) from index / fps is placed at
 # the wrong time by every stage that turns frame indices into seconds: such a clip is rejected.
 VFR_TOLERANCE_FRAMES = 0.5
@@ -172,7 +184,10 @@ def _read_with_pyav(path: Path, indices: list[int]) -> np.ndarray:
     decoded = 0  # frames decoded so far: a failure is at frame `decoded`
     try:
         with av.open(str(path)) as container:
-            for frame in container.decode(video=0):
+            stream = container.streams.video[0]
+            if decoder_threads():
+                stream.thread_count = decoder_threads()
+            for frame in container.decode(stream):
                 if decoded in wanted:
                     frames[decoded] = frame.to_ndarray(format="rgb24")
                 decoded += 1
@@ -213,7 +228,9 @@ class VideoFrames:
             raise VideoError(f"{self.path}: empty file (0 bytes)")
         decord = _decord()
         try:
-            self._reader = decord.VideoReader(str(self.path), ctx=decord.cpu(0))
+            self._reader = decord.VideoReader(
+                str(self.path), ctx=decord.cpu(0), num_threads=decoder_threads()
+            )
         except Exception as err:  # decord raises RuntimeError or DECORDError
             raise VideoError(f"{self.path}: cannot open video: {_short(err)}") from None
 

@@ -65,6 +65,17 @@ CREATE TRIGGER IF NOT EXISTS spend_upd AFTER UPDATE OF usd ON spend
 CREATE TRIGGER IF NOT EXISTS spend_del AFTER DELETE ON spend
     BEGIN UPDATE spend_total SET usd = usd - OLD.usd WHERE id = 0; END;
 INSERT OR IGNORE INTO spend_total (id, usd) SELECT 0, COALESCE(SUM(usd), 0) FROM spend;
+CREATE TABLE IF NOT EXISTS batch_chunk (
+    chunk_id TEXT PRIMARY KEY,
+    state TEXT NOT NULL CHECK (state IN ('booked', 'uploaded', 'submitted', 'done')),
+    input_file_id TEXT,
+    batch_id TEXT,
+    owner_host TEXT,
+    owner_pid INTEGER,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS batch_request (custom_id TEXT PRIMARY KEY, chunk_id TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS batch_request_chunk ON batch_request (chunk_id);
 """
 BATCH_HOST = "batch"  # `host` of a Batch-API reservation: no process holds it
 
@@ -216,6 +227,10 @@ class SpendLedger:
             raise op.error
         return op.result
 
+    def transaction(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run `fn(connection)` inside one committed transaction of this ledger (the batch book uses it)."""
+        return self._run(lambda tx: fn(tx.db))
+
     def total(self) -> float:
         """Everything paid, used from the cache, orphaned or reserved right now, in USD."""
         return float(self._run(lambda tx: tx.total))
@@ -361,6 +376,10 @@ class SpendLedger:
 
         def fn(tx: _Tx) -> None:
             for key, usd, prompt_tokens in answers:
+                if tx.db.execute(  # ingested before (by another job, or before a kill): counted once
+                    "SELECT 1 FROM spend WHERE key = ? AND state = 'paid' LIMIT 1", (key,)
+                ).fetchone():
+                    continue
                 row = tx.db.execute(
                     "SELECT id FROM spend WHERE key = ? AND host = ? AND state IN ('reserved', 'orphaned') "
                     "LIMIT 1",
@@ -391,5 +410,114 @@ class SpendLedger:
                     "DELETE FROM spend WHERE key = ? AND host = ? AND state IN ('reserved', 'orphaned')",
                     (key, BATCH_HOST),
                 )
+
+        self._run(fn)
+
+    # -- the batch book: which requests are in which Batch-API batch (same file, same transactions)
+
+    def book_chunk(self, chunk_id: str, items: Iterable[tuple[str, float]], lease_s: float) -> list[str]:
+        """Reserve (key, usd) items in order until the cap, and record the booked keys as chunk
+        `chunk_id` (state 'booked', owned by this process), all in one transaction; the keys booked."""
+        items = list(items)
+        now = time.time()
+
+        def fn(tx: _Tx) -> list[str]:
+            booked = []
+            for key, usd in items:
+                if tx.total + usd > self.cap + 1e-12:
+                    break
+                tx.db.execute(
+                    "INSERT INTO spend (key, state, usd, host, pid, expires, created) "
+                    "VALUES (?, 'reserved', ?, ?, NULL, ?, ?)",
+                    (key, usd, BATCH_HOST, now + lease_s, now),
+                )
+                tx.db.execute(
+                    "INSERT INTO batch_request (custom_id, chunk_id) VALUES (?, ?)", (key, chunk_id)
+                )
+                tx.add(usd)
+                booked.append(key)
+            if booked:
+                tx.db.execute(
+                    "INSERT INTO batch_chunk (chunk_id, state, owner_host, owner_pid, created) "
+                    "VALUES (?, 'booked', ?, ?, ?)",
+                    (chunk_id, self.host, os.getpid(), now),
+                )
+            return booked
+
+        return self._run(fn)
+
+    def chunk_state(self, chunk_id: str, state: str, **ids: str) -> None:
+        """Advance a chunk: 'uploaded' with input_file_id, 'submitted' with batch_id."""
+        sets = ", ".join(["state = ?"] + [f"{k} = ?" for k in ids])
+        self._run(
+            lambda tx: tx.db.execute(
+                f"UPDATE batch_chunk SET {sets} WHERE chunk_id = ?", (state, *ids.values(), chunk_id)
+            )
+        )
+
+    def open_chunks(self, keys: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        """Chunks not done (those holding any of `keys`, or all), with their custom_ids."""
+        wanted = None if keys is None else set(keys)
+
+        def fn(tx: _Tx) -> list[dict[str, Any]]:
+            chunks = {}
+            for cid, state, fid, bid, host, pid in tx.db.execute(
+                "SELECT chunk_id, state, input_file_id, batch_id, owner_host, owner_pid FROM batch_chunk "
+                "WHERE state != 'done' ORDER BY created"
+            ):
+                chunks[cid] = {
+                    "chunk_id": cid,
+                    "state": state,
+                    "input_file_id": fid,
+                    "batch_id": bid,
+                    "owner_host": host,
+                    "owner_pid": pid,
+                    "custom_ids": [],
+                }
+            for key, cid in tx.db.execute("SELECT custom_id, chunk_id FROM batch_request"):
+                if cid in chunks:
+                    chunks[cid]["custom_ids"].append(key)
+            return [c for c in chunks.values() if wanted is None or any(k in wanted for k in c["custom_ids"])]
+
+        return self._run(fn)
+
+    def chunk_owner_gone(self, chunk: dict[str, Any]) -> bool:
+        """The process that booked a chunk is dead (same host), so its unfinished steps are ours to redo."""
+        return chunk["owner_host"] == self.host and not _pid_alive(int(chunk["owner_pid"]))
+
+    def finish_chunk(
+        self, chunk_id: str, answered: Iterable[tuple[str, float, int]], unanswered: Iterable[str]
+    ) -> None:
+        """A chunk's batch is over: settle its answers (already in the cache), release the bookings of
+        requests it did not answer (and forget them, so a later run may ask again), mark it done."""
+        self.settle_batch(answered)
+        unanswered = list(unanswered)
+
+        def fn(tx: _Tx) -> None:
+            for key in unanswered:
+                tx.db.execute(
+                    "DELETE FROM spend WHERE key = ? AND host = ? AND state IN ('reserved', 'orphaned')",
+                    (key, BATCH_HOST),
+                )
+                tx.db.execute("DELETE FROM batch_request WHERE custom_id = ?", (key,))
+            tx.db.execute("UPDATE batch_chunk SET state = 'done' WHERE chunk_id = ?", (chunk_id,))
+
+        self._run(fn)
+
+    def drop_chunk(self, chunk_id: str) -> None:
+        """A chunk that was booked but never uploaded (its job was killed): nothing was sent; forget it."""
+
+        def fn(tx: _Tx) -> None:
+            keys = [
+                r[0]
+                for r in tx.db.execute("SELECT custom_id FROM batch_request WHERE chunk_id = ?", (chunk_id,))
+            ]
+            for key in keys:
+                tx.db.execute(
+                    "DELETE FROM spend WHERE key = ? AND host = ? AND state IN ('reserved', 'orphaned')",
+                    (key, BATCH_HOST),
+                )
+            tx.db.execute("DELETE FROM batch_request WHERE chunk_id = ?", (chunk_id,))
+            tx.db.execute("DELETE FROM batch_chunk WHERE chunk_id = ?", (chunk_id,))
 
         self._run(fn)

@@ -401,6 +401,7 @@ class _Answer:
     usage: dict[str, int]
     key: str
     cached: bool
+    cost: float = 0.0  # usage x prices (x batch_price_factor for a batch answer)
 
 
 class LLMBeliefProvider:
@@ -433,6 +434,8 @@ class LLMBeliefProvider:
         self._owns_client = False
         self._client_lock = threading.Lock()
         self._stop = threading.Event()
+        self._not_booked: set[str] = set()
+        self.batch_report: Any = None  # batch mode: what the last run's batch pass did
 
     @property
     def ledger(self) -> SpendLedger:
@@ -522,9 +525,10 @@ class LLMBeliefProvider:
         entry = self.cache.get(key)
         if entry is not None:
             usage = dict(entry.get("usage") or {})
-            self.ledger.use_cached(key, cost_usd(usage, self.cfg), int(usage.get("prompt_tokens") or 0))
-            return _Answer(entry.get("content"), usage, key, cached=True)
-        if self._stop.is_set():
+            cost = cost_usd(usage, self.cfg) * float(entry.get("price_factor") or 1.0)  # batch: 0.5
+            self.ledger.use_cached(key, cost, int(usage.get("prompt_tokens") or 0))
+            return _Answer(entry.get("content"), usage, key, cached=True, cost=cost)
+        if self._stop.is_set() or key in self._not_booked:  # batch mode: the cap left it out
             raise _BudgetStop("stopping")
         ledger = self.ledger
         try:  # the worst case from the largest prompt seen, read in the booking's own transaction
@@ -539,8 +543,9 @@ class LLMBeliefProvider:
         except BaseException:
             ledger.release(booking)
             raise
-        ledger.settle(booking, cost_usd(usage, self.cfg), int(usage.get("prompt_tokens") or 0))
-        return _Answer(content, usage, key, cached=False)
+        cost = cost_usd(usage, self.cfg)
+        ledger.settle(booking, cost, int(usage.get("prompt_tokens") or 0))
+        return _Answer(content, usage, key, cached=False, cost=cost)
 
     def _row(
         self, ctx: TickContext, reply: TickReply, provider: str, key: str, cost: float
@@ -564,14 +569,14 @@ class LLMBeliefProvider:
         instruction = build_instruction(ctx, self.window_cfg)
         first = self._answer(instruction, jpegs)
         reply, reason = check_reply(first.content, ctx)
-        cost = cost_usd(first.usage, self.cfg)
+        cost = first.cost
         if reply is not None:
             return self._row(ctx, reply, PROVIDER, first.key, cost), first.cached
         log.info(
             "beliefs llm: %s tick %d asked again: %s", ctx.video_id, ctx.tick, self._redact(reason or "")
         )
         second = self._answer(retry_instruction(instruction, reason or "invalid"), jpegs)
-        cost += cost_usd(second.usage, self.cfg)
+        cost += second.cost
         reply, reason2 = check_reply(second.content, ctx)
         cached = first.cached and second.cached
         if reply is not None:
@@ -625,8 +630,14 @@ class LLMBeliefProvider:
 
         state = _RunState()
         self._stop.clear()
+        self._not_booked = set()
         bar = tqdm(total=len(contexts), desc="beliefs (llm)", unit="tick", disable=not progress)
         try:
+            if self.cfg.mode == "batch" and contexts:
+                from vlalert.beliefs.batch import BatchRunner
+
+                self.batch_report = BatchRunner(self).run(contexts)
+                self._not_booked = self.batch_report.not_booked
             self._collect(contexts, state, bar)
         finally:
             bar.close()

@@ -209,11 +209,12 @@ def prepare_examples(
     and the row has one."""
     from vlalert.vlm.inputs import build_example
 
+    size = None if cfg is None else cfg.model.image_size
     by_path: dict[str, list[int]] = {}
     for i, row in enumerate(rows):
         by_path.setdefault(row["path"], []).append(i)
     futures = {
-        path: pool.submit(_read_clip_frames, path, [rows[i]["frame_idx"] for i in idx], cfg.model.image_size)
+        path: pool.submit(_read_clip_frames, path, [rows[i]["frame_idx"] for i in idx], size)
         for path, idx in by_path.items()
     }
     frames: list[np.ndarray | None] = [None] * len(rows)

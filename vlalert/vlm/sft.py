@@ -793,8 +793,13 @@ def launch(job: SFTJob, stream: IO[str] | None = None) -> dict[str, Any]:
     if job.sft.nproc == 1:
         return run_sft(job)
     cmd = torchrun_command(write_job(job), job.sft.nproc)
-    log.info("launching: %s", " ".join(cmd))
-    res = subprocess.run(cmd, stdout=stream, stderr=subprocess.STDOUT if stream else None, check=False)
+    # The job's threads are shared by its ranks (Snakemake's OMP_NUM_THREADS is the whole job's)
+    threads = job.sft.threads or int(os.environ.get("OMP_NUM_THREADS", "0") or 0) or os.cpu_count() or 1
+    env = dict(os.environ, OMP_NUM_THREADS=str(max(1, threads // job.sft.nproc)))
+    log.info("launching (%s threads per rank): %s", env["OMP_NUM_THREADS"], " ".join(cmd))
+    res = subprocess.run(
+        cmd, stdout=stream, stderr=subprocess.STDOUT if stream else None, check=False, env=env
+    )
     if res.returncode != 0:
         raise RuntimeError(f"torchrun exited with status {res.returncode}: {' '.join(cmd)}")
     return json.loads(job.paths.metrics.read_text())

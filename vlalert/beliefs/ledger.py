@@ -24,7 +24,8 @@ so a process funnels its threads' operations through one connection and commits 
 queued up meanwhile in one transaction (group commit): 64 requests in flight cost a few commits a
 second, not 128 lock waits in SQLite's sleeping busy handler. Each operation still happens-before
 its caller goes on (a request is sent only once its reservation is committed). The running total
-is kept in `spend_total` by triggers, so checking the cap reads one row, not the whole ledger.
+is kept in `spend_sum` by triggers (in integer pico-USD, so it drifts by no rounding), so checking
+the cap reads one row, not the whole ledger.
 """
 
 from __future__ import annotations
@@ -57,14 +58,16 @@ CREATE TABLE IF NOT EXISTS spend (
 );
 CREATE INDEX IF NOT EXISTS spend_key ON spend (key);
 CREATE INDEX IF NOT EXISTS spend_prompt ON spend (prompt_tokens);
-CREATE TABLE IF NOT EXISTS spend_total (id INTEGER PRIMARY KEY CHECK (id = 0), usd REAL NOT NULL);
-CREATE TRIGGER IF NOT EXISTS spend_ins AFTER INSERT ON spend
-    BEGIN UPDATE spend_total SET usd = usd + NEW.usd WHERE id = 0; END;
-CREATE TRIGGER IF NOT EXISTS spend_upd AFTER UPDATE OF usd ON spend
-    BEGIN UPDATE spend_total SET usd = usd - OLD.usd + NEW.usd WHERE id = 0; END;
-CREATE TRIGGER IF NOT EXISTS spend_del AFTER DELETE ON spend
-    BEGIN UPDATE spend_total SET usd = usd - OLD.usd WHERE id = 0; END;
-INSERT OR IGNORE INTO spend_total (id, usd) SELECT 0, COALESCE(SUM(usd), 0) FROM spend;
+CREATE TABLE IF NOT EXISTS spend_sum (id INTEGER PRIMARY KEY CHECK (id = 0), pusd INTEGER NOT NULL);
+CREATE TRIGGER IF NOT EXISTS spend_sum_ins AFTER INSERT ON spend
+    BEGIN UPDATE spend_sum SET pusd = pusd + CAST(ROUND(NEW.usd * 1e12) AS INTEGER) WHERE id = 0; END;
+CREATE TRIGGER IF NOT EXISTS spend_sum_upd AFTER UPDATE OF usd ON spend
+    BEGIN UPDATE spend_sum SET pusd = pusd - CAST(ROUND(OLD.usd * 1e12) AS INTEGER)
+        + CAST(ROUND(NEW.usd * 1e12) AS INTEGER) WHERE id = 0; END;
+CREATE TRIGGER IF NOT EXISTS spend_sum_del AFTER DELETE ON spend
+    BEGIN UPDATE spend_sum SET pusd = pusd - CAST(ROUND(OLD.usd * 1e12) AS INTEGER) WHERE id = 0; END;
+INSERT OR IGNORE INTO spend_sum (id, pusd)
+    SELECT 0, COALESCE(SUM(CAST(ROUND(usd * 1e12) AS INTEGER)), 0) FROM spend;
 CREATE TABLE IF NOT EXISTS batch_chunk (
     chunk_id TEXT PRIMARY KEY,
     state TEXT NOT NULL CHECK (state IN ('booked', 'uploaded', 'submitted', 'done')),
@@ -105,7 +108,8 @@ class _Tx:
     @property
     def total(self) -> float:
         if self._total is None:
-            self._total = float(self.db.execute("SELECT usd FROM spend_total WHERE id = 0").fetchone()[0])
+            pusd = self.db.execute("SELECT pusd FROM spend_sum WHERE id = 0").fetchone()[0]
+            self._total = int(pusd) / 1e12
         return self._total
 
     def add(self, usd: float) -> None:

@@ -327,8 +327,44 @@ def _deliver(paths: list[Path], workers: int, kind: str, size: tuple[int, int]) 
     }
 
 
+class _GenerateLoop(threading.Thread):
+    """Greedy extraction of one batch, over and over, recording (start, end, ticks) of each call."""
+
+    def __init__(self, ex: Any, examples: list, device: str) -> None:
+        super().__init__(daemon=True)
+        self.ex, self.examples, self.device = ex, examples, device
+        self.calls: list[tuple[float, float, int]] = []
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        from vlalert.cache.extract import run_examples
+
+        while not self._stop_event.is_set():
+            t = time.perf_counter()
+            run_examples(self.ex, self.examples, len(self.examples), teacher_forced=False)
+            _sync(self.device)
+            self.calls.append((t, time.perf_counter(), len(self.examples)))
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+
+    def wait_calls(self, n: int) -> None:
+        goal = len(self.calls) + n
+        while len(self.calls) < goal:
+            time.sleep(0.05)
+
+    def calls_between(self, t0: float, t1: float) -> int:
+        return sum(1 for a, b, _ in list(self.calls) if a >= t0 and b <= t1)
+
+    def rate(self, t0: float, t1: float) -> float | None:
+        inside = [(a, b, n) for a, b, n in list(self.calls) if a >= t0 and b <= t1]
+        seconds = sum(b - a for a, b, _ in inside)
+        return round(sum(n for *_, n in inside) / seconds, 3) if seconds > 0 else None
+
+
 def sec_decode(ctx: Ctx, device: str, paths: list[Path]) -> dict[str, Any]:
-    from vlalert.cache.extract import Extractor, run_examples
+    from vlalert.cache.extract import Extractor
 
     out: dict[str, Any] = {
         "clip": f"{CLIP_W}x{CLIP_H} {CLIP_FPS} fps H.264",
@@ -350,27 +386,24 @@ def sec_decode(ctx: Ctx, device: str, paths: list[Path]) -> dict[str, Any]:
         "gpu_busy_windows_4_threads": lambda: _deliver(paths, 4, "threads", size),
         "gpu_busy_windows_4_processes": lambda: _deliver(paths, 4, "processes", size),
     }
+    # One long-lived generating thread, warmed up before any timing (a thread's first CUDA calls
+    # create its own cuBLAS handle and workspace: timing a fresh thread's first call measures that).
+    loop = _GenerateLoop(ex, ctx.examples, device)
+    loop.start()
+    loop.wait_calls(1)  # warm-up call
+    t0 = time.perf_counter()
+    loop.wait_calls(2)
+    out["generate_ticks_per_s_same_thread_alone"] = loop.rate(t0, time.perf_counter())
     for name, job in jobs.items():
-        done = threading.Event()
-        gen: dict[str, float] = {"ticks": 0, "s": 0.0}
-
-        def generate(gen=gen, done=done) -> None:
-            while not done.is_set():
-                t = time.perf_counter()
-                run_examples(ex, ctx.examples, len(ctx.examples), teacher_forced=False)
-                _sync(device)
-                gen["ticks"] += len(ctx.examples)
-                gen["s"] += time.perf_counter() - t
-
-        worker = threading.Thread(target=generate)
-        worker.start()
-        time.sleep(1.0)  # the GPU is busy before the frame work starts
-        r = job()
-        done.set()
-        worker.join()
-        r["generate_ticks_per_s_meanwhile"] = round(gen["ticks"] / max(gen["s"], 1e-9), 3)
+        t0 = time.perf_counter()
+        runs = []
+        while loop.calls_between(t0, time.perf_counter()) < 2 and time.perf_counter() - t0 < 60:
+            runs.append(job())  # the frame work, repeated until two generate calls lie inside it
+        r = dict(runs[0], repeats=len(runs))
+        r["generate_ticks_per_s_meanwhile"] = loop.rate(t0, time.perf_counter())
         out[name] = r
         print(f"  {name}: {r}", flush=True)
+    loop.stop()
     out["generate_ticks_per_s_alone"] = ctx.ticks_per_s_b8
     return out
 

@@ -15,8 +15,8 @@ cache but not yet in the ledger, e.g. paid before the ledger existed; it counts 
 with SIGKILL leaves its reservations behind; the next job to open the ledger turns those of dead
 processes on this host (or any whose lease has expired) into `orphaned` spend at the reserved
 amount, since the endpoint may have billed a request that was in flight: the cap errs on the
-side of money. Batch-API reservations (`reserve_batch`) belong to no process: the provider runs
-them while no job does, so they stay reserved until a job settles or releases them by key (or
+side of money. Batch-API bookings (the batch book below) belong to no process: the provider runs
+them while no job does, so they stay reserved until a job settles them by key (`settle_batch`; or
 their lease, the completion window plus a margin, expires).
 
 Throughput: every write is one exclusive transaction with a synchronous commit (several fsyncs),
@@ -329,49 +329,6 @@ class SpendLedger:
 
     # -- Batch API: reservations that outlive the job (the provider runs the batch, not a process)
 
-    def reserve_batch(self, items: Iterable[tuple[str, float]], lease_s: float) -> list[str]:
-        """Book each (key, usd) in order until the next one would pass the cap; the keys booked.
-
-        The bookings belong to no process (a killed job's batch still runs and is billed): they stay
-        reserved until `settle_batch` / `release_batch`, or count as orphaned after `lease_s`.
-        """
-        items = list(items)
-        now = time.time()
-
-        def fn(tx: _Tx) -> list[str]:
-            booked = []
-            for key, usd in items:
-                if tx.total + usd > self.cap + 1e-12:
-                    break
-                tx.db.execute(
-                    "INSERT INTO spend (key, state, usd, host, pid, expires, created) "
-                    "VALUES (?, 'reserved', ?, ?, NULL, ?, ?)",
-                    (key, usd, BATCH_HOST, now + lease_s, now),
-                )
-                tx.add(usd)
-                booked.append(key)
-            return booked
-
-        return self._run(fn)
-
-    def batch_reserved(self, keys: Iterable[str]) -> set[str]:
-        """Which of `keys` hold a batch booking not settled yet (reserved, or orphaned by its lease)."""
-        keys = list(keys)
-
-        def fn(tx: _Tx) -> set[str]:
-            found = set()
-            for i in range(0, len(keys), 500):
-                part = keys[i : i + 500]
-                rows = tx.db.execute(
-                    f"SELECT key FROM spend WHERE host = ? AND state IN ('reserved', 'orphaned') "
-                    f"AND key IN ({','.join('?' * len(part))})",
-                    (BATCH_HOST, *part),
-                ).fetchall()
-                found.update(r[0] for r in rows)
-            return found
-
-        return self._run(fn)
-
     def settle_batch(self, answers: Iterable[tuple[str, float, int]]) -> None:
         """Batch answers came, (key, usd, prompt_tokens) each: actual costs replace their bookings
         (an answer without a booking, e.g. its booking was released, is booked as paid now)."""
@@ -401,19 +358,6 @@ class SpendLedger:
                         "WHERE id = ?",
                         (usd, prompt_tokens, row[0]),
                     )
-
-        self._run(fn)
-
-    def release_batch(self, keys: Iterable[str]) -> None:
-        """These batch requests were never submitted, or came back unanswered and unbilled: drop them."""
-        keys = list(keys)
-
-        def fn(tx: _Tx) -> None:
-            for key in keys:
-                tx.db.execute(
-                    "DELETE FROM spend WHERE key = ? AND host = ? AND state IN ('reserved', 'orphaned')",
-                    (key, BATCH_HOST),
-                )
 
         self._run(fn)
 

@@ -4,6 +4,7 @@
 rule score:
     input:
         benchmark=f"{R}/benchmark/{{split}}.parquet",
+        train=f"{R}/benchmark/train.parquet",  # the time-only baseline is fitted on train
         cache=f"{R}/cache/{RUN}/{{split}}/index.json",
         heads=expand(
             f"{R}/heads/{RUN}/{{head}}/seed{{seed}}/metrics.json",

@@ -7,6 +7,7 @@ couple of epochs at toy widths (`trained`).
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from vlalert.heads.config import DangerHeadConfig, FSMConfig, HeadsTrainConfig, PolicyHeadConfig
 from vlalert.heads.data import CacheError, synthetic_split, write_cache
@@ -22,13 +24,18 @@ from vlalert.metrics import ScoringConfig
 from vlalert.schemas import POLICIES, check_table
 from vlalert.score import (
     BASELINE_SEED,
+    SEEDED_POLICIES,
+    danger_probs,
     decode_clips,
+    fit_time_only,
     format_summary,
     one_hot_probs,
     score_counts,
     score_split,
+    shuffle_within_clips,
     single_score_probs,
     summarize_scores,
+    time_features,
     vlm_actions,
 )
 
@@ -205,6 +212,140 @@ def test_decode_clips_runs_the_fsm_per_clip_from_silent():
     probs = single_score_probs(np.r_[p, p[:3]])
     actions = decode_clips(probs, np.array([0, 6, 9]), FSM)
     assert actions.tolist() == [0, 1, 2, 2, 1, 1] + [0, 1, 2]  # the second clip starts at SILENT again
+
+
+def test_danger_probs_apply_the_calibration_per_signal():
+    p = np.array([0.05, 0.2, 0.4, 0.6, 0.9])
+    np.testing.assert_allclose(danger_probs(p, None), single_score_probs(p))  # no calibration: p itself
+    logit = np.log(p / (1 - p))
+    cal = {"alert": [2.0, -1.0], "observe": [1.0, 1.5]}
+    probs = danger_probs(p, cal)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0)
+    np.testing.assert_allclose(probs[:, 2], 1 / (1 + np.exp(-(2 * logit - 1))))
+    np.testing.assert_allclose(
+        probs[:, 1] + probs[:, 2], np.maximum(1 / (1 + np.exp(-(logit + 1.5))), probs[:, 2])
+    )
+    # a map that could not be fitted leaves that signal on the raw danger
+    half = danger_probs(p, {"alert": None, "observe": [1.0, 1.5]})
+    np.testing.assert_allclose(half[:, 2], p)
+
+
+class _LogitIsFirstFeature(torch.nn.Module):
+    """A stand-in DangerHead whose tick logit is sign * z[..., 0]."""
+
+    def __init__(self, sign: float = 1.0) -> None:
+        super().__init__()
+        self.sign = sign
+
+    def forward(self, z, mask):
+        return self.sign * z[..., 0].float(), z.new_zeros(z.shape[0])
+
+
+def test_danger_calibration_is_fitted_on_val_or_says_why_not():
+    from vlalert.heads.data import build_clips
+    from vlalert.heads.train import danger_calibration
+
+    cache, labels = synthetic_split(16, HIDDEN, 4, split="val", min_ticks=8, max_ticks=14)
+    codes = {"SILENT": 0, "OBSERVE": 1, "ALERT": 2}
+    keys = pl.from_arrow(cache.select(["video_id", "tick"])).with_columns(pl.col("tick").cast(pl.Int32))
+    lab = pl.from_arrow(labels.select(["video_id", "tick", "action"])).with_columns(
+        pl.col("tick").cast(pl.Int32)
+    )
+    code = keys.join(lab, on=["video_id", "tick"], how="left")["action"].replace_strict(codes).to_numpy()
+    z = np.zeros((code.size, HIDDEN), np.float32)
+    z[:, 0] = 2.0 * code - 2.0 + np.random.default_rng(0).normal(0, 0.3, code.size)
+    vectors = pa.FixedSizeListArray.from_arrays(pa.array(z.reshape(-1).astype(np.float16)), HIDDEN)
+    val = build_clips(cache.set_column(cache.column_names.index("z"), "z", vectors), labels)
+
+    cal = danger_calibration(_LogitIsFirstFeature(), val, HEADS_CFG)
+    assert cal["fitted_on"] == "val" and cal["n_ticks"] == val.n_ticks and cal["notes"] == {}
+    action = val.action
+    logit = z[val.rows, 0].astype(np.float64)
+    probs = danger_probs(1 / (1 + np.exp(-logit)), cal)
+    # each signal crosses the decoder's 0.5 where its action is the likelier one
+    assert (probs[action == 2, 2] >= 0.5).mean() > 0.9 and (probs[action < 2, 2] < 0.5).mean() > 0.9
+    up = probs[:, 1] + probs[:, 2]
+    assert (up[action >= 1] >= 0.5).mean() > 0.9 and (up[action == 0] < 0.5).mean() > 0.9
+
+    inverted = danger_calibration(_LogitIsFirstFeature(-1.0), val, HEADS_CFG)
+    assert inverted["alert"] is None and "does not rise" in inverted["notes"]["alert"]
+
+
+def test_time_features_count_from_the_clip_start_and_its_first_tick():
+    t = np.array([2.0, 3.0, 4.0, 6.0, 7.0, 2.0])
+    feats = time_features(t, np.array([0, 3, 5, 6]))
+    np.testing.assert_allclose(feats[:, 0], t)
+    np.testing.assert_allclose(feats[:, 1], [0, 1, 2, 0, 1, 0])
+
+
+def _clock_benchmark(n_pos: int = 6, n_neg: int = 4, n_ticks: int = 10) -> pa.Table:
+    """Positives: OBSERVE at ticks 3-5, ALERT at 6-7, excluded after; negatives all SILENT."""
+    rows = []
+    for c in range(n_pos + n_neg):
+        for k in range(n_ticks):
+            pos = c < n_pos
+            action = "SILENT" if not pos or k < 3 else ("OBSERVE" if k < 6 else "ALERT")
+            rows.append(
+                {
+                    "video_id": f"c{c}",
+                    "tick": k,
+                    "t_s": 2.0 + k,
+                    "action": action,
+                    "excluded": pos and k >= 8,
+                    "parent_id": None,
+                }
+            )
+    schema = pa.schema(
+        [
+            ("video_id", pa.string()),
+            ("tick", pa.int32()),
+            ("t_s", pa.float64()),
+            ("action", pa.string()),
+            ("excluded", pa.bool_()),
+            ("parent_id", pa.string()),
+        ]
+    )
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def test_time_only_learns_the_clock_and_nothing_else():
+    train = _clock_benchmark()
+    model = fit_time_only(train, HeadsTrainConfig())
+    t = np.arange(2.0, 10.0)
+    probs = model.probs(time_features(t, np.array([0, t.size])))
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0)
+    assert probs[:2].argmax(axis=1).tolist() == [0, 0]  # early ticks: SILENT
+    assert probs[:, 2].argmax() >= 5  # ALERT where train put it, late in the clip
+    # the same times give the same probabilities whatever the clip holds: nothing but the clock
+    again = model.probs(time_features(t, np.array([0, 4, t.size])))
+    np.testing.assert_allclose(again[:4], probs[:4])
+    # fitted like the heads: balanced class weights raise the rare ALERT against an unweighted fit
+    plain = fit_time_only(train, HeadsTrainConfig(balance="none")).probs(
+        time_features(t, np.array([0, t.size]))
+    )
+    assert probs[6, 2] > plain[6, 2]
+    # a train split without ALERT gives it probability 0
+    no_alert = pa.Table.from_pylist(
+        [r for r in train.to_pylist() if r["action"] != "ALERT"], schema=train.schema
+    )
+    assert (
+        fit_time_only(no_alert, HeadsTrainConfig()).probs(time_features(t, np.array([0, t.size])))[:, 2].max()
+        == 0
+    )
+
+
+def test_shuffle_within_clips_permutes_each_clips_scored_ticks_only():
+    rows = np.arange(100, 112)
+    offsets = np.array([0, 5, 6, 12])
+    scored = np.ones(12, bool)
+    scored[[4, 10, 11]] = False  # excluded tails keep their rows
+    out = shuffle_within_clips(rows, offsets, scored, seed=1)
+    for a, b in zip(offsets[:-1], offsets[1:], strict=True):
+        assert sorted(out[a:b]) == sorted(rows[a:b])  # a permutation inside the clip
+    assert out[[4, 10, 11]].tolist() == [104, 110, 111]
+    assert (out != rows).any()
+    np.testing.assert_array_equal(out, shuffle_within_clips(rows, offsets, scored, seed=1))  # seeded
+    assert not np.array_equal(out, shuffle_within_clips(rows, offsets, scored, seed=2))
 
 
 def test_vlm_actions_parse_and_count_unparsable():
@@ -417,8 +558,16 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
         pl.col("danger").cast(pl.Float64).alias("p_collision"),
         pl.lit("badas").alias("provider"),
     ).to_arrow()
-    scores = score_split(bm, root / "cache/test", dirs, gate, HEADS_CFG.fsm)
-    return {"root": root, "dirs": dirs, "benchmark": bm, "gate": gate, "scores": scores}
+    time_only = fit_time_only(pq.read_table(root / "train.parquet"), HEADS_CFG)
+    scores = score_split(bm, root / "cache/test", dirs, gate, HEADS_CFG.fsm, time_only=time_only)
+    return {
+        "root": root,
+        "dirs": dirs,
+        "benchmark": bm,
+        "gate": gate,
+        "scores": scores,
+        "time_only": time_only,
+    }
 
 
 def test_trained_scores_hold_every_policy_on_every_tick(trained):
@@ -428,7 +577,7 @@ def test_trained_scores_hold_every_policy_on_every_tick(trained):
     blocks = df.group_by("policy", "seed").len()
     assert set(blocks["policy"].to_list()) == set(POLICIES)
     seeds = {p: sorted(df.filter(pl.col("policy") == p)["seed"].unique().to_list()) for p in POLICIES}
-    assert seeds == {"heads": [1, 2], "danger": [1, 2], **{p: [0] for p in POLICIES[2:]}}
+    assert seeds == {p: ([1, 2] if p in SEEDED_POLICIES else [0]) for p in POLICIES}
     assert set(blocks["len"].to_list()) == {bm.num_rows}  # the synthetic cache holds every tick
     keys = pl.from_arrow(bm.select(["video_id", "tick", "action"])).sort(["video_id", "tick"])
     for (policy, seed), block in df.group_by("policy", "seed"):
@@ -440,10 +589,34 @@ def test_trained_scores_hold_every_policy_on_every_tick(trained):
     np.testing.assert_allclose(total.to_numpy(), 1.0, atol=1e-5)
     for policy in POLICIES:
         nulls = df.filter(pl.col("policy") == policy)["p_danger"].null_count()
-        assert (nulls == 0) if policy in ("heads", "danger") else (nulls == bm.num_rows), policy
+        assert (nulls == 0) if policy in SEEDED_POLICIES else (nulls == bm.num_rows), policy
     danger = df.filter(pl.col("policy") == "danger").sort(["seed", "video_id", "tick"])
-    # the DangerHead baseline thresholds the same p_danger as the heads' rows
-    assert danger["p_alert"].to_list() == heads.sort(["seed", "video_id", "tick"])["p_danger"].to_list()
+    heads = heads.sort(["seed", "video_id", "tick"])
+    # the DangerHead baseline decodes the same p_danger as the heads' rows, through its calibration
+    assert danger["p_danger"].to_list() == heads["p_danger"].to_list()
+    for seed, dirs in trained["dirs"].items():
+        calibration = json.loads((dirs["danger"] / "config.json").read_text())["calibration"]
+        block = danger.filter(pl.col("seed") == seed)
+        expected = danger_probs(block["p_danger"].to_numpy(), calibration)
+        got = block.select("p_silent", "p_observe", "p_alert").to_numpy()
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+
+
+def test_trained_shuffled_heads_read_the_same_clips_ticks_in_another_order(trained):
+    df = pl.from_arrow(trained["scores"]).filter(~pl.col("excluded"))
+    heads = df.filter(pl.col("policy") == "heads")
+    shuffled = df.filter(pl.col("policy") == "heads-shuffled")
+    assert shuffled.height == heads.height
+    # the DangerHead scores each tick from its own z: per clip, the same values in another order
+    key = ["seed", "video_id"]
+    a = heads.group_by(key).agg(pl.col("p_danger").sort()).sort(key)
+    b = shuffled.group_by(key).agg(pl.col("p_danger").sort()).sort(key)
+    for x, y in zip(a["p_danger"].to_list(), b["p_danger"].to_list(), strict=True):
+        np.testing.assert_allclose(x, y, rtol=0, atol=1e-6)
+    assert not np.allclose(heads.sort([*key, "tick"])["p_danger"], shuffled.sort([*key, "tick"])["p_danger"])
+    # times and labels stay with their ticks
+    cols = ["seed", "video_id", "tick", "t_s", "label"]
+    assert heads.select(cols).sort(cols).equals(shuffled.select(cols).sort(cols))
 
 
 def test_trained_prefix_reads_its_parents_cache_rows(trained):
@@ -472,7 +645,14 @@ def test_trained_excluded_ticks_never_change_the_scored_ones(trained, tmp_path):
         .join(excluded, on=["video_id", "tick"], how="anti")
     )
     write_cache(cache.take(keep["i"].sort().to_numpy()), tmp_path / "cache")
-    scores = score_split(bm, tmp_path / "cache", trained["dirs"], trained["gate"], HEADS_CFG.fsm)
+    scores = score_split(
+        bm,
+        tmp_path / "cache",
+        trained["dirs"],
+        trained["gate"],
+        HEADS_CFG.fsm,
+        time_only=trained["time_only"],
+    )
     assert score_counts(scores)["excluded_without_cache_row"] == excluded.height
     assert not any(scores.column("excluded").to_pylist())
     full = pl.from_arrow(trained["scores"]).filter(~pl.col("excluded"))
@@ -494,9 +674,9 @@ def test_trained_scoring_is_deterministic(trained):
         trained["gate"],
         HEADS_CFG.fsm,
     )
-    assert score_split(*args).equals(trained["scores"])
+    assert score_split(*args, time_only=trained["time_only"]).equals(trained["scores"])
     # another batching of the clips: the same actions, the same probabilities up to float rounding
-    other = pl.from_arrow(score_split(*args, batch_clips=3))
+    other = pl.from_arrow(score_split(*args, time_only=trained["time_only"], batch_clips=3))
     first = pl.from_arrow(trained["scores"])
     assert other["action"].to_list() == first["action"].to_list()
     np.testing.assert_allclose(other["p_alert"].to_numpy(), first["p_alert"].to_numpy(), rtol=0, atol=1e-6)

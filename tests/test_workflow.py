@@ -98,6 +98,8 @@ def test_every_output_has_its_schema(demo_run):
     assert set(scores.column("policy").to_pylist()) == {
         "heads",
         "danger",
+        "heads-shuffled",
+        "time-only",
         "gate",
         "vlm",
         "always-silent",

@@ -39,6 +39,8 @@ ACTION_COLORS: dict[int, str] = {SILENT: "#c8c8c8", OBSERVE: "#f0a020", ALERT: "
 POLICY_COLORS: dict[str, str] = {
     "heads": "#1f77b4",
     "danger": "#17becf",
+    "heads-shuffled": "#aec7e8",
+    "time-only": "#ff7f0e",
     "gate": "#9467bd",
     "badas": "#8c564b",
     "vlm": "#2ca02c",

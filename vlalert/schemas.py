@@ -135,9 +135,21 @@ BELIEFS = pa.schema(
 )
 
 # Policies scored by the score stage: our heads, and the baselines run through the same decoder.
-# gate: the gate chain's score through the FSM; badas: Open-BADAS's own score through the FSM, on
-# the clips the badas provider scored
-POLICIES: tuple[str, ...] = ("heads", "danger", "gate", "badas", "vlm", "always-silent", "always-alert")
+# heads-shuffled: the same heads on z/r shuffled across the scored ticks of each clip (the ablation
+# that shows the heads read the tick's hidden states, not the clock); time-only: the action fitted
+# on train from the tick's time alone; gate: the gate chain's score through the FSM; badas:
+# Open-BADAS's own score through the FSM, on the clips the badas provider scored
+POLICIES: tuple[str, ...] = (
+    "heads",
+    "danger",
+    "heads-shuffled",
+    "time-only",
+    "gate",
+    "badas",
+    "vlm",
+    "always-silent",
+    "always-alert",
+)
 
 SCORES = pa.schema(
     [

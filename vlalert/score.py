@@ -6,7 +6,13 @@ and not from the decoder:
 
 - `heads`: the PolicyHead run autoregressively (`fsm.rollout`: the decoded a_{t-1} is fed back);
   p_danger is the DangerHead's per-tick score of the same seed.
-- `danger`: the DangerHead alone, its p_danger as a single score (below).
+- `danger`: the DangerHead alone: its p_danger through the calibration the heads stage fitted on
+  val (`danger_probs`), or as a single score (below) where no calibration could be fitted.
+- `heads-shuffled`: the heads of each seed on z/r shuffled across the scored ticks of each clip
+  (`shuffle_within_clips`): times, labels and clips kept, which tick's hidden states they read lost.
+  The margin of `heads` over this row is what the heads take from the tick's own hidden states.
+- `time-only`: the clock (`TimeOnly`): an action distribution fitted on the train split from the
+  tick's time since the clip's start and since its first tick, nothing else.
 - `gate`: the gate stage's p_collision as a single score, whichever provider of the gate chain
   gave it. A null score, or a tick the gate file has no row for, counts as 0: a gate that says
   nothing raises nothing.
@@ -23,9 +29,9 @@ p_observe + p_alert (to climb to and stay at OBSERVE) and p_alert (to climb to a
 with this mapping both equal p, so one score is thresholded by observe_enter / alert_enter /
 alert_direct with the decoder's hysteresis, exactly like the heads' probabilities.
 
-Seeds: `heads` and `danger` have one block of rows per heads seed. The others do not depend on
-a seed; they are scored once with `seed = BASELINE_SEED` (0) rather than repeated, so that their
-summary says n_seeds = 1 and std undefined instead of a misleading "± 0 over 5 seeds".
+Seeds: `heads`, `danger` and `heads-shuffled` have one block of rows per heads seed. The others do
+not depend on a seed; they are scored once with `seed = BASELINE_SEED` (0) rather than repeated, so
+that their summary says n_seeds = 1 and std undefined instead of a misleading "± 0 over 5 seeds".
 
 Which ticks are scored: every benchmark tick that has a cache row, one clip per video_id, in tick
 order. A prefix clip (`parent_id` set, the negatives of DoTA/DADA-2000) is scored as a clip of its
@@ -56,7 +62,7 @@ import pyarrow.dataset as pads
 
 from vlalert.beliefs.text import parse_generation
 from vlalert.heads import fsm
-from vlalert.heads.config import FSMConfig
+from vlalert.heads.config import FSMConfig, HeadsTrainConfig
 from vlalert.heads.data import CacheError, cache_parts, fixed_size_list_to_numpy, read_cache
 from vlalert.metrics import OVERALL, ScoringConfig, aggregate_seeds, clips_from_table, summarize_by_source
 from vlalert.schemas import ACTIONS, POLICIES, SCORES, SUMMARY, check_table
@@ -67,7 +73,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BASELINE_SEED = 0
-SEEDED_POLICIES: tuple[str, ...] = ("heads", "danger")
+SEEDED_POLICIES: tuple[str, ...] = ("heads", "danger", "heads-shuffled")
 COUNTS_KEY = b"vlalert.score_counts"  # schema metadata of score_split's table (see `score_counts`)
 
 # The benchmark columns the score stage reads.
@@ -98,6 +104,29 @@ def single_score_probs(p: np.ndarray) -> np.ndarray:
     out[:, fsm.SILENT] = 1.0 - p
     out[:, fsm.ALERT] = p
     return out
+
+
+def danger_probs(p_danger: np.ndarray, calibration: Mapping[str, Any] | None) -> np.ndarray:
+    """The `danger` policy's (p_silent, p_observe, p_alert) from the DangerHead's per-tick danger.
+
+    With the head's calibration (`vlalert.heads.train.danger_calibration`, fitted on val):
+    p_alert = sigmoid(a logit(p) + b) of its `alert` map and p_observe + p_alert = the same of its
+    `observe` map (never below p_alert). A signal whose map is null (or a head without calibration)
+    reads p itself, as `single_score_probs` does.
+    """
+    p = np.clip(np.asarray(p_danger, dtype=np.float64), 0.0, 1.0)
+    if not calibration:
+        return single_score_probs(p)
+    q = np.clip(p, 1e-7, 1 - 1e-7)
+    logit = np.log(q) - np.log1p(-q)
+
+    def signal(name: str) -> np.ndarray:
+        ab = calibration.get(name)
+        return p if ab is None else 1.0 / (1.0 + np.exp(-(ab[0] * logit + ab[1])))
+
+    p_alert = signal("alert")
+    p_up = np.maximum(signal("observe"), p_alert)
+    return np.stack([1.0 - p_up, p_up - p_alert, p_alert], axis=1)
 
 
 def one_hot_probs(codes: np.ndarray) -> np.ndarray:
@@ -138,6 +167,119 @@ def vlm_actions(texts: Sequence[str | None]) -> tuple[np.ndarray, int]:
         else:
             codes[i] = lut[action]
     return codes, bad
+
+
+# ----------------------------------------------------------------------------- the clock
+
+
+def time_features(t_s: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """[N, 2]: each tick's time since the clip's start (t_s) and since the clip's first tick.
+
+    Clip c owns rows offsets[c]:offsets[c+1], in tick order. A prefix clip's times are its parent's
+    (its ticks are the parent's), so its first tick is the parent's first tick too.
+    """
+    t = np.asarray(t_s, dtype=np.float64)
+    offsets = np.asarray(offsets, dtype=np.int64)
+    first = np.repeat(t[offsets[:-1]], np.diff(offsets)) if t.size else t
+    return np.stack([t, t - first], axis=1)
+
+
+def _time_basis(features: np.ndarray) -> np.ndarray:
+    """Both times and their squares: lets p(action | time) rise and fall again within a clip."""
+    return np.concatenate([features, features**2], axis=1)
+
+
+@dataclass(frozen=True)
+class TimeOnly:
+    """The `time-only` baseline: p(action | time since clip start, time since first tick), nothing else.
+
+    A multinomial logistic regression on the two times and their squares (standardised), fitted on
+    the train split's trained ticks (not excluded, no prefix clip: the ticks the heads learn from),
+    weighted like the heads' losses (`balance`: inverse-frequency class weights capped at
+    `max_class_weight`; none with balance = none). A head that learns only where in the clip a tick
+    lies scores like this baseline; the summary puts the two side by side.
+    """
+
+    mean: np.ndarray  # [F] of the basis
+    scale: np.ndarray  # [F]
+    coef: np.ndarray  # [3, F], rows in ACTIONS order
+    intercept: np.ndarray  # [3]; -inf for an action the train split never shows
+
+    def probs(self, features: np.ndarray) -> np.ndarray:
+        """(p_silent, p_observe, p_alert) [N, 3] of ticks with `time_features` [N, 2]."""
+        x = (_time_basis(np.asarray(features, dtype=np.float64)) - self.mean) / self.scale
+        logits = x @ self.coef.T + self.intercept
+        logits -= logits.max(axis=1, keepdims=True)
+        e = np.exp(logits)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: np.asarray(getattr(self, k)).tolist() for k in ("mean", "scale", "coef", "intercept")}
+
+
+def fit_time_only(train: pa.Table, heads_cfg: HeadsTrainConfig) -> TimeOnly:
+    """Fit `TimeOnly` on a benchmark split (the train split) with the heads' class balance."""
+    from sklearn.linear_model import LogisticRegression
+
+    from vlalert.heads.train import class_weights
+
+    df = (
+        pl.from_arrow(train.select(["video_id", "tick", "t_s", "action", "excluded", "parent_id"]))
+        .with_columns(pl.col("tick").cast(pl.Int32), pl.col("t_s").cast(pl.Float64))
+        .sort(["video_id", "tick"])
+    )
+    vid = df["video_id"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, vid[1:] != vid[:-1]]) if vid.size else np.zeros(0, np.int64)
+    features = time_features(df["t_s"].to_numpy(), np.append(starts, df.height))
+    keep = (~df["excluded"].to_numpy()) & df["parent_id"].is_null().to_numpy()
+    lut = {name: i for i, name in enumerate(ACTIONS)}
+    y = np.array([lut[a] for a in df["action"].to_list()], dtype=np.int64)[keep]
+    if y.size == 0:
+        raise ValueError("time-only baseline: the train split has no trained tick")
+    basis = _time_basis(features[keep])
+    mean, scale = basis.mean(axis=0), basis.std(axis=0)
+    scale = np.where(scale > 0, scale, 1.0)
+    x = (basis - mean) / scale
+    coef = np.zeros((3, x.shape[1]))
+    intercept = np.full(3, -np.inf)
+    present = np.unique(y)
+    if present.size == 1:  # one action only: it gets probability 1 everywhere
+        intercept[present[0]] = 0.0
+        return TimeOnly(mean, scale, coef, intercept)
+    weight = np.ones(y.size)
+    if heads_cfg.balance != "none":
+        weight = class_weights(np.bincount(y, minlength=3), heads_cfg.max_class_weight)[y].astype(np.float64)
+    model = LogisticRegression(C=1.0, max_iter=2000).fit(x, y, sample_weight=weight)
+    if present.size == 2:  # sklearn fits one logit for two classes: p(second) = sigmoid(w x + b)
+        coef[present[1]], intercept[present[1]] = model.coef_[0], model.intercept_[0]
+        intercept[present[0]] = 0.0
+    else:
+        coef, intercept = model.coef_.astype(np.float64), model.intercept_.astype(np.float64)
+    return TimeOnly(mean, scale, coef, intercept)
+
+
+# ----------------------------------------------------------------------------- the shuffle ablation
+
+SHUFFLE_SALT = 14  # the shuffle of seed s draws from default_rng([SHUFFLE_SALT, s])
+
+
+def shuffle_within_clips(rows: np.ndarray, offsets: np.ndarray, scored: np.ndarray, seed: int) -> np.ndarray:
+    """`rows` with the cache rows of each clip's scored ticks permuted among those ticks.
+
+    The `heads-shuffled` policy runs the heads of seed `seed` on these rows: every tick keeps its
+    time, its label and its clip, but reads the z/r of another scored tick of the same clip. What
+    the heads score beyond the clock and the clip's identity comes from which tick's hidden states
+    they read; a head wired to the wrong tokens, or ticks misaligned with their labels, loses
+    nothing here. Excluded (post-event) ticks keep their own rows: they are not scored, and moving
+    the collision's frames before the event would hand the shuffled heads evidence they never had.
+    """
+    rng = np.random.default_rng([SHUFFLE_SALT, int(seed)])
+    out = np.asarray(rows, dtype=np.int64).copy()
+    scored = np.asarray(scored, dtype=bool)
+    for a, b in zip(offsets[:-1], offsets[1:], strict=True):
+        idx = a + np.flatnonzero(scored[a:b])
+        out[idx] = out[rng.permutation(idx)]
+    return out
 
 
 # ----------------------------------------------------------------------------- ticks and cache
@@ -393,13 +535,15 @@ def score_split(
     gate: pa.Table | None,
     fsm_cfg: FSMConfig,
     *,
+    time_only: TimeOnly | None = None,
     batch_clips: int = 64,
 ) -> pa.Table:
     """SCORES rows of one split: every policy (module docstring) on every scored tick.
 
     `heads_dirs` maps a seed to {"danger": dir, "policy": dir} (the heads stage's outputs); an empty
     mapping scores the baselines only. `gate` is the concatenated gate table of the split's sources,
-    or None to leave the gate policy out. Rows are ordered by policy (POLICIES order), seed,
+    or None to leave the gate policy out; `time_only` the clock fitted on the train split
+    (`fit_time_only`), or None to leave that policy out. Rows are ordered by policy (POLICIES order), seed,
     video_id, tick. The table's schema metadata (`score_counts`) says how many ticks were scored,
     how many excluded ticks had no cache row, how many VLM generations could not be parsed, and how
     many gate scores were null or missing.
@@ -427,7 +571,7 @@ def score_split(
         z = fixed_size_list_to_numpy(cache.column("z"))
         r = fixed_size_list_to_numpy(cache.column("r"))
         for seed in sorted(heads_dirs):
-            danger_model, _ = _load(heads_dirs[seed]["danger"], "danger", z.shape[1])
+            danger_model, danger_cfg = _load(heads_dirs[seed]["danger"], "danger", z.shape[1])
             policy_model, policy_cfg = _load(heads_dirs[seed]["policy"], "policy", r.shape[1])
             if policy_cfg["fsm_config"] != fsm_cfg:
                 log.warning(
@@ -436,9 +580,21 @@ def score_split(
             p_danger = danger_scores(danger_model, z, rows)
             probs, actions = policy_scores(policy_model, r, rows, offsets, fsm_cfg, batch_clips)
             blocks["heads"].append(_block(ticks, "heads", seed, probs, actions, p_danger))
-            d_probs = single_score_probs(p_danger)
+            d_probs = danger_probs(p_danger, danger_cfg.get("calibration"))
             d_actions = decode_clips(d_probs, offsets, fsm_cfg)
             blocks["danger"].append(_block(ticks, "danger", seed, d_probs, d_actions, p_danger))
+            shuffled = shuffle_within_clips(rows, offsets, ~ticks["excluded"].to_numpy(), seed)
+            s_danger = danger_scores(danger_model, z, shuffled)
+            s_probs, s_actions = policy_scores(policy_model, r, shuffled, offsets, fsm_cfg, batch_clips)
+            blocks["heads-shuffled"].append(
+                _block(ticks, "heads-shuffled", seed, s_probs, s_actions, s_danger)
+            )
+
+    if time_only is not None:
+        t_probs = time_only.probs(time_features(ticks["t_s"].to_numpy(), offsets))
+        blocks["time-only"].append(
+            _block(ticks, "time-only", BASELINE_SEED, t_probs, decode_clips(t_probs, offsets, fsm_cfg))
+        )
 
     if gate is not None:
         gt = gate_lookup(ticks, gate)

@@ -251,6 +251,56 @@ def evaluate(
     return out
 
 
+# ----------------------------------------------------------------------------- DangerHead calibration
+
+
+def _platt(x: np.ndarray, y: np.ndarray) -> tuple[list[float] | None, str | None]:
+    """Weighted (balanced) 1-D logistic fit p = sigmoid(a x + b): ([a, b], None) or (None, why not)."""
+    from sklearn.linear_model import LogisticRegression
+
+    n_pos = int(y.sum())
+    if n_pos == 0 or n_pos == y.size:
+        return None, f"val holds {'no' if n_pos == 0 else 'only'} positive ticks"
+    w = np.where(y, y.size / (2 * n_pos), y.size / (2 * (y.size - n_pos)))
+    fit = LogisticRegression(C=1.0, max_iter=1000).fit(x[:, None], y.astype(np.int64), sample_weight=w)
+    a, b = float(fit.coef_[0, 0]), float(fit.intercept_[0])
+    if not a > 0:
+        return None, f"the head's danger does not rise with these ticks on val (slope {a:.3g})"
+    return [a, b], None
+
+
+@torch.no_grad()
+def danger_calibration(model: nn.Module, val: ClipSet, cfg: HeadsTrainConfig) -> dict[str, Any]:
+    """Two maps from the DangerHead's tick logit to the decoder's two signals, fitted on val.
+
+    The head regresses the danger *target* (0 before t_r - observe_s, 0.5 at t_r, 1 at t_r +
+    alert_s); thresholded as one score p (p_observe + p_alert = p_alert = p), it would climb to
+    OBSERVE only where the target is already at the ALERT level, and then need k_enter more ticks
+    to ALERT: the ALERT window (alert_s long, cut at the event) is over by then. Calibrated, each
+    signal crosses the decoder's thresholds where that action becomes the likelier one, as the
+    PolicyHead's do: `alert` = p(ALERT), `observe` = p(OBSERVE or ALERT), each sigmoid(a logit + b)
+    fitted on the val ticks with balanced class weights (the heads' losses weight classes the same
+    way). A map that cannot be fitted (val lacks the class, or danger does not rise with it) is
+    null, with the reason in `notes`; the score stage then thresholds the raw danger for that signal.
+    """
+    device = torch.device(cfg.device)
+    model.eval()
+    logits, actions = [], []
+    for batch in iter_batches(val, np.arange(val.n_clips), cfg.batch_clips):
+        batch = _to(batch, device)
+        tick_logits, _ = model(batch.z, batch.mask)
+        logits.append(tick_logits[batch.mask].double().cpu().numpy())
+        actions.append(batch.action[batch.mask].cpu().numpy())
+    x = np.concatenate(logits)
+    a = np.concatenate(actions)
+    out: dict[str, Any] = {"fitted_on": "val", "n_ticks": int(x.size), "notes": {}}
+    for name, y in (("alert", a == fsm.ALERT), ("observe", a >= fsm.OBSERVE)):
+        out[name], why = _platt(x, y)
+        if why:
+            out["notes"][name] = why
+    return out
+
+
 def lr_at(epoch: int, cfg: HeadsTrainConfig) -> float:
     if cfg.lr_schedule == "constant" or cfg.epochs == 1:
         return cfg.lr
@@ -340,7 +390,8 @@ def save_outputs(
     metrics: dict[str, Any],
     log: list[dict[str, float]],
 ) -> Path:
-    """Write the four job outputs; config.json holds everything `load_head` needs to rebuild the head."""
+    """Write the four job outputs; config.json holds everything `load_head` needs to rebuild the head
+    (and, for the DangerHead, the calibration in metrics["calibration"] that the score stage applies)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -357,6 +408,8 @@ def save_outputs(
         "train": cfg.model_dump(exclude={"danger", "policy", "fsm"}),
         "n_params": n_params(model),
     }
+    if "calibration" in metrics:
+        config["calibration"] = metrics["calibration"]
     write_json_atomic(config, out / "config.json")
     table = pa.Table.from_pylist(log, schema=TRAIN_LOG_SCHEMA)
     with atomic_path(out / "train_log.parquet") as tmp:
@@ -410,6 +463,8 @@ def train_head(
         val = load_clips(val_cache, val_labels, vectors=vectors, training=True)
         load_seconds = time.perf_counter() - t0
         model, metrics, log = fit(head, seed, train, val, cfg)
+        if head == "danger":
+            metrics["calibration"] = danger_calibration(model, val, cfg)
         metrics["load_seconds"] = load_seconds
         save_outputs(out_dir, head, seed, model, cfg, metrics, log)
         return metrics

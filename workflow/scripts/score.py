@@ -5,7 +5,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from vlalert.schemas import read_table, write_table
-from vlalert.score import score_counts, score_split
+from vlalert.score import fit_time_only, score_counts, score_split
 from vlalert.workflow import config_for_job, job_logging
 
 snakemake = globals()["snakemake"]
@@ -17,6 +17,10 @@ with job_logging(snakemake.log[0]) as log:
     }
     gate = pa.concat_tables([read_table("gate", p) for p in snakemake.input.gate])
     benchmark = read_table("benchmark", snakemake.input.benchmark)
-    scores = score_split(benchmark, Path(snakemake.input.cache).parent, heads_dirs, gate, cfg.heads.fsm)
+    time_only = fit_time_only(read_table("benchmark", snakemake.input.train), cfg.heads)
+    log.info("time-only baseline fitted on train: %s", time_only.to_json())
+    scores = score_split(
+        benchmark, Path(snakemake.input.cache).parent, heads_dirs, gate, cfg.heads.fsm, time_only=time_only
+    )
     log.info("score %s: %s", snakemake.wildcards.split, score_counts(scores))
     write_table("scores", scores, snakemake.output.scores)

@@ -678,7 +678,7 @@ def main() -> None:
             rate = ctx.ticks_per_s_b8 or 1.0
             fit = int(max(suite.left() - 60, 0) * rate * 0.8)
             ticks = max(min(args.stage_ticks, fit), 0)
-            if ticks < 8:
+            if ticks < min(8, args.stage_ticks):
                 suite.report["sections"]["cache_stage"] = {"skipped": f"{suite.left():.0f} s left"}
             else:
                 suite.run("cache_stage", sec_cache_stage, 30, device, args.toy, paths, model_dir, tmp, ticks)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import signal
 import subprocess
@@ -24,6 +25,7 @@ from vlalert.schemas import read_table
 from vlalert.vlm import checkpoint as ckpt
 from vlalert.vlm.config import SFT_RUNTIME_KEYS, SFTConfig, TinyModelConfig, VLMConfig
 from vlalert.vlm.data import (
+    Collator,
     StepSampler,
     TickDataset,
     epoch_permutation,
@@ -34,20 +36,18 @@ from vlalert.vlm.data import (
 )
 from vlalert.vlm.inputs import collate
 from vlalert.vlm.loading import load_model, load_tokenizer
-from vlalert.vlm.lora import (
-    apply_lora,
-    enable_activation_checkpointing,
-    load_adapted_model,
-    lora_module_names,
-)
+from vlalert.vlm.lora import apply_lora, load_adapted_model, lora_module_names, require_qlora
 from vlalert.vlm.sft import (
+    FSDP_UNITS,
     TRAIN_LOG_SCHEMA,
     Dist,
     SFTJob,
+    check_switches,
     count_targets,
     evaluate_loss,
     loss_sum,
     run_sft,
+    training_arguments,
     write_job,
 )
 from vlalert.vlm.tiny import init_tiny_model, tiny_config
@@ -166,10 +166,12 @@ def test_resume_after_kill_equals_the_uninterrupted_run(trained, bench, tmp_path
     done = ckpt.complete_checkpoints(job.paths.checkpoints)
     last_step = done[-1][0]
     assert last_step in (10, 20, 30)
-    # leftovers of a kill during a later save: a staging dir and a step dir without state.json
-    (job.paths.checkpoints / ".tmp-step-00000035").mkdir()
-    (job.paths.checkpoints / ".tmp-step-00000035" / "trainable.safetensors").write_bytes(b"half")
-    (job.paths.checkpoints / "step-00000036").mkdir()
+    # leftovers of a kill during a later save: the Trainer's files of a checkpoint never sealed
+    half = job.paths.checkpoints / "checkpoint-35"
+    shutil.copytree(done[-1][1], half)
+    (half / ckpt.SEAL).unlink()
+    (half / "optimizer.pt").write_bytes(b"half")
+    (job.paths.checkpoints / "checkpoint-36").mkdir()
 
     metrics = run_sft(job)
     assert metrics["resumed_from_step"] == last_step
@@ -178,16 +180,17 @@ def test_resume_after_kill_equals_the_uninterrupted_run(trained, bench, tmp_path
     ours = load_file(str(job.paths.adapter / "adapter_model.safetensors"))
     theirs = load_file(str(ref_job.paths.adapter / "adapter_model.safetensors"))
     assert sorted(ours) == sorted(theirs)
+    # bit-identical on CPU: the Trainer restores weights, AdamW, schedule and the RNG exactly, and
+    # the data order is a function of the step
     for name in ours:
-        torch.testing.assert_close(ours[name], theirs[name], atol=1e-6, rtol=1e-5)
+        assert torch.equal(ours[name], theirs[name]), name
     a, b = pq.read_table(job.paths.train_log).to_pylist(), pq.read_table(ref_job.paths.train_log).to_pylist()
     assert [r["step"] for r in a] == [r["step"] for r in b]
     for x, y in zip(a, b, strict=True):
-        for key in ("train_loss", "val_loss", "lr"):
-            assert (x[key] is None) == (y[key] is None)
-            if x[key] is not None:
-                assert x[key] == pytest.approx(y[key], rel=1e-5, abs=1e-9)
-    assert metrics["final_val_loss"] == pytest.approx(ref["final_val_loss"], rel=1e-5)
+        assert [x[k] for k in ("train_loss", "val_loss", "lr")] == [
+            y[k] for k in ("train_loss", "val_loss", "lr")
+        ]
+    assert metrics["final_val_loss"] == ref["final_val_loss"]
 
 
 def test_a_checkpoint_of_another_config_is_not_resumed(trained, bench, tmp_path):
@@ -198,7 +201,7 @@ def test_a_checkpoint_of_another_config_is_not_resumed(trained, bench, tmp_path)
     # a complete checkpoint from the reference run (another config): copied in, must be ignored
     ref_ckpts = ckpt.complete_checkpoints(ref_job.paths.checkpoints)
     shutil.copytree(ref_ckpts[0][1], job.paths.checkpoints / ref_ckpts[0][1].name)
-    (job.paths.checkpoints / "step-00000099").mkdir()  # and an incomplete one
+    (job.paths.checkpoints / "checkpoint-99").mkdir()  # and an incomplete one
     metrics = run_sft(job)
     assert metrics["resumed_from_step"] is None and metrics["steps"] == 12
     assert metrics["val_parse_rate"] is None and metrics["n_generated"] == 0
@@ -208,48 +211,52 @@ def test_a_checkpoint_of_another_config_is_not_resumed(trained, bench, tmp_path)
 
 
 def _write_checkpoint(root, step, fp="fp", keep=5):
-    staging = ckpt.staging_dir(root, step)
-    (staging / "trainable.safetensors").write_bytes(b"weights")
-    ckpt.write_state(staging, {"step": step, "fingerprint": fp})
-    return ckpt.commit(staging, keep)
+    path = root / ckpt.checkpoint_name(step)
+    path.mkdir(parents=True)
+    (path / "adapter_model.safetensors").write_bytes(b"weights")
+    ckpt.seal(path, {"step": step, "fingerprint": fp})
+    ckpt.prune(root, fp, keep)
+    return path
 
 
-def test_half_written_checkpoints_are_ignored(tmp_path):
+def test_unsealed_checkpoints_are_ignored(tmp_path):
     root = tmp_path / "checkpoints"
     good = _write_checkpoint(root, 5)
-    assert good.name == "step-00000005"
-    assert json.loads((good / "state.json").read_text())["files"] == ["trainable.safetensors"]
-    # killed while writing: the staging directory was never renamed
-    staging = ckpt.staging_dir(root, 10)
-    (staging / "trainable.safetensors").write_bytes(b"half")
-    # a step directory without state.json, one whose state lists a missing file, one unreadable
-    (root / "step-00000015").mkdir()
-    (root / "step-00000015" / "trainable.safetensors").write_bytes(b"x")
-    (root / "step-00000020").mkdir()
-    (root / "step-00000020" / "state.json").write_text(
+    assert good.name == "checkpoint-5"
+    assert json.loads((good / ckpt.SEAL).read_text())["files"] == ["adapter_model.safetensors"]
+    # killed while the Trainer wrote it: files, no seal
+    (root / "checkpoint-10").mkdir()
+    (root / "checkpoint-10" / "adapter_model.safetensors").write_bytes(b"half")
+    # a seal listing a missing file, a truncated seal, one listing nothing
+    (root / "checkpoint-20").mkdir()
+    (root / "checkpoint-20" / ckpt.SEAL).write_text(
         json.dumps({"step": 20, "fingerprint": "fp", "files": ["a"]})
     )
-    (root / "step-00000025").mkdir()
-    (root / "step-00000025" / "state.json").write_text("{trunc")
+    (root / "checkpoint-25").mkdir()
+    (root / "checkpoint-25" / ckpt.SEAL).write_text("{trunc")
+    (root / "checkpoint-27").mkdir()
+    (root / "checkpoint-27" / ckpt.SEAL).write_text(
+        json.dumps({"step": 27, "fingerprint": "fp", "files": []})
+    )
     _write_checkpoint(root, 30, fp="another run")
     assert ckpt.latest_checkpoint(root, "fp") == good
     assert [s for s, _ in ckpt.complete_checkpoints(root)] == [5, 30]
-    ckpt.clean_staging(root)
-    assert not staging.exists() and good.exists()
     removed = ckpt.remove_stale(root, "fp")
-    assert [p.name for p in removed] == [f"step-000000{s}" for s in (15, 20, 25, 30)]
-    assert [p.name for p in root.iterdir()] == ["step-00000005"]
-    with pytest.raises(RuntimeError, match="not sealed"):
-        ckpt.commit(ckpt.staging_dir(root, 40), keep=2)
+    assert [p.name for p in removed] == [f"checkpoint-{s}" for s in (10, 20, 25, 27, 30)]
+    assert [p.name for p in root.iterdir()] == ["checkpoint-5"]
 
 
-def test_commit_keeps_the_newest_checkpoints_of_its_run(tmp_path):
+def test_prune_keeps_the_newest_sealed_checkpoints_of_its_run(tmp_path):
     root = tmp_path / "c"
     _write_checkpoint(root, 90, fp="stale run")
     for step in (10, 20, 30, 40):
         _write_checkpoint(root, step, keep=2)
     assert [s for s, _ in ckpt.complete_checkpoints(root, "fp")] == [30, 40]
     assert [s for s, _ in ckpt.complete_checkpoints(root)] == [30, 40, 90]
+    # one being written (no seal yet) is not counted, so keep=1 never deletes the last sealed one
+    (root / "checkpoint-50").mkdir()
+    ckpt.prune(root, "fp", 1)
+    assert [s for s, _ in ckpt.complete_checkpoints(root, "fp")] == [40]
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -403,20 +410,26 @@ def test_runtime_keys_do_not_rerun_the_stage():
     assert stage_params(other, "tiny_model") == stage_params(cfg, "tiny_model")
 
 
-def test_gradient_checkpointing_gives_the_same_gradients(tiny, bench):
+def test_gradient_checkpointing_gives_the_same_gradients(tiny, bench, tmp_path):
     _, tok = tiny
     batch = _batch(bench, tok)
+    kwargs = training_arguments(_job(bench, tmp_path, gradient_checkpointing=True), "cpu")
+    assert kwargs["activation_checkpointing"] and kwargs["activation_checkpointing_kwargs"] == {
+        "use_reentrant": False
+    }
     grads = []
     for checkpointing in (False, True):
         torch.manual_seed(0)
         model = load_model(bench["model"], device="cpu")
-        if checkpointing:
-            enable_activation_checkpointing(model)
+        peft_model = apply_lora(model, tok, SFTConfig(lora_dropout=0.0), is_tiny=True)
+        if checkpointing:  # as transformers.Trainer.train switches it on
+            peft_model.activation_checkpointing_enable(
+                activation_checkpointing_kwargs=kwargs["activation_checkpointing_kwargs"]
+            )
             assert (
                 model.model.language_model.gradient_checkpointing
                 and model.model.visual.gradient_checkpointing
             )
-        peft_model = apply_lora(model, tok, SFTConfig(lora_dropout=0.0), is_tiny=True)
         peft_model.train()
         s, n = loss_sum(peft_model, batch)
         (s / n).backward()
@@ -424,3 +437,77 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny, bench):
     assert grads[0].keys() == grads[1].keys()
     for k in grads[0]:
         torch.testing.assert_close(grads[1][k], grads[0][k], atol=1e-6, rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------ trainer switches
+
+
+def test_trainer_switches_map_to_training_arguments(bench, tmp_path):
+    job = _job(bench, tmp_path, num_workers=2, prefetch_factor=3)
+    cpu = training_arguments(job, "cpu")
+    assert cpu["use_cpu"] and not cpu["bf16"] and "fsdp" not in cpu
+    assert (cpu["gradient_accumulation_steps"], cpu["per_device_train_batch_size"]) == (2, 2)
+    assert (cpu["dataloader_num_workers"], cpu["dataloader_prefetch_factor"]) == (2, 3)
+    assert cpu["dataloader_persistent_workers"] and cpu["save_total_limit"] is None
+    assert training_arguments(job, "cpu", world=2)["gradient_accumulation_steps"] == 1
+    assert training_arguments(_job(bench, tmp_path), "cpu")["dataloader_prefetch_factor"] is None
+    gpu = training_arguments(_job(bench, tmp_path, fsdp=True, gradient_checkpointing=True), "cuda")
+    assert gpu["bf16"] and not gpu["use_cpu"] and gpu["dataloader_pin_memory"]
+    # FSDP2, one unit per decoder layer and vision block, its own activation checkpointing
+    assert gpu["fsdp"] is True and not gpu["activation_checkpointing"]
+    assert gpu["fsdp_config"]["version"] == 2 and gpu["fsdp_config"]["activation_checkpointing"]
+    assert gpu["fsdp_config"]["transformer_layer_cls_to_wrap"] == list(FSDP_UNITS)
+    import transformers.models.qwen3_vl.modeling_qwen3_vl as qwen3_vl
+
+    assert all(hasattr(qwen3_vl, name) for name in FSDP_UNITS)
+    assert not training_arguments(_job(bench, tmp_path, bf16=False), "cuda")["bf16"]
+    # the new switches: fsdp only changes how the run is laid out, bf16 and qlora what it learns
+    assert {"fsdp", "prefetch_factor"} <= SFT_RUNTIME_KEYS and not {"bf16", "qlora"} & SFT_RUNTIME_KEYS
+    with pytest.raises(ValidationError, match="sft.fsdp and sft.qlora"):
+        SFTConfig(fsdp=True, qlora=True)
+
+
+def test_qlora_and_fsdp_refuse_to_run_where_they_cannot(bench, tmp_path):
+    with pytest.raises(RuntimeError, match="sft.qlora needs a CUDA device"):
+        check_switches(sft_config(qlora=True), "cpu")
+    with pytest.raises(RuntimeError, match="sft.fsdp needs CUDA"):
+        check_switches(sft_config(fsdp=True), "cpu")
+    check_switches(sft_config(), "cpu")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        with pytest.raises(RuntimeError, match="needs the bitsandbytes package"):
+            require_qlora("cuda:0")
+    # the stage fails before loading anything, and says why
+    with pytest.raises(RuntimeError, match="sft.qlora needs a CUDA device"):
+        run_sft(_job(bench, tmp_path / "q", qlora=True))
+    assert not (tmp_path / "q" / "checkpoints").exists()
+
+
+def test_training_data_loads_in_worker_processes(bench):
+    """The dataset and collate function cross into DataLoader workers (pickled) and give the same batches."""
+    tok = load_tokenizer(bench["model"])
+    rows = trainable_rows(read_table("benchmark", bench["train"]))
+    ds = TickDataset(rows, tok, VLM, with_target=True)
+    ds[0]  # an open reader must not travel to the workers
+    sampler = StepSampler(len(rows), 0, 4, 2, 0, 3)
+    loaders = [
+        torch.utils.data.DataLoader(
+            ds,
+            batch_sampler=sampler,
+            collate_fn=Collator(tok.pad_token_id),
+            num_workers=workers,
+            prefetch_factor=2 if workers else None,
+            persistent_workers=workers > 0,
+            multiprocessing_context="spawn" if workers else None,
+            generator=torch.Generator().manual_seed(0),
+        )
+        for workers in (0, 2)
+    ]
+    pickle.loads(pickle.dumps((ds, Collator(tok.pad_token_id))))
+    a, b = (list(loader) for loader in loaders)
+    assert len(a) == len(b) == 6
+    for x, y in zip(a, b, strict=True):
+        assert x.keys() == y.keys()
+        for k in x:
+            assert torch.equal(x[k], y[k])

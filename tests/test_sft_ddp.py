@@ -1,5 +1,6 @@
-"""Data-parallel SFT: two gloo ranks under torchrun train the same adapter as one process with the
-same global batch (each rank takes its share of every batch; gradients are averaged)."""
+"""Data-parallel SFT: two gloo ranks under torchrun (DDP through transformers.Trainer) train the same
+adapter as one process with the same global batch (each rank takes its share of every batch and
+gradient accumulation becomes data parallelism; gradients are averaged)."""
 
 from __future__ import annotations
 
@@ -68,11 +69,12 @@ def test_two_gloo_ranks_train_the_single_process_adapter(tmp_path):
 
     assert ddp["world_size"] == 2 and single["world_size"] == 1
     assert ddp["steps"] == single["steps"] == 3
-    # the step-2 checkpoint holds both ranks' random states
+    # the step-2 checkpoint (the Trainer's files, sealed) holds both ranks' random states
     (_, step2), *_ = ckpt.complete_checkpoints(ddp_job.paths.checkpoints)
-    assert {"rng_rank0.pt", "rng_rank1.pt", "trainable.safetensors", "optimizer.pt"} <= {
-        p.name for p in step2.iterdir()
-    }
+    assert step2.name == "checkpoint-2"
+    assert {"rng_state_0.pth", "rng_state_1.pth", "adapter_model.safetensors", "optimizer.pt"} <= set(
+        ckpt.read_state(step2)["files"]
+    )
     # generation is split over the ranks and counted once
     assert ddp["n_generated"] == single["n_generated"] == 3
 

@@ -1,16 +1,21 @@
-"""Resumable SFT checkpoints: written atomically, found again after a kill, never trusted blindly.
+"""Resumable SFT checkpoints: `transformers.Trainer` writes them, vlalert seals, finds and prunes them.
 
-A checkpoint is a directory `step-XXXXXXXX/` under the run's `checkpoints/`. It is written under a
-staging name (`.tmp-step-XXXXXXXX`) and renamed into place only when every file is on disk, with
-`state.json` written last and listing the other files. A rename within one directory is atomic, so
-a process killed at any moment leaves either a complete checkpoint or a staging directory that
-`latest_checkpoint` ignores (and `clean_staging` removes). A `step-*` directory that still lacks a
-file (copied by hand, a full disk) is ignored as well.
+The Trainer saves a checkpoint as `checkpoint-N/` under the run's `checkpoints/` (adapter, optimiser,
+scheduler, each rank's RNG state, trainer_state.json), writing straight into that directory. A
+process killed during the save leaves a directory with some of those files. So once every rank has
+saved, rank 0 writes `vlalert_state.json` into it, atomically (written aside, then renamed) and last:
+it lists the other files and carries what the Trainer does not keep (the run's fingerprint, the
+train/val log, elapsed seconds). Only a sealed directory whose listed files all exist counts; one
+without a seal is ignored by `latest_checkpoint` and deleted by `remove_stale` when a run starts.
+
+Rotation is done here too (`prune`, after the seal) rather than by the Trainer's `save_total_limit`:
+the Trainer deletes the older checkpoints before the new one is complete, so a kill during a save
+with `keep_checkpoints: 1` would leave nothing to resume from.
 
 Checkpoints are not Snakemake outputs, so a failed job keeps them; that is the point, but it means
-a later run with a different config or different training data must not resume from them. Each
-`state.json` therefore carries a fingerprint of what determines the run (config keys that change
-the result, the model, the train ticks), and only checkpoints with the run's fingerprint count.
+a later run with a different config or different training data must not resume from them. The seal
+therefore carries a fingerprint of what determines the run (config keys that change the result,
+the model, the train ticks), and only checkpoints with the run's fingerprint count.
 """
 
 from __future__ import annotations
@@ -25,9 +30,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-STATE = "state.json"
-STAGING_PREFIX = ".tmp-"
-_STEP_RE = re.compile(r"^step-(\d{8})$")
+SEAL = "vlalert_state.json"
+PREFIX = "checkpoint-"  # transformers.trainer_utils.PREFIX_CHECKPOINT_DIR + "-"
+_STEP_RE = re.compile(r"^checkpoint-(\d+)$")
 
 log = logging.getLogger(__name__)
 
@@ -38,54 +43,31 @@ def fingerprint(obj: Mapping[str, Any]) -> str:
 
 
 def checkpoint_name(step: int) -> str:
-    return f"step-{step:08d}"
+    return f"{PREFIX}{step}"
 
 
-def staging_dir(root: str | os.PathLike[str], step: int) -> Path:
-    """Where the checkpoint of `step` is assembled before it is committed (emptied if it exists)."""
-    path = Path(root) / f"{STAGING_PREFIX}{checkpoint_name(step)}"
-    if path.exists():
-        shutil.rmtree(path)
-    path.mkdir(parents=True)
-    return path
-
-
-def write_state(staging: str | os.PathLike[str], state: Mapping[str, Any]) -> None:
-    """Write state.json last: it lists the files already in `staging` and seals the checkpoint."""
-    staging = Path(staging)
-    files = sorted(p.name for p in staging.iterdir() if p.is_file() and p.name != STATE)
-    body = {**state, "files": files}
-    tmp = staging / f"{STATE}.part"
-    tmp.write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, staging / STATE)
-
-
-def commit(staging: str | os.PathLike[str], keep: int) -> Path:
-    """Rename a sealed staging directory into place; keep the newest `keep` checkpoints of its run."""
-    staging = Path(staging)
-    state = read_state(staging)
-    if state is None:
-        raise RuntimeError(f"{staging}: not sealed (no complete {STATE}); refusing to commit")
-    name = staging.name.removeprefix(STAGING_PREFIX)
-    final = staging.parent / name
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(staging, final)
-    steps = complete_checkpoints(final.parent, state.get("fingerprint"))
-    for _, path in steps[:-keep]:
-        shutil.rmtree(path, ignore_errors=True)
-    return final
+def seal(path: str | os.PathLike[str], state: Mapping[str, Any]) -> None:
+    """Write the seal last: it lists the files already in `path` and makes the checkpoint count."""
+    path = Path(path)
+    files = sorted(
+        str(p.relative_to(path))
+        for p in path.rglob("*")
+        if p.is_file() and p.name != SEAL and p.suffix != ".part"
+    )
+    tmp = path / f"{SEAL}.part"
+    tmp.write_text(json.dumps({**state, "files": files}, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path / SEAL)
 
 
 def read_state(path: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """state.json of a complete checkpoint directory, or None when it is incomplete."""
+    """The seal of a complete checkpoint directory, or None when it is incomplete."""
     path = Path(path)
     try:
-        state = json.loads((path / STATE).read_text())
+        state = json.loads((path / SEAL).read_text())
     except (OSError, ValueError):
         return None
     files = state.get("files") if isinstance(state, dict) else None
-    if not isinstance(files, list) or not all((path / str(f)).is_file() for f in files):
+    if not isinstance(files, list) or not files or not all((path / str(f)).is_file() for f in files):
         return None
     return state
 
@@ -93,7 +75,7 @@ def read_state(path: str | os.PathLike[str]) -> dict[str, Any] | None:
 def complete_checkpoints(
     root: str | os.PathLike[str], expected_fingerprint: str | None = None
 ) -> list[tuple[int, Path]]:
-    """(step, dir) of every complete checkpoint under `root` (with that fingerprint, if given)."""
+    """(step, dir) of every sealed checkpoint under `root` (with that fingerprint, if given)."""
     root = Path(root)
     if not root.is_dir():
         return []
@@ -118,12 +100,20 @@ def latest_checkpoint(root: str | os.PathLike[str], expected_fingerprint: str) -
     return found[-1][1] if found else None
 
 
+def prune(root: str | os.PathLike[str], expected_fingerprint: str, keep: int) -> list[Path]:
+    """Delete all but the newest `keep` sealed checkpoints of the run; return what was deleted."""
+    old = [path for _, path in complete_checkpoints(root, expected_fingerprint)[:-keep]]
+    for path in old:
+        shutil.rmtree(path, ignore_errors=True)
+    return old
+
+
 def remove_stale(root: str | os.PathLike[str], expected_fingerprint: str) -> list[Path]:
-    """Delete checkpoint directories this run can never resume (incomplete, or another fingerprint).
+    """Delete checkpoint directories this run can never resume (unsealed, or another fingerprint).
 
     Called when a run starts: Snakemake reran the job because its config or data changed, so
     those checkpoints are dead weight, and left in place a stale one with a higher step would
-    outrank the new run's own checkpoints when old ones are dropped.
+    outrank the new run's own checkpoints when old ones are pruned.
     """
     root = Path(root)
     keep = {path for _, path in complete_checkpoints(root, expected_fingerprint)}
@@ -134,12 +124,3 @@ def remove_stale(root: str | os.PathLike[str], expected_fingerprint: str) -> lis
                 shutil.rmtree(path, ignore_errors=True)
                 removed.append(path)
     return sorted(removed)
-
-
-def clean_staging(root: str | os.PathLike[str]) -> None:
-    """Remove staging directories a killed run left behind."""
-    root = Path(root)
-    if root.is_dir():
-        for path in root.iterdir():
-            if path.name.startswith(STAGING_PREFIX):
-                shutil.rmtree(path, ignore_errors=True)

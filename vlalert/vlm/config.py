@@ -180,6 +180,8 @@ SFT_RUNTIME_KEYS: frozenset[str] = frozenset(
         "keep_checkpoints",
         "clean_checkpoints",
         "gradient_checkpointing",
+        "prefetch_factor",
+        "fsdp",
     }
 )
 
@@ -196,6 +198,12 @@ class SFTConfig(_Strict):
     "special": the four belief/action tokens (new to a real Qwen tokenizer, so their rows carry
     nothing yet); "all": every row (the tiny model's embeddings are random, so all of them must
     learn); "none"; "auto": "all" for the tiny model, "special" otherwise.
+
+    Switches of the `transformers.Trainer` underneath (vlalert.vlm.sft): `bf16` mixed precision
+    (None: on CUDA, off on CPU), `gradient_checkpointing`, `fsdp` (fully sharded data parallel over
+    the `nproc` ranks instead of DDP; CUDA only), `qlora` (the base model loaded 4-bit NF4 with
+    double quantisation and bf16 compute through bitsandbytes, LoRA on top: the QLoRA recipe
+    HazardNet uses for edge backbones; CUDA and bitsandbytes only).
     """
 
     lora_r: int = Field(32, ge=1)
@@ -212,6 +220,9 @@ class SFTConfig(_Strict):
     warmup_steps: int = Field(100, ge=0)  # linear warmup, then cosine decay to 0 at max_steps
     max_grad_norm: float = Field(1.0, gt=0)
     gradient_checkpointing: bool = False
+    bf16: bool | None = None  # bf16 autocast; None: on CUDA, off on CPU
+    fsdp: bool = False  # FSDP (full shard, one unit per decoder / vision block) instead of DDP; CUDA
+    qlora: bool = False  # 4-bit NF4 base model (bitsandbytes), LoRA and trainable rows in fp32; CUDA
     eval_every: int = Field(200, ge=1)  # val loss every this many steps, and after the last one
     val_max_ticks: int = Field(512, ge=1)  # val loss on at most this many val ticks (evenly spread)
     eval_batch: int = Field(8, ge=1)
@@ -225,6 +236,7 @@ class SFTConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when available
     nproc: int = Field(1, ge=1)  # processes; > 1: data-parallel (DDP) launched with torchrun
     num_workers: int = Field(0, ge=0)  # DataLoader worker processes per training process
+    prefetch_factor: int = Field(2, ge=1)  # micro-batches each worker prepares ahead (num_workers > 0)
     threads: int | None = Field(None, ge=1)  # torch CPU threads per process; None: torch's default
     cache_examples: bool = False  # keep built examples in memory (small data sets: the demo)
 
@@ -246,6 +258,8 @@ class SFTConfig(_Strict):
                 f"sft.batch_size ({self.batch_size}) must be a multiple of sft.micro_batch x sft.nproc "
                 f"({self.micro_batch} x {self.nproc})"
             )
+        if self.fsdp and self.qlora:
+            raise ValueError("sft.fsdp and sft.qlora together are not supported: choose one")
         if self.warmup_steps > self.max_steps:
             raise ValueError(
                 f"sft.warmup_steps ({self.warmup_steps}) exceeds sft.max_steps ({self.max_steps})"

@@ -5,7 +5,8 @@ per-epoch permutations, `np.random.default_rng([seed, epoch]).permutation(n)`, c
 batches of `batch_size`. Optimiser step s (0-based) always trains on stream positions
 [s * batch_size, (s + 1) * batch_size), so a run resumed at step s skips exactly the consumed
 batches without replaying anything, and a data-parallel run trains on the same examples as a
-single process: rank r takes the r-th contiguous share of each global batch.
+single process: rank r takes the r-th contiguous share of each global batch. The SFT Trainer resumes
+by skipping the batches already trained, which only draws indices (no example is built).
 
 Frames are read per tick from the clip (`path`, 8 `frame_idx`) through `vlalert.video`. Opening
 a video costs an index scan, so each dataset keeps a few readers open (least recently used out).
@@ -14,6 +15,7 @@ Readers are not shared between processes: DataLoader workers open their own.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
@@ -75,8 +77,12 @@ def evenly_spaced(n: int, k: int) -> list[int]:
     return sorted({int(round(x)) for x in np.linspace(0, n - 1, k)})
 
 
+@functools.lru_cache(maxsize=4)
 def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
-    return np.random.default_rng([seed, epoch]).permutation(n)
+    """The order of epoch `epoch` (read-only; cached: every step of an epoch reads the same one)."""
+    perm = np.random.default_rng([seed, epoch]).permutation(n)
+    perm.setflags(write=False)
+    return perm
 
 
 def global_batch(n: int, seed: int, step: int, batch_size: int) -> list[int]:

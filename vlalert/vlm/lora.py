@@ -12,6 +12,10 @@ trains, because all its embeddings are random (`SFTConfig.embeddings_mode`).
 
 Trainable parameters are kept in fp32 whatever the base model's dtype, so AdamW's updates are not
 rounded to bf16.
+
+QLoRA (`sft.qlora`): the base model is loaded 4-bit (NF4, double quantisation, bf16 compute) by
+bitsandbytes and prepared with peft's `prepare_model_for_kbit_training`; LoRA and the embedding
+rows train on top as above. It needs CUDA and bitsandbytes; `require_qlora` says so plainly.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import torch
 
 from vlalert.beliefs.text import SPECIAL_TOKENS
 from vlalert.vlm.config import SFTConfig
-from vlalert.vlm.loading import load_model, require_safetensors
+from vlalert.vlm.loading import _init_new_rows, _tokenizer_with_specials, load_model, require_safetensors
 
 
 def lora_target_regex(modules: Sequence[str]) -> str:
@@ -85,13 +89,55 @@ def wrap_lora(model: Any, cfg: SFTConfig, token_ids: Sequence[int]) -> Any:
     return peft_model
 
 
-def enable_activation_checkpointing(model: Any) -> None:
-    """Recompute each decoder layer in the backward pass (non-reentrant: works with frozen inputs)."""
-    kwargs = {"use_reentrant": False}
-    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.23
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-    else:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+def require_qlora(device: str) -> None:
+    """Raise a clear error where QLoRA cannot run: off CUDA, or without bitsandbytes."""
+    if not str(device).startswith("cuda"):
+        raise RuntimeError(
+            f"sft.qlora needs a CUDA device (bitsandbytes' 4-bit kernels), but SFT runs on {device}: "
+            "set sft.qlora: false, or run on a GPU"
+        )
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise RuntimeError(
+            "sft.qlora needs the bitsandbytes package, which is not installed: pip install bitsandbytes"
+        ) from None
+
+
+def load_qlora_base(name_or_path: str | os.PathLike[str], device: str) -> Any:
+    """The base model in 4-bit NF4 (double quantisation, bf16 compute), ready for LoRA on top."""
+    require_qlora(device)
+    from peft import prepare_model_for_kbit_training
+    from transformers import AutoModelForImageTextToText, BitsAndBytesConfig
+
+    require_safetensors(name_or_path, "model")
+    quant = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+    )
+    model = AutoModelForImageTextToText.from_pretrained(
+        str(name_or_path),
+        quantization_config=quant,
+        dtype=torch.bfloat16,
+        device_map=device,
+        use_safetensors=True,
+        local_files_only=os.path.isdir(name_or_path),
+    )
+    tok, new_ids = _tokenizer_with_specials(name_or_path)
+    if len(tok) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tok), mean_resizing=False)
+    _init_new_rows(model, new_ids)
+    # norms and embeddings to fp32; activation checkpointing is the Trainer's switch
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+
+
+def load_base_model(name_or_path: str | os.PathLike[str], *, dtype: str, device: str, qlora: bool) -> Any:
+    """The model SFT adapts: as `load_model` loads it, or 4-bit for QLoRA."""
+    if qlora:
+        return load_qlora_base(name_or_path, device)
+    return load_model(name_or_path, dtype=dtype, device=device)
 
 
 def lora_module_names(model: Any) -> list[str]:

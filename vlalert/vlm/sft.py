@@ -1,28 +1,27 @@
-"""LoRA SFT of the VLM on the benchmark's train ticks: the sft stage.
+"""LoRA SFT of the VLM on the benchmark's train ticks: the sft stage, on `transformers.Trainer`.
 
 What trains: LoRA on the language model and the belief/action rows of the embedding
-(vlalert.vlm.lora); the vision tower stays frozen.
+(vlalert.vlm.lora); the vision tower stays frozen. QLoRA (`sft.qlora`) loads the base 4-bit first.
 
-Loss: cross-entropy on the target tokens only, summed over the global batch and divided by its
-number of target tokens, so the step is the same whether the batch runs as one forward, as
-accumulated micro-batches, or split over data-parallel ranks. Only the logits of the target
-window are computed (`logits_to_keep`; left padding puts every target at the end of its row), which
-spares a (batch x prompt length x 151,936) logits tensor on a real model.
+The Trainer (with accelerate underneath) runs the optimisation: AdamW, linear warmup then cosine
+decay to 0, gradient clipping, gradient accumulation, bf16 autocast (`sft.bf16`; default on CUDA
+only), activation checkpointing, DDP or FSDP (`sft.fsdp`) over torchrun ranks, DataLoader workers
+with prefetch (`sft.num_workers`, `sft.prefetch_factor`), checkpoints and their resumption.
+`SFTTrainer` adds only what the library does not do:
 
-Numerics: bf16 autocast on CUDA over bf16 base weights, fp32 on CPU; trainable parameters and
-the optimiser state are fp32 everywhere. AdamW, linear warmup then cosine decay to 0
-(`transformers.get_cosine_schedule_with_warmup`), gradient clipping, optional gradient
-checkpointing.
-
-Resume: every `save_every` steps a checkpoint (trainable weights, optimiser, scheduler, each
-rank's RNG state, step, the log so far) is written atomically (vlalert.vlm.checkpoint). A run
-restarted after a kill continues from the newest complete checkpoint with its own fingerprint;
-the data order is a pure function of the seed and the step (vlalert.vlm.data), so it finishes at
-the same step with the same weights as an uninterrupted run.
-
-Several processes: `launch` starts `torchrun --standalone` (one node, one process per GPU; gloo
-on CPU) when `sft.nproc > 1`; each rank trains on its contiguous share of every global batch and
-DDP averages the gradients. Outputs are written by rank 0.
+- Loss: cross-entropy on the target tokens only, summed over the global batch and divided by its
+  number of target tokens (counted over every micro-batch of the step and all ranks, the
+  Trainer's `num_items_in_batch`), so the step is the same whether the batch runs as one forward,
+  as accumulated micro-batches, or split over data-parallel ranks. Only the logits of the target
+  window are computed (`logits_to_keep`; left padding puts every target at the end of its row),
+  which spares a (batch x prompt length x 151,936) logits tensor on a real model.
+- Data order: a pure function of the seed and the step (vlalert.vlm.data.StepSampler), each rank
+  taking its contiguous share of every global batch; the Trainer's resume skips the batches done.
+- Validation loss: the token mean over a fixed val subset (each rank its share), at step 0, every
+  `eval_every` steps and at the end; the train/val log in Parquet.
+- Checkpoints: sealed after every rank saved, fingerprinted, pruned (vlalert.vlm.checkpoint), so a
+  run restarted after a kill continues from the newest complete checkpoint of its own config and
+  ends with the same adapter (bit-identical on CPU: tests/test_sft.py).
 
 Outputs under the run directory: `adapter/` (peft `save_pretrained`, with the tokenizer),
 `train_log.parquet` (TRAIN_LOG_SCHEMA), `metrics.json`; `checkpoints/` beside them.
@@ -39,7 +38,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -50,28 +49,17 @@ import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
+from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
 from vlalert.atomic import publish_tree, write_json_atomic
 from vlalert.beliefs.text import parse_generation
 from vlalert.schemas import read_table
 from vlalert.vlm import checkpoint as ckpt
 from vlalert.vlm.config import SFTConfig, VLMConfig
-from vlalert.vlm.data import (
-    Collator,
-    StepSampler,
-    TickDataset,
-    evenly_spaced,
-    rows_sha256,
-    trainable_rows,
-)
+from vlalert.vlm.data import Collator, StepSampler, TickDataset, evenly_spaced, rows_sha256, trainable_rows
 from vlalert.vlm.inputs import IGNORE_INDEX, collate
-from vlalert.vlm.loading import load_model, load_tokenizer
-from vlalert.vlm.lora import (
-    apply_lora,
-    enable_activation_checkpointing,
-    lora_module_names,
-    trainable_parameters,
-)
+from vlalert.vlm.loading import load_tokenizer
+from vlalert.vlm.lora import apply_lora, load_base_model, lora_module_names, trainable_parameters
 from vlalert.vlm.tokenizer import ENDOFTEXT, IM_END
 
 log = logging.getLogger("vlalert.vlm.sft")  # not __main__ under `python -m`
@@ -81,6 +69,9 @@ TRAIN_LOG = "train_log.parquet"
 METRICS = "metrics.json"
 CHECKPOINTS = "checkpoints"
 JOB_FILE = "job.json"
+
+# FSDP units: one per decoder layer of the language model and per block of the vision tower
+FSDP_UNITS = ("Qwen3VLTextDecoderLayer", "Qwen3VLVisionBlock")
 
 TRAIN_LOG_SCHEMA = pa.schema(
     [
@@ -143,11 +134,10 @@ class SFTPaths:
 
 @dataclass(frozen=True)
 class Dist:
-    """This process's place among the data-parallel ranks (world 1: no torch.distributed at all)."""
+    """This process's place among the data-parallel ranks: who evaluates and generates which share."""
 
     rank: int = 0
     world: int = 1
-    local_rank: int = 0
     device: str = "cpu"
 
     @property
@@ -166,28 +156,31 @@ class Dist:
         torch.distributed.all_reduce(t)
         return t.tolist()
 
+    def shard(self, indices: Sequence[int]) -> list[int]:
+        return list(indices[self.rank :: self.world])
 
-def resolve_device(device: str, local_rank: int = 0) -> str:
+
+def resolve_device(device: str) -> str:
+    """ "cpu" or "cuda" for sft.device ("auto": CUDA when available)."""
     if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError("sft.device is cuda but no CUDA device is available")
-        return f"cuda:{local_rank}"
-    return "cpu"
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("sft.device is cuda but no CUDA device is available")
+    return device
 
 
-def init_distributed(device_pref: str) -> Dist:
-    """Read torchrun's environment; join the process group (nccl on GPUs, gloo on CPU)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(device_pref, local_rank)
-    if device.startswith("cuda"):
-        torch.cuda.set_device(device)
-    if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    return Dist(rank=rank, world=world, local_rank=local_rank, device=device)
+def check_switches(cfg: SFTConfig, device: str) -> None:
+    """Refuse switches this device cannot honour, before any model is loaded."""
+    if cfg.fsdp and not device.startswith("cuda"):
+        raise RuntimeError(f"sft.fsdp needs CUDA devices (one per rank), but SFT runs on {device}")
+    if cfg.qlora:
+        from vlalert.vlm.lora import require_qlora
+
+        require_qlora(device)
+
+
+def use_bf16(cfg: SFTConfig, device: str) -> bool:
+    return device.startswith("cuda") if cfg.bf16 is None else cfg.bf16
 
 
 def rank_seed(seed: int, rank: int) -> int:
@@ -231,21 +224,21 @@ def _to(batch: Mapping[str, torch.Tensor], device: str) -> dict[str, torch.Tenso
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def _autocast(device: str) -> contextlib.AbstractContextManager[Any]:
-    if device.startswith("cuda"):
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+def _autocast(device: str, bf16: bool) -> contextlib.AbstractContextManager[Any]:
+    if bf16:
+        return torch.autocast("cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
 @torch.no_grad()
-def evaluate_loss(model: Any, loader: Any, dist: Dist) -> float | None:
+def evaluate_loss(model: Any, loader: Any, dist: Dist, bf16: bool = False) -> float | None:
     """Token-mean target loss over the loader's batches, summed over ranks; None without targets."""
     was_training = model.training
     model.eval()
     total = count = 0.0
     try:
         for batch in loader:
-            with _autocast(dist.device):
+            with _autocast(dist.device, bf16):
                 s, c = loss_sum(model, _to(batch, dist.device))
             total += float(s)
             count += c
@@ -274,6 +267,7 @@ def generate_texts(
     max_new_tokens: int,
     batch_size: int,
     device: str,
+    bf16: bool = False,
 ) -> list[str]:
     """Greedy generations of the dataset's ticks at `indices` (the dataset built without targets)."""
     was_training = model.training
@@ -283,7 +277,7 @@ def generate_texts(
         for start in range(0, len(indices), batch_size):
             examples = [dataset[i] for i in indices[start : start + batch_size]]
             batch = _to(collate(examples, tokenizer.pad_token_id), device)
-            with _autocast(device):
+            with _autocast(device, bf16):
                 out = model.generate(
                     **batch,
                     max_new_tokens=max_new_tokens,
@@ -308,84 +302,6 @@ def parse_counts(texts: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> tup
     return ok, correct
 
 
-# ------------------------------------------------------------------------------------- checkpoints
-
-
-def _rng_state(device: str) -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if device.startswith("cuda"):
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: Mapping[str, Any], device: str) -> None:
-    torch.set_rng_state(state["torch"])
-    if device.startswith("cuda") and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
-def save_checkpoint(
-    root: Path,
-    step: int,
-    *,
-    params: Sequence[tuple[str, torch.nn.Parameter]],
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    state: Mapping[str, Any],
-    dist: Dist,
-    keep: int,
-) -> None:
-    """All ranks call this: each stores its RNG state, rank 0 the rest, then seals and commits."""
-    from safetensors.torch import save_file
-
-    if dist.is_main:
-        ckpt.staging_dir(root, step)
-    dist.barrier()
-    staging = root / f"{ckpt.STAGING_PREFIX}{ckpt.checkpoint_name(step)}"
-    torch.save(_rng_state(dist.device), staging / f"rng_rank{dist.rank}.pt")
-    dist.barrier()
-    if dist.is_main:
-        save_file(
-            {n: p.detach().cpu().contiguous() for n, p in params}, str(staging / "trainable.safetensors")
-        )
-        torch.save(optimizer.state_dict(), staging / "optimizer.pt")
-        torch.save(scheduler.state_dict(), staging / "scheduler.pt")
-        ckpt.write_state(staging, state)
-        ckpt.commit(staging, keep)
-    dist.barrier()
-
-
-def load_checkpoint(
-    path: Path,
-    *,
-    params: Sequence[tuple[str, torch.nn.Parameter]],
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    dist: Dist,
-) -> dict[str, Any]:
-    """Restore weights, optimiser, scheduler and this rank's RNG; return the checkpoint's state."""
-    from safetensors.torch import load_file
-
-    state = ckpt.read_state(path)
-    if state is None:
-        raise RuntimeError(f"{path}: incomplete checkpoint")
-    saved = load_file(str(path / "trainable.safetensors"))
-    names = [n for n, _ in params]
-    if sorted(saved) != sorted(names):
-        raise RuntimeError(f"{path}: trainable parameters differ from the model's")
-    with torch.no_grad():
-        for name, p in params:
-            p.copy_(saved[name].to(p.device, p.dtype))
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=dist.device, weights_only=True))
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
-    rng = path / f"rng_rank{dist.rank}.pt"
-    if rng.is_file():
-        _set_rng_state(torch.load(rng, weights_only=True), dist.device)
-    else:  # resumed with more ranks than were saved: a fresh stream for this rank
-        torch.manual_seed(rank_seed(int(state["seed"]), dist.rank) + int(state["step"]))
-    return state
-
-
 # ------------------------------------------------------------------------------------------ outputs
 
 
@@ -400,17 +316,20 @@ def _write_json(obj: Any, path: Path) -> None:
     write_json_atomic(obj, path)
 
 
-def save_adapter(model: Any, tokenizer: Any, out: Path) -> None:
+def save_adapter(model: Any, tokenizer: Any, out: Path, state_dict: Any = None) -> None:
     """peft `save_pretrained` plus the tokenizer in the same directory, moved into place at the end."""
     tmp = out.with_name(f".{out.name}.part")
     if tmp.exists():
         shutil.rmtree(tmp)
-    model.save_pretrained(str(tmp))
+    model.save_pretrained(str(tmp), state_dict=state_dict)
     tokenizer.save_pretrained(str(tmp))
     publish_tree(tmp)  # save_pretrained writes the weights 0600
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)
+
+
+# ---------------------------------------------------------------------------------------- training
 
 
 def model_identity(model_path: str) -> dict[str, Any]:
@@ -423,128 +342,288 @@ def model_identity(model_path: str) -> dict[str, Any]:
     return out
 
 
-# ---------------------------------------------------------------------------------------- training
+def training_arguments(job: SFTJob, device: str, world: int = 1) -> dict[str, Any]:
+    """Keyword arguments of `transformers.TrainingArguments` for the job: the sft.* switches mapped."""
+    cfg = job.sft
+    on_gpu = device.startswith("cuda")
+    kwargs: dict[str, Any] = {
+        "output_dir": str(job.paths.checkpoints),
+        "max_steps": cfg.max_steps,
+        "per_device_train_batch_size": cfg.micro_batch,
+        "per_device_eval_batch_size": cfg.eval_batch,
+        "gradient_accumulation_steps": cfg.batch_size // (cfg.micro_batch * world),
+        "learning_rate": cfg.lr,
+        "weight_decay": cfg.weight_decay,
+        "optim": "adamw_torch",
+        "lr_scheduler_type": "cosine",
+        "warmup_steps": cfg.warmup_steps,
+        "max_grad_norm": cfg.max_grad_norm,
+        "seed": cfg.seed,
+        "bf16": use_bf16(cfg, device),
+        "use_cpu": not on_gpu,
+        # FSDP checkpoints activations itself (fsdp_config below)
+        "activation_checkpointing": cfg.gradient_checkpointing and not cfg.fsdp,
+        "activation_checkpointing_kwargs": {"use_reentrant": False},  # frozen inputs: non-reentrant
+        "logging_strategy": "steps",
+        "logging_steps": 1,
+        "logging_nan_inf_filter": False,  # a non-finite loss stops the run (SFTTrainer.log)
+        "eval_strategy": "steps",
+        "eval_steps": cfg.eval_every,
+        "save_strategy": "steps",
+        "save_steps": cfg.save_every,
+        "save_total_limit": None,  # pruned once sealed (vlalert.vlm.checkpoint)
+        "dataloader_num_workers": cfg.num_workers,
+        "dataloader_prefetch_factor": cfg.prefetch_factor if cfg.num_workers else None,
+        "dataloader_persistent_workers": cfg.num_workers > 0,
+        "dataloader_pin_memory": on_gpu,
+        "ddp_find_unused_parameters": False,  # every trainable parameter gets a gradient every step
+        "remove_unused_columns": False,
+        "report_to": "none",
+        "disable_tqdm": True,
+    }
+    if cfg.fsdp:
+        kwargs["fsdp"] = True
+        kwargs["fsdp_config"] = {
+            "version": 2,
+            "transformer_layer_cls_to_wrap": list(FSDP_UNITS),
+            "reshard_after_forward": True,
+            "activation_checkpointing": cfg.gradient_checkpointing,
+        }
+    return kwargs
 
 
-def _loader(dataset: TickDataset, batches: Any, pad_id: int, num_workers: int, device: str) -> Any:
-    return torch.utils.data.DataLoader(
-        dataset,
-        batch_sampler=batches,
-        collate_fn=Collator(pad_id),
-        num_workers=num_workers,
-        pin_memory=device.startswith("cuda"),
-        persistent_workers=num_workers > 0,
-        # a private generator: creating a loader iterator must not draw from torch's global
-        # generator, whose state the checkpoints restore for dropout
-        generator=torch.Generator().manual_seed(0),
-    )
+@dataclass
+class SFTRun:
+    """What SFTTrainer needs beside the Trainer's own state: data, val subset, log, identity."""
+
+    cfg: SFTConfig
+    dist: Dist
+    eval_dist: Dist  # under FSDP every rank evaluates everything (forwards must run in lockstep)
+    train_set: TickDataset
+    val_loader: Any
+    n_train: int
+    val_rows: list[dict[str, Any]]
+    tokenizer: Any
+    fingerprint: str
+    rows: list[dict[str, Any]]
+    elapsed0: float = 0.0
+    started: float = 0.0
+
+    def seconds(self) -> float:
+        return self.elapsed0 + time.monotonic() - self.started
+
+    def epoch(self, step: int) -> float:
+        return step * self.cfg.batch_size / self.n_train
 
 
-def _shard(indices: Sequence[int], dist: Dist) -> list[int]:
-    return list(indices[dist.rank :: dist.world])
+class SFTTrainer(Trainer):
+    """`transformers.Trainer` with vlalert's loss, data order, val loss and sealed checkpoints."""
+
+    loss_is_scaled_for_ga = True  # compute_loss divides by the tokens of the whole global batch
+
+    def __init__(self, *args: Any, run: SFTRun, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.run = run
+        self.remove_callback(PrinterCallback)  # progress goes to vlalert's log (SFTTrainer.log)
+        self.add_callback(SealCheckpoint(run))
+
+    def get_train_dataloader(self) -> Any:
+        """This rank's micro-batches of every step in the seeded order (not re-sharded by accelerate)."""
+        cfg, dist, a = self.run.cfg, self.run.dist, self.args
+        sampler = StepSampler(
+            self.run.n_train,
+            cfg.seed,
+            cfg.batch_size,
+            cfg.micro_batch,
+            0,
+            cfg.max_steps,
+            dist.rank,
+            dist.world,
+        )
+        return torch.utils.data.DataLoader(
+            self.run.train_set,
+            batch_sampler=sampler,
+            collate_fn=self.data_collator,
+            num_workers=a.dataloader_num_workers,
+            prefetch_factor=a.dataloader_prefetch_factor,
+            persistent_workers=a.dataloader_persistent_workers,
+            pin_memory=a.dataloader_pin_memory,
+            # a private generator: a loader iterator must not draw from torch's global generator,
+            # whose state the checkpoints restore for dropout
+            generator=torch.Generator().manual_seed(0),
+        )
+
+    def get_batch_samples(self, epoch_iterator: Any, num_batches: int, device: Any) -> tuple[list, int]:
+        """The step's micro-batches and the target tokens of the global batch (all ranks)."""
+        batches = []
+        for _ in range(num_batches):
+            try:
+                batches.append(next(epoch_iterator))
+            except StopIteration:
+                break
+        local = sum(count_targets(b["labels"]) for b in batches)
+        return batches, int(self.run.dist.sum([local])[0])
+
+    def compute_loss(
+        self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
+    ) -> Any:
+        total, count = loss_sum(model, inputs)
+        # DDP and FSDP average gradients over ranks, hence the factor world
+        denominator = int(num_items_in_batch) if num_items_in_batch is not None else max(count, 1)
+        loss = total * (self.run.dist.world / denominator)
+        return (loss, None) if return_outputs else loss
+
+    def evaluate(
+        self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval"
+    ) -> Any:
+        """Token-mean val loss (each rank its share); fills in the log row of this step."""
+        run, step = self.run, self.state.global_step
+        value = evaluate_loss(self.model, run.val_loader, run.eval_dist, bf16=self.args.bf16)
+        if run.rows and run.rows[-1]["step"] == step:
+            row = run.rows[-1]
+        else:  # step 0, before training
+            lr = run.cfg.lr if run.cfg.warmup_steps == 0 else 0.0
+            row = {"step": step, "epoch": run.epoch(step), "lr": lr, "train_loss": None}
+            run.rows.append(row)
+        row.update(val_loss=value, seconds=run.seconds())
+        log.info("step %d/%d: val loss %.4f", step, run.cfg.max_steps, value)
+        metrics = {f"{metric_key_prefix}_loss": value}
+        super().log(metrics)
+        return metrics
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """A train step's log: one row of the train log (a non-finite loss stops the run)."""
+        if "loss" in logs:
+            run, step = self.run, self.state.global_step
+            loss, lr = float(logs["loss"]), float(logs["learning_rate"])
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"SFT loss is {loss} at step {step}")
+            row = {"step": step, "epoch": run.epoch(step), "lr": lr, "train_loss": loss, "val_loss": None}
+            run.rows.append(row | {"seconds": run.seconds()})
+            if step % 10 == 0 or step == 1:
+                log.info(
+                    "step %d/%d: train %.4f, lr %.2e, %.1f s",
+                    step,
+                    run.cfg.max_steps,
+                    loss,
+                    lr,
+                    run.seconds(),
+                )
+        super().log(logs, start_time)
+
+
+class SealCheckpoint(TrainerCallback):
+    """After every rank saved a checkpoint: seal it with the run's identity and log, prune old ones."""
+
+    def __init__(self, run: SFTRun) -> None:
+        self.run = run
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        run = self.run
+        run.dist.barrier()  # every rank's RNG state is on disk
+        if run.dist.is_main:
+            path = Path(args.output_dir) / ckpt.checkpoint_name(state.global_step)
+            body = {
+                "step": state.global_step,
+                "fingerprint": run.fingerprint,
+                "world_size": run.dist.world,
+                "log": run.rows,
+                "elapsed_s": run.seconds(),
+            }
+            ckpt.seal(path, body)
+            for old in ckpt.prune(args.output_dir, run.fingerprint, run.cfg.keep_checkpoints):
+                log.debug("pruned %s", old)
+        return control
 
 
 def _batches(indices: Sequence[int], size: int) -> list[list[int]]:
     return [list(indices[i : i + size]) for i in range(0, len(indices), size)]
 
 
-def train_step(
-    net: Any,
-    params: Sequence[torch.nn.Parameter],
-    micro_batches: Sequence[Mapping[str, torch.Tensor]],
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    dist: Dist,
-    max_grad_norm: float,
-) -> float:
-    """One optimiser step over this rank's micro-batches of a global batch; returns its token-mean loss.
-
-    Every micro-batch's summed loss is divided by the number of target tokens in the *global*
-    batch (counted over all ranks first), so accumulation and data parallelism add up to exactly
-    the gradient of one forward over the whole batch. DDP averages gradients over ranks, hence the
-    factor `world`; only the last micro-batch synchronises.
-    """
-    global_count = dist.sum([sum(count_targets(b["labels"]) for b in micro_batches)])[0]
-    local_loss = 0.0
-    last = len(micro_batches) - 1
-    for j, batch in enumerate(micro_batches):
-        sync = contextlib.nullcontext() if dist.world == 1 or j == last else net.no_sync()
-        with sync:
-            with _autocast(dist.device):
-                total, _ = loss_sum(net, _to(batch, dist.device))
-            (total * (dist.world / global_count)).backward()
-        local_loss += float(total.detach())
-    torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-    optimizer.step()
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
-    return dist.sum([local_loss])[0] / global_count
-
-
-@dataclass
-class _Run:
-    """The state of one SFT run between setup, the step loop and the outputs."""
-
-    job: SFTJob
-    dist: Dist
-    train_rows: list[dict[str, Any]]
-    val_rows: list[dict[str, Any]]
-    tokenizer: Any
-    model: Any  # the peft model (what is saved, evaluated and generated with)
-    net: Any  # what the steps run: the peft model, or DDP around it
-    params: list[tuple[str, torch.nn.Parameter]]
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    fingerprint: str
-    started: float
-    step: int = 0
-    log_rows: list[dict[str, Any]] | None = None
-    elapsed0: float = 0.0
-    resumed_from: int | None = None
-
-    def seconds(self) -> float:
-        return self.elapsed0 + time.monotonic() - self.started
-
-    @property
-    def accum(self) -> int:
-        return self.job.sft.batch_size // (self.job.sft.micro_batch * self.dist.world)
+def _metrics(trainer: SFTTrainer, job: SFTJob) -> dict[str, Any]:
+    """Losses, and the parse rate of greedy generations on val ticks (each rank generates its share)."""
+    cfg, vlm, run = job.sft, job.model, trainer.run
+    model, dist, val_rows, tok = trainer.model, run.eval_dist, run.val_rows, run.tokenizer
+    gen_all = evenly_spaced(len(val_rows), cfg.gen_max_ticks)
+    gen_idx = dist.shard(gen_all)
+    texts = generate_texts(
+        model,
+        tok,
+        TickDataset(val_rows, tok, vlm, with_target=False),
+        gen_idx,
+        max_new_tokens=vlm.max_new_tokens,
+        batch_size=cfg.gen_batch,
+        device=dist.device,
+        bf16=trainer.args.bf16,
+    )
+    ok, correct = dist.sum(parse_counts(texts, [val_rows[i] for i in gen_idx]))
+    initial, final = run.rows[0]["val_loss"], run.rows[-1]["val_loss"]
+    examples = [
+        {"video_id": val_rows[i]["video_id"], "tick": val_rows[i]["tick"], "label": val_rows[i]["action"]}
+        | {"text": text}
+        for i, text in list(zip(gen_idx, texts, strict=True))[:3]
+    ]
+    trainables = [p for _, p in trainable_parameters(model)]
+    step = trainer.state.global_step
+    return {
+        "initial_val_loss": initial,
+        "final_val_loss": final,
+        "val_loss_ratio": final / initial if initial else None,
+        "final_train_loss": run.rows[-1]["train_loss"],
+        "val_parse_rate": ok / len(gen_all) if gen_all else None,
+        "val_action_accuracy": correct / len(gen_all) if gen_all else None,
+        "n_generated": len(gen_all),
+        "examples": examples,
+        "steps": step,
+        "epochs": run.epoch(step),
+        "n_train_ticks": run.n_train,
+        "n_val_ticks": len(val_rows),
+        "n_val_evaluated": len(evenly_spaced(len(val_rows), cfg.val_max_ticks)),
+        "batch_size": cfg.batch_size,
+        "grad_accum": trainer.args.gradient_accumulation_steps,
+        "world_size": run.dist.world,
+        "device": run.dist.device,
+        "bf16": trainer.args.bf16,
+        "fsdp": cfg.fsdp,
+        "qlora": cfg.qlora,
+        "dtype": str(trainables[0].dtype).removeprefix("torch."),
+        "base_dtype": str(model.get_input_embeddings().weight.dtype).removeprefix("torch."),
+        "train_embeddings": cfg.embeddings_mode(vlm.is_tiny),
+        "lora_modules": len(lora_module_names(model)),
+        "trainable_parameters": sum(p.numel() for p in trainables),
+        "total_parameters": sum(p.numel() for p in model.parameters()),
+        "resumed_from_step": None,
+        "wall_s": run.seconds(),
+        "fingerprint": run.fingerprint,
+    }
 
 
-def _setup(job: SFTJob, dist: Dist) -> _Run:
+def _trainer(job: SFTJob) -> SFTTrainer:
+    """Data, model, LoRA and the Trainer of one run (torchrun's environment gives the rank)."""
     cfg, vlm = job.sft, job.model
     started = time.monotonic()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    check_switches(cfg, device)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if cfg.batch_size % (cfg.micro_batch * world):
+        raise ValueError(f"sft.batch_size {cfg.batch_size} does not split into {world} x {cfg.micro_batch}")
+    args = TrainingArguments(**training_arguments(job, device, world))  # joins the process group
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    dist = Dist(rank=args.process_index, world=args.world_size, device=str(args.device))
     train_rows = trainable_rows(read_table("benchmark", job.train))
     val_rows = trainable_rows(read_table("benchmark", job.val))
     if not train_rows or not val_rows:
         raise ValueError(
             f"SFT needs trainable ticks in train and val, got {len(train_rows)} and {len(val_rows)}"
         )
-    if cfg.batch_size % (cfg.micro_batch * dist.world):
-        raise ValueError(
-            f"sft.batch_size {cfg.batch_size} does not split into {dist.world} x {cfg.micro_batch}"
-        )
-    tokenizer = load_tokenizer(job.model_path)
-    base = load_model(job.model_path, dtype=vlm.dtype, device=dist.device)
+    tok = load_tokenizer(job.model_path)
+    base = load_base_model(job.model_path, dtype=vlm.dtype, device=dist.device, qlora=cfg.qlora)
     base.config.use_cache = False
-    if cfg.gradient_checkpointing:
-        enable_activation_checkpointing(base)
     torch.manual_seed(cfg.seed)  # LoRA init: the same on every rank and in a single process
-    model = apply_lora(base, tokenizer, cfg, vlm.is_tiny)
-    model.train()
-    net = model
-    if dist.world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        net = DistributedDataParallel(
-            model, device_ids=[dist.local_rank] if dist.device.startswith("cuda") else None
-        )
-    params = trainable_parameters(model)
-    optimizer = torch.optim.AdamW([p for _, p in params], lr=cfg.lr, weight_decay=cfg.weight_decay)
-    from transformers import get_cosine_schedule_with_warmup
-
-    scheduler = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, cfg.max_steps)
+    model = apply_lora(base, tok, cfg, vlm.is_tiny)
     fp = ckpt.fingerprint(
         {
             "sft": cfg.result_keys(),
@@ -554,189 +633,51 @@ def _setup(job: SFTJob, dist: Dist) -> _Run:
             "val": rows_sha256(val_rows),
         }
     )
-    return _Run(
-        job, dist, train_rows, val_rows, tokenizer, model, net, params, optimizer, scheduler, fp, started
+    eval_dist = Dist(device=dist.device) if cfg.fsdp else dist
+    val_set = TickDataset(val_rows, tok, vlm, with_target=True, cache_examples=cfg.cache_examples)
+    val_idx = eval_dist.shard(evenly_spaced(len(val_rows), cfg.val_max_ticks))
+    val_loader = torch.utils.data.DataLoader(
+        val_set, batch_sampler=_batches(val_idx, cfg.eval_batch), collate_fn=Collator(tok.pad_token_id)
     )
+    train_set = TickDataset(train_rows, tok, vlm, with_target=True, cache_examples=cfg.cache_examples)
+    run = SFTRun(
+        cfg, dist, eval_dist, train_set, val_loader, len(train_rows), val_rows, tok, fp, [], started=started
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=val_set,
+        data_collator=Collator(tok.pad_token_id),
+        run=run,
+    )
+    return trainer
 
 
-def _resume(run: _Run) -> None:
-    """Continue from the newest checkpoint of this run, if any; otherwise seed this rank's dropout."""
-    root, dist = run.job.paths.checkpoints, run.dist
-    if dist.is_main:
+def _latest(trainer: SFTTrainer) -> Path | None:
+    """The newest checkpoint of this run (stale and half-written ones removed first), with its log."""
+    run = trainer.run
+    root = Path(trainer.args.output_dir)
+    if run.dist.is_main:
         root.mkdir(parents=True, exist_ok=True)
-        ckpt.clean_staging(root)
         for stale in ckpt.remove_stale(root, run.fingerprint):
             log.warning("removed checkpoint %s: incomplete, or of another config or data set", stale)
-    dist.barrier()
-    run.log_rows = []
+    run.dist.barrier()
     latest = ckpt.latest_checkpoint(root, run.fingerprint)
-    if latest is None:
-        torch.manual_seed(rank_seed(run.job.sft.seed, dist.rank))
-        return
-    state = load_checkpoint(
-        latest, params=run.params, optimizer=run.optimizer, scheduler=run.scheduler, dist=dist
-    )
-    run.step = run.resumed_from = int(state["step"])
-    run.log_rows, run.elapsed0 = list(state["log"]), float(state["elapsed_s"])
-    log.info("resumed from %s (step %d of %d)", latest, run.step, run.job.sft.max_steps)
+    if latest is not None:
+        state = ckpt.read_state(latest)
+        assert state is not None
+        run.rows, run.elapsed0 = list(state["log"]), float(state["elapsed_s"])
+        log.info("resuming from %s (step %d of %d)", latest, state["step"], run.cfg.max_steps)
+    return latest
 
 
-def _save(run: _Run) -> None:
-    cfg = run.job.sft
-    state = {
-        "step": run.step,
-        "position": run.step * cfg.batch_size,  # train ticks consumed: the data order resumes here
-        "world_size": run.dist.world,
-        "seed": cfg.seed,
-        "fingerprint": run.fingerprint,
-        "log": run.log_rows,
-        "elapsed_s": run.seconds(),
-    }
-    save_checkpoint(
-        run.job.paths.checkpoints,
-        run.step,
-        params=run.params,
-        optimizer=run.optimizer,
-        scheduler=run.scheduler,
-        state=state,
-        dist=run.dist,
-        keep=cfg.keep_checkpoints,
-    )
-
-
-def _train(run: _Run) -> None:
-    """The step loop: train, evaluate every eval_every steps and at the end, checkpoint every save_every."""
-    cfg, vlm, dist, tok = run.job.sft, run.job.model, run.dist, run.tokenizer
-    n_train = len(run.train_rows)
-    train_set = TickDataset(run.train_rows, tok, vlm, with_target=True, cache_examples=cfg.cache_examples)
-    val_set = TickDataset(run.val_rows, tok, vlm, with_target=True, cache_examples=cfg.cache_examples)
-    val_idx = _shard(evenly_spaced(len(run.val_rows), cfg.val_max_ticks), dist)
-    val_loader = _loader(val_set, _batches(val_idx, cfg.eval_batch), tok.pad_token_id, 0, dist.device)
-    sampler = StepSampler(
-        n_train, cfg.seed, cfg.batch_size, cfg.micro_batch, run.step, cfg.max_steps, dist.rank, dist.world
-    )
-    batches: Iterator[dict[str, torch.Tensor]] = iter(
-        _loader(train_set, sampler, tok.pad_token_id, cfg.num_workers, dist.device)
-    )
-    log.info(
-        "SFT: %d train / %d val ticks, %d steps of %d (%d ranks x %d micro x %d accum) on %s, "
-        "%d trainable parameters",
-        n_train,
-        len(run.val_rows),
-        cfg.max_steps,
-        cfg.batch_size,
-        dist.world,
-        cfg.micro_batch,
-        run.accum,
-        dist.device,
-        sum(p.numel() for _, p in run.params),
-    )
-    assert run.log_rows is not None
-    if run.step == 0:
-        initial = evaluate_loss(run.model, val_loader, dist)
-        lr0 = run.scheduler.get_last_lr()[0]
-        run.log_rows.append(
-            {
-                "step": 0,
-                "epoch": 0.0,
-                "lr": lr0,
-                "train_loss": None,
-                "val_loss": initial,
-                "seconds": run.seconds(),
-            }
-        )
-        log.info("step 0: val loss %.4f", initial)
-    trainables = [p for _, p in run.params]
-    while run.step < cfg.max_steps:
-        lr = run.scheduler.get_last_lr()[0]
-        micro = [next(batches) for _ in range(run.accum)]
-        loss = train_step(run.net, trainables, micro, run.optimizer, run.scheduler, dist, cfg.max_grad_norm)
-        run.step += 1
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"SFT loss is {loss} at step {run.step}")
-        row = {"step": run.step, "epoch": run.step * cfg.batch_size / n_train, "lr": lr, "train_loss": loss}
-        evaluate = run.step % cfg.eval_every == 0 or run.step == cfg.max_steps
-        row["val_loss"] = evaluate_loss(run.model, val_loader, dist) if evaluate else None
-        row["seconds"] = run.seconds()
-        run.log_rows.append(row)
-        if evaluate or run.step % 10 == 0 or run.step == 1:
-            val = "" if row["val_loss"] is None else f", val {row['val_loss']:.4f}"
-            log.info(
-                "step %d/%d: train %.4f%s, lr %.2e, %.1f s",
-                run.step,
-                cfg.max_steps,
-                loss,
-                val,
-                lr,
-                row["seconds"],
-            )
-        if run.step % cfg.save_every == 0 and run.step < cfg.max_steps:
-            _save(run)
-
-
-def _metrics(run: _Run) -> dict[str, Any]:
-    """Losses, and the parse rate of greedy generations on val ticks (each rank generates its share)."""
-    cfg, vlm, dist = run.job.sft, run.job.model, run.dist
-    assert run.log_rows is not None
-    gen_all = evenly_spaced(len(run.val_rows), cfg.gen_max_ticks)
-    gen_idx = _shard(gen_all, dist)
-    texts = generate_texts(
-        run.model,
-        run.tokenizer,
-        TickDataset(run.val_rows, run.tokenizer, vlm, with_target=False),
-        gen_idx,
-        max_new_tokens=vlm.max_new_tokens,
-        batch_size=cfg.gen_batch,
-        device=dist.device,
-    )
-    ok, correct = dist.sum(parse_counts(texts, [run.val_rows[i] for i in gen_idx]))
-    initial, final = run.log_rows[0]["val_loss"], run.log_rows[-1]["val_loss"]
-    examples = [
-        {
-            "video_id": run.val_rows[i]["video_id"],
-            "tick": run.val_rows[i]["tick"],
-            "label": run.val_rows[i]["action"],
-        }
-        | {"text": text}
-        for i, text in list(zip(gen_idx, texts, strict=True))[:3]
-    ]
-    trainables = [p for _, p in run.params]
-    return {
-        "initial_val_loss": initial,
-        "final_val_loss": final,
-        "val_loss_ratio": final / initial if initial else None,
-        "final_train_loss": run.log_rows[-1]["train_loss"],
-        "val_parse_rate": ok / len(gen_all) if gen_all else None,
-        "val_action_accuracy": correct / len(gen_all) if gen_all else None,
-        "n_generated": len(gen_all),
-        "examples": examples,
-        "steps": run.step,
-        "epochs": run.step * cfg.batch_size / len(run.train_rows),
-        "n_train_ticks": len(run.train_rows),
-        "n_val_ticks": len(run.val_rows),
-        "n_val_evaluated": len(evenly_spaced(len(run.val_rows), cfg.val_max_ticks)),
-        "batch_size": cfg.batch_size,
-        "grad_accum": run.accum,
-        "world_size": dist.world,
-        "device": dist.device,
-        "dtype": str(trainables[0].dtype).removeprefix("torch."),
-        "base_dtype": str(run.model.get_input_embeddings().weight.dtype).removeprefix("torch."),
-        "train_embeddings": cfg.embeddings_mode(vlm.is_tiny),
-        "lora_modules": len(lora_module_names(run.model)),
-        "trainable_parameters": sum(p.numel() for p in trainables),
-        "total_parameters": sum(p.numel() for p in run.model.parameters()),
-        "resumed_from_step": run.resumed_from,
-        "wall_s": run.seconds(),
-        "fingerprint": run.fingerprint,
-    }
-
-
-def _write_outputs(run: _Run, metrics: Mapping[str, Any]) -> None:
-    paths = run.job.paths
-    save_adapter(run.model, run.tokenizer, paths.adapter)
-    write_train_log(run.log_rows or [], paths.train_log)
+def _write_outputs(trainer: SFTTrainer, job: SFTJob, metrics: Mapping[str, Any], state_dict: Any) -> None:
+    paths = job.paths
+    save_adapter(trainer.model, trainer.run.tokenizer, paths.adapter, state_dict)
+    write_train_log(trainer.run.rows, paths.train_log)
     _write_json(dict(metrics), paths.metrics)
-    if run.job.sft.clean_checkpoints:
+    if job.sft.clean_checkpoints:
         shutil.rmtree(paths.checkpoints, ignore_errors=True)
     log.info(
         "SFT done: val loss %.4f -> %.4f, parse rate %s, %.1f s",
@@ -749,18 +690,39 @@ def _write_outputs(run: _Run, metrics: Mapping[str, Any]) -> None:
 
 def run_sft(job: SFTJob) -> dict[str, Any]:
     """Train (or resume) one SFT run and write its outputs; returns the metrics (on every rank)."""
-    dist = init_distributed(job.sft.device)
+    trainer: SFTTrainer | None = None
     try:
-        run = _setup(job, dist)
-        _resume(run)
-        _train(run)
-        metrics = _metrics(run)
-        if dist.is_main:
-            _write_outputs(run, metrics)
-        dist.barrier()
+        trainer = _trainer(job)
+        run = trainer.run
+        latest = _latest(trainer)
+        cfg = job.sft
+        log.info(
+            "SFT: %d train / %d val ticks, %d steps of %d (%d ranks x %d micro x %d accum) on %s, "
+            "%d trainable parameters",
+            run.n_train,
+            len(run.val_rows),
+            cfg.max_steps,
+            cfg.batch_size,
+            run.dist.world,
+            cfg.micro_batch,
+            trainer.args.gradient_accumulation_steps,
+            run.dist.device,
+            sum(p.numel() for _, p in trainable_parameters(trainer.model)),
+        )
+        torch.manual_seed(rank_seed(cfg.seed, run.dist.rank))  # dropout; a resume restores the saved state
+        if latest is None:
+            trainer.evaluate()
+        trainer.train(resume_from_checkpoint=None if latest is None else str(latest))
+        metrics = _metrics(trainer, job)
+        metrics["resumed_from_step"] = None if latest is None else int(latest.name.removeprefix(ckpt.PREFIX))
+        # FSDP: the full adapter is gathered from the shards (every rank takes part)
+        state_dict = trainer.accelerator.get_state_dict(trainer.model) if cfg.fsdp else None
+        if run.dist.is_main:
+            _write_outputs(trainer, job, metrics, state_dict)
+        run.dist.barrier()
         return metrics
     finally:
-        if dist.world > 1 and torch.distributed.is_initialized():
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
 
 

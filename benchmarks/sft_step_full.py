@@ -8,9 +8,11 @@ embedding), and one tick as the SFT stage feeds it: 8 frames at 448 x 448 (4 tem
 merged video tokens), the prompt text and a target. The example's token ids are synthetic (no
 tokenizer is needed); their lengths follow the real prompt.
 
-A step is forward (bf16 autocast on CUDA, fp32 on CPU) + backward + gradient clipping + AdamW,
-exactly the SFT stage's code (`loss_sum`, `wrap_lora`). The first step is a warmup; the next
---steps are timed. Results print and go to sft_step_full.json next to this script (or --out).
+A step is the SFT stage's own: `vlalert.vlm.sft.SFTTrainer` (transformers.Trainer with the
+stage's loss and TrainingArguments) runs forward (bf16 autocast on CUDA, fp32 on CPU) + backward
++ gradient clipping + AdamW + the schedule and the step's log row, over the same synthetic batch
+each step. The first step is a warmup; the next --steps are timed, in wall and in CPU seconds of
+this process. Results print and go to sft_step_full.json next to this script (or --out).
 
     python benchmarks/sft_step_full.py                       # full width, needs a GPU (~40 GB)
     python benchmarks/sft_step_full.py --tiny-width          # the same shapes at toy width, CPU smoke test
@@ -24,6 +26,7 @@ import json
 import platform
 import resource
 import statistics
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -31,10 +34,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from vlalert.vlm.config import SFTConfig, TinyModelConfig
+from vlalert.vlm.config import SFTConfig, TinyModelConfig, VLMConfig
 from vlalert.vlm.inputs import IGNORE_INDEX, VIDEO_TYPE, frames_to_pixels
-from vlalert.vlm.lora import enable_activation_checkpointing, lora_module_names, wrap_lora
-from vlalert.vlm.sft import count_targets, loss_sum
+from vlalert.vlm.lora import lora_module_names, wrap_lora
+from vlalert.vlm.sft import Dist, SFTJob, SFTRun, SFTTrainer, count_targets, training_arguments
 
 # Qwen/Qwen3-VL-4B-Instruct config.json (text and vision towers, special token ids)
 VOCAB = 151936
@@ -179,7 +182,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     device = "cpu" if device == "auto" else device
     on_gpu = device == "cuda"
     dtype = torch.bfloat16 if on_gpu else torch.float32
-    from transformers import Qwen3VLForConditionalGeneration, get_cosine_schedule_with_warmup
+    from transformers import Qwen3VLForConditionalGeneration, TrainerCallback, TrainingArguments
 
     cfg = build_config(args.tiny_width)
     torch.manual_seed(0)
@@ -187,38 +190,56 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with torch.device(device):
         model = Qwen3VLForConditionalGeneration._from_config(cfg, dtype=dtype)
     model.config.use_cache = False
-    if args.gradient_checkpointing:
-        enable_activation_checkpointing(model)
-    sft = SFTConfig(train_embeddings="special")
+    n_steps = args.steps + 1
+    sft = SFTConfig(
+        train_embeddings="special",
+        batch_size=args.batch,
+        micro_batch=args.batch,
+        max_steps=n_steps,
+        warmup_steps=0,
+        gradient_checkpointing=args.gradient_checkpointing,
+        device="cuda" if on_gpu else "cpu",
+    )
     model = wrap_lora(model, sft, BELIEF_ACTION_IDS)
-    model.train()
     build_s = time.perf_counter() - t0
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=sft.lr)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, 0, 1000)
     batch = synthetic_batch(args.batch, args.frames, args.size, args.prompt_tokens, args.target_tokens, 0)
-    batch = {k: v.to(device) for k, v in batch.items()}
     weights_gb = torch.cuda.memory_allocated() / 2**30 if on_gpu else None
 
-    def step() -> float:
-        if on_gpu:
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        with torch.autocast("cuda", dtype=torch.bfloat16) if on_gpu else torch.autocast("cpu", enabled=False):
-            total, n = loss_sum(model, batch)
-        (total / n).backward()
-        torch.nn.utils.clip_grad_norm_(params, sft.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        if on_gpu:
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
+    class StepTimes(TrainerCallback):
+        """Wall and CPU seconds from a step's first forward to the end of its optimiser step."""
 
-    warmup_s = step()
-    if on_gpu:
-        torch.cuda.reset_peak_memory_stats()
-    times = [step() for _ in range(args.steps)]
+        def __init__(self) -> None:
+            self.wall: list[float] = []
+            self.cpu: list[float] = []
+
+        def on_step_begin(self, *a: Any, **k: Any) -> None:
+            if on_gpu:
+                torch.cuda.synchronize()
+            self._t, self._c = time.perf_counter(), time.process_time()
+
+        def on_step_end(self, *a: Any, **k: Any) -> None:
+            if on_gpu:
+                torch.cuda.synchronize()
+            self.wall.append(time.perf_counter() - self._t)
+            self.cpu.append(time.process_time() - self._c)
+            if on_gpu and len(self.wall) == 1:
+                torch.cuda.reset_peak_memory_stats()
+
+    class OneBatch(SFTTrainer):
+        def get_train_dataloader(self) -> Any:
+            return [batch] * n_steps
+
+    with tempfile.TemporaryDirectory() as tmp:
+        job = SFTJob(model_path="", train="", val="", run_dir=tmp, sft=sft, model=VLMConfig())
+        targs = training_arguments(job, device) | {"eval_strategy": "no", "save_strategy": "no"}
+        run = SFTRun(sft, Dist(device=device), Dist(device=device), None, [], args.batch, [], None, "", [])  # type: ignore[arg-type]
+        trainer = OneBatch(model=model, args=TrainingArguments(**targs), run=run)
+        timer = StepTimes()
+        trainer.add_callback(timer)
+        trainer.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    warmup_s, times = timer.wall[0], timer.wall[1:]
+    cpu_times = timer.cpu[1:]
     seq = int(batch["input_ids"].shape[1])
     result = {
         "model": "Qwen3-VL-4B architecture" + (" at tiny width" if args.tiny_width else ""),
@@ -241,6 +262,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "warmup_step_s": round(warmup_s, 3),
         "step_s": [round(t, 4) for t in times],
         "step_s_median": round(statistics.median(times), 4),
+        "step_cpu_s": [round(t, 4) for t in cpu_times],
+        "step_cpu_s_median": round(statistics.median(cpu_times), 4),
         "tokens_per_s": round(args.batch * seq / statistics.median(times), 1),
         "weights_gb": None if weights_gb is None else round(weights_gb, 2),
         "peak_memory_gb": round(peak_memory_gb(device), 2),

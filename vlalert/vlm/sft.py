@@ -592,7 +592,6 @@ def _metrics(trainer: SFTTrainer, job: SFTJob) -> dict[str, Any]:
         "lora_modules": len(lora_module_names(model)),
         "trainable_parameters": sum(p.numel() for p in trainables),
         "total_parameters": sum(p.numel() for p in model.parameters()),
-        "resumed_from_step": None,
         "wall_s": run.seconds(),
         "fingerprint": run.fingerprint,
     }
@@ -690,7 +689,6 @@ def _write_outputs(trainer: SFTTrainer, job: SFTJob, metrics: Mapping[str, Any],
 
 def run_sft(job: SFTJob) -> dict[str, Any]:
     """Train (or resume) one SFT run and write its outputs; returns the metrics (on every rank)."""
-    trainer: SFTTrainer | None = None
     try:
         trainer = _trainer(job)
         run = trainer.run
@@ -713,8 +711,9 @@ def run_sft(job: SFTJob) -> dict[str, Any]:
         if latest is None:
             trainer.evaluate()
         trainer.train(resume_from_checkpoint=None if latest is None else str(latest))
-        metrics = _metrics(trainer, job)
-        metrics["resumed_from_step"] = None if latest is None else int(latest.name.removeprefix(ckpt.PREFIX))
+        metrics = _metrics(trainer, job) | {
+            "resumed_from_step": None if latest is None else int(latest.name.removeprefix(ckpt.PREFIX))
+        }
         # FSDP: the full adapter is gathered from the shards (every rank takes part)
         state_dict = trainer.accelerator.get_state_dict(trainer.model) if cfg.fsdp else None
         if run.dist.is_main:

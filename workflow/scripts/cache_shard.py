@@ -4,20 +4,23 @@ from vlalert.cache.paths import adapter_location, model_location
 from vlalert.cache.stage import resolve_device, run_shard
 from vlalert.workflow import config_for_job, job_logging
 
-snakemake = globals()["snakemake"]
-with job_logging(snakemake.log[0]):
-    cfg = config_for_job(snakemake, "cache")
-    if resolve_device(cfg.cache.device) == "cpu":  # stay within the cores Snakemake gave this job
-        import torch
+# Guarded: the frame workers are spawned processes, and a spawned process runs this file again as
+# `__mp_main__` (without Snakemake's `snakemake` object) before it can unpickle its work.
+if __name__ == "__main__":
+    snakemake = globals()["snakemake"]
+    with job_logging(snakemake.log[0]):
+        cfg = config_for_job(snakemake, "cache")
+        if resolve_device(cfg.cache.device) == "cpu":  # stay within the cores Snakemake gave this job
+            import torch
 
-        torch.set_num_threads(max(1, snakemake.threads))
-    run_shard(
-        snakemake.input.benchmark,
-        snakemake.output.part,
-        snakemake.output.summary,
-        cfg=cfg,
-        split=snakemake.wildcards.split,
-        shard=int(snakemake.wildcards.shard),
-        model_path=model_location(cfg),
-        adapter_dir=adapter_location(cfg),
-    )
+            torch.set_num_threads(max(1, snakemake.threads))
+        run_shard(
+            snakemake.input.benchmark,
+            snakemake.output.part,
+            snakemake.output.summary,
+            cfg=cfg,
+            split=snakemake.wildcards.split,
+            shard=int(snakemake.wildcards.shard),
+            model_path=model_location(cfg),
+            adapter_dir=adapter_location(cfg),
+        )

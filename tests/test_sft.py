@@ -1,9 +1,11 @@
-"""LoRA SFT of the tiny VLM: val loss falls, generations parse, a killed run resumes to the same
-adapter, checkpoints are atomic, LoRA stays out of the vision tower, the belief/action rows train."""
+"""LoRA SFT of the tiny VLM (transformers.Trainer): val loss falls, generations parse, a killed run
+resumes to the bit-identical adapter, unsealed checkpoints are ignored, LoRA stays out of the vision
+tower, the belief/action rows train, QLoRA and FSDP refuse to run where they cannot."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
 import shutil
@@ -79,7 +81,23 @@ def _job(bench, run_dir, **overrides) -> SFTJob:
 def trained(bench, tmp_path_factory):
     # checkpoints kept: test_a_checkpoint_of_another_config_is_not_resumed reuses one
     job = _job(bench, tmp_path_factory.mktemp("run") / "ref", clean_checkpoints=False)
-    return job, run_sft(job)
+    messages = _Messages()
+    logging.getLogger("vlalert.vlm.sft").addHandler(messages)
+    logging.getLogger("vlalert.vlm.sft").setLevel(logging.INFO)
+    try:
+        metrics = run_sft(job)
+    finally:
+        logging.getLogger("vlalert.vlm.sft").removeHandler(messages)
+    return job, metrics | {"_log": messages.lines}
+
+
+class _Messages(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
 
 
 # ------------------------------------------------------------------------------------ end to end
@@ -108,6 +126,8 @@ def test_train_log_has_every_step_and_the_schedule(trained):
     rows = log.to_pylist()
     assert [r["step"] for r in rows] == list(range(41))
     assert [r["step"] for r in rows if r["val_loss"] is not None] == [0, 10, 20, 30, 40]
+    # each evaluation runs once (the Trainer's end-of-training pass does not repeat the last one)
+    assert sum(m.startswith("step ") and "val loss" in m for m in metrics["_log"]) == 5
     assert rows[0]["train_loss"] is None and all(r["train_loss"] > 0 for r in rows[1:])
     assert (
         rows[0]["val_loss"] == metrics["initial_val_loss"]
@@ -195,8 +215,17 @@ def test_resume_after_kill_equals_the_uninterrupted_run(trained, bench, tmp_path
 
 def test_a_checkpoint_of_another_config_is_not_resumed(trained, bench, tmp_path):
     ref_job, _ = trained
+    # one DataLoader worker process (prefetching) under the Trainer: a runtime switch
     job = _job(
-        bench, tmp_path / "other", max_steps=12, warmup_steps=2, eval_every=6, save_every=6, gen_max_ticks=0
+        bench,
+        tmp_path / "other",
+        max_steps=12,
+        warmup_steps=2,
+        eval_every=6,
+        save_every=6,
+        gen_max_ticks=0,
+        num_workers=1,
+        cache_examples=False,
     )
     # a complete checkpoint from the reference run (another config): copied in, must be ignored
     ref_ckpts = ckpt.complete_checkpoints(ref_job.paths.checkpoints)

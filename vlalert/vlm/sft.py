@@ -489,6 +489,8 @@ class SFTTrainer(Trainer):
         log.info("step %d/%d: val loss %.4f", step, run.cfg.max_steps, value)
         metrics = {f"{metric_key_prefix}_loss": value}
         super().log(metrics)
+        # as Trainer.evaluate: the evaluation is done (else it runs again after the last step)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:

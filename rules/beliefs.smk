@@ -8,6 +8,7 @@ rule beliefs:
         beliefs=f"{R}/beliefs/{{source}}.parquet",
     params:
         stage=lambda wildcards: stage_params(CFG, "beliefs", wildcards.source),
+        code=code("beliefs"),
     log:
         f"{R}/logs/beliefs/{{source}}.log",
     benchmark:

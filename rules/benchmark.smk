@@ -16,6 +16,7 @@ rule benchmark:
     params:
         stage=stage_params(CFG, "benchmark"),
         sources=SOURCES,
+        code=code("benchmark"),
     log:
         f"{R}/logs/benchmark/benchmark.log",
     benchmark:

@@ -25,6 +25,7 @@ rule cache_shard:
         summary=f"{R}/cache/{RUN}/{{split}}/part-{{shard}}.summary.json",
     params:
         stage=lambda wildcards: stage_params(CFG, "cache"),
+        code=code("cache_shard"),
     log:
         f"{R}/logs/cache/{RUN}/{{split}}/part-{{shard}}.log",
     benchmark:
@@ -49,6 +50,7 @@ rule cache_gather:
         index=f"{R}/cache/{RUN}/{{split}}/index.json",
     params:
         stage=lambda wildcards: stage_params(CFG, "cache"),
+        code=code("cache_gather"),
     log:
         f"{R}/logs/cache/{RUN}/{{split}}/gather.log",
     conda:

@@ -1,9 +1,12 @@
 # Config validation and the path/params helpers shared by every stage.
 # Imports stay light (no torch, no transformers) so that `snakemake -n` parses in well under 3 s.
 
+from pathlib import Path
+
 from vlalert.config import validate_config
 from vlalert.download import download_for_source
-from vlalert.workflow import stage_params
+from vlalert.source_files import annotation_files, source_fingerprint
+from vlalert.workflow import code_sha256, source_origin, stage_params
 
 CFG = validate_config(config)
 R = CFG.results
@@ -41,20 +44,42 @@ def source_cfg(wildcards):
     return CFG.sources[wildcards.source]
 
 
-def source_inputs(wildcards):
-    """What ingest needs before it may read a source: the rendered demo corpus, or the user's files."""
-    if CFG.demo.enabled:
+def code(script):
+    """A rule's `code` param: sha256 of workflow/scripts/<script>.py and the vlalert code it runs.
+
+    By content (vlalert.workflow.STAGE_CODE): an edit reruns the rule, a touch does not.
+    """
+    return code_sha256(script, Path(workflow.basedir) / "workflow" / "scripts")
+
+
+def source_upstream(wildcards):
+    """The job that puts a source's files on disk: the demo renderer or the hub download (none by hand)."""
+    origin = source_origin(CFG, wildcards.source)
+    if origin == "demo":
         return {"demo": f"{R}/demo/{wildcards.source}/demo_manifest.json"}
-    hub = download_for_source(CFG.download, wildcards.source)
-    if hub is not None:
-        return {"download": f"{R}/download/{hub}.json"}
-    return {"layout": f"{R}/download/{wildcards.source}.layout.json"}
+    if origin == "hub":
+        return {"download": f"{R}/download/{download_for_source(CFG.download, wildcards.source)}.json"}
+    return {}
+
+
+def ingest_inputs(wildcards):
+    """The source's files: its manifest, and (placed by hand) its annotation and consensus files.
+
+    Files rendered by the demo or fetched from the hub do not exist yet when a first run's DAG is
+    built, so declaring them would change ingest's input set on the second run (and rerun it): the
+    manifest stands for them (it holds their sha256).
+    """
+    # the source manifest check_source writes (annotations by content, clips by size and mtime)
+    inputs = {"source_files": f"{R}/download/{wildcards.source}.layout.json"}
+    if source_origin(CFG, wildcards.source) == "hand":
+        inputs["annotations"] = annotation_files(source_cfg(wildcards))
+    return inputs
 
 
 def gate_inputs(wildcards):
     inputs = {"videos": f"{R}/ingest/{wildcards.source}/videos.parquet"}
     if CFG.demo.enabled:  # the demo manifest stands for every file the demo renders
-        return inputs | source_inputs(wildcards)
+        return inputs | source_upstream(wildcards)
     src = source_cfg(wildcards)
     chain = CFG.gate_chain(wildcards.source)
     if "scene" in chain:
@@ -75,7 +100,7 @@ def beliefs_inputs(wildcards):
     }
     scene_truth = source_cfg(wildcards).scene_truth
     if CFG.demo.enabled:
-        return inputs | source_inputs(wildcards)
+        return inputs | source_upstream(wildcards)
     if scene_truth:
         inputs["scene_truth"] = scene_truth
     return inputs

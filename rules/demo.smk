@@ -6,6 +6,7 @@ rule demo_source:
         manifest=f"{R}/demo/{{source}}/demo_manifest.json",
     params:
         stage=lambda wildcards: stage_params(CFG, "demo", wildcards.source),
+        code=code("make_demo"),
     log:
         f"{R}/logs/demo/{{source}}.log",
     benchmark:

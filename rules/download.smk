@@ -26,6 +26,7 @@ rule download_hub:
         marker=f"{R}/download/{{name}}.json",
     params:
         stage=lambda wildcards: stage_params(CFG, "download", wildcards.name),
+        code=code("download_hub"),
     log:
         f"{R}/logs/download/{{name}}.log",
     benchmark:
@@ -42,11 +43,19 @@ rule download_hub:
         "../workflow/scripts/download_hub.py"
 
 
+# Every source, however it got on disk: checks a hand-placed layout (failing with every missing item),
+# and writes the source manifest that ingest depends on. `files` is the fingerprint of the source's
+# files as they are when the DAG is built (vlalert/source_files.py): an edited annotation or a
+# replaced video changes it, so this job, ingest and everything after rerun; otherwise nothing does.
 rule check_source:
+    input:
+        unpack(source_upstream),
     output:
         layout=f"{R}/download/{{source}}.layout.json",
     params:
         stage=lambda wildcards: stage_params(CFG, "check_source", wildcards.source),
+        files=lambda wildcards: source_fingerprint(source_cfg(wildcards)),
+        code=code("check_source"),
     log:
         f"{R}/logs/download/{{source}}.layout.log",
     benchmark:

@@ -8,6 +8,7 @@ rule gate:
         gate=f"{R}/gate/{{source}}.parquet",
     params:
         stage=lambda wildcards: stage_params(CFG, "gate", wildcards.source),
+        code=code("gate"),
     log:
         f"{R}/logs/gate/{{source}}.log",
     benchmark:

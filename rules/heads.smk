@@ -14,6 +14,7 @@ rule heads:
         train_log=f"{R}/heads/{RUN}/{{head}}/seed{{seed}}/train_log.parquet",
     params:
         stage=stage_params(CFG, "heads"),
+        code=code("heads"),
     log:
         f"{R}/logs/heads/{RUN}/{{head}}_seed{{seed}}.log",
     benchmark:

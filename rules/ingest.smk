@@ -3,13 +3,14 @@
 
 rule ingest:
     input:
-        unpack(source_inputs),
+        unpack(ingest_inputs),
     output:
         videos=f"{R}/ingest/{{source}}/videos.parquet",
         rejected=f"{R}/ingest/{{source}}/rejected.parquet",
         consensus=f"{R}/ingest/{{source}}/consensus.parquet",
     params:
         stage=lambda wildcards: stage_params(CFG, "ingest", wildcards.source),
+        code=code("ingest"),
     log:
         f"{R}/logs/ingest/{{source}}.log",
     benchmark:

@@ -18,6 +18,7 @@ if CFG.model.is_tiny:
             tokenizer=f"{VLM_DIR}/tokenizer.json",
         params:
             stage=stage_params(CFG, "tiny_model"),
+            code=code("tiny_model"),
         log:
             f"{R}/logs/models/tiny_model.log",
         benchmark:

@@ -9,6 +9,7 @@ rule relabel:
         labels=f"{R}/labels/{{source}}.parquet",
     params:
         stage=lambda wildcards: stage_params(CFG, "relabel", wildcards.source),
+        code=code("relabel"),
     log:
         f"{R}/logs/relabel/{{source}}.log",
     benchmark:

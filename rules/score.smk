@@ -16,6 +16,7 @@ rule score:
         scores=f"{R}/scores/{RUN}/{{split}}.parquet",
     params:
         stage=stage_params(CFG, "score"),
+        code=code("score"),
     log:
         f"{R}/logs/score/{RUN}_{{split}}.log",
     benchmark:
@@ -41,6 +42,7 @@ rule summary:
         ),
     params:
         stage=stage_params(CFG, "summary"),
+        code=code("summary"),
     log:
         f"{R}/logs/summary/{RUN}.log",
     benchmark:
@@ -71,6 +73,7 @@ rule report_figures:
         ),
     params:
         stage=stage_params(CFG, "summary"),
+        code=code("report_figures"),
     log:
         f"{R}/logs/report/{RUN}.log",
     benchmark:

@@ -20,6 +20,7 @@ rule sft:
     params:
         stage=stage_params(CFG, "sft"),
         model=VLM_DIR,
+        code=code("sft"),
     log:
         f"{R}/logs/sft/{CFG.run}.log",
     benchmark:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -20,10 +22,17 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
 
-def snakemake(workdir: Path, *args: str, configfile: Path | None = None, timeout: int = 1200):
-    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir)]
+def snakemake(
+    workdir: Path,
+    *args: str,
+    configfile: Path | None = None,
+    timeout: int = 1200,
+    repo: Path = REPO,
+    env: dict[str, str] | None = None,
+):
+    cmd = [SNAKEMAKE, "-s", str(repo / "Snakefile"), "--directory", str(workdir)]
     cmd += ["--configfile", str(configfile or REPO / "config" / "config.yaml"), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def planned_jobs(dry_run_output: str) -> dict[str, int]:
@@ -169,6 +178,151 @@ def test_changing_alert_s_reruns_only_relabel_and_benchmark(demo_run, tmp_path):
     jobs = planned_jobs(res.stdout)
     assert jobs.get("relabel") == 4 and jobs.get("benchmark") == 1
     assert not {"demo_source", "ingest", "gate"} & set(jobs)
+
+
+# ---------------------------------------------------------------- what reruns a completed run
+# Each test changes files of the completed demo run and puts them back (bytes and mtime), so that
+# the run stays complete for the other tests: dry runs only, no job is run again.
+
+
+def plan(workdir: Path, *args: str, **kwargs) -> dict[str, int]:
+    """{rule: jobs} that `snakemake -n` plans ({} when it says there is nothing to be done)."""
+    res = snakemake(workdir, "-n", *args, **kwargs)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return planned_jobs(res.stdout + "Job stats:\n")
+
+
+@contextlib.contextmanager
+def restored(*files: Path):
+    """Put each file back as it was, bytes and mtime, whatever the test did to it."""
+    saved = [(f, f.read_bytes(), f.stat()) for f in files]
+    try:
+        yield
+    finally:
+        for f, data, st in saved:
+            f.write_bytes(data)
+            os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def touch(*files: Path) -> None:
+    """A new mtime (one second on) and a byte-identical rewrite: the content does not change."""
+    for f in files:
+        f.write_bytes(f.read_bytes())
+        st = f.stat()
+        os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+
+
+def assert_reruns_source(jobs: dict[str, int], n_sources: int = 1) -> None:
+    """check_source and ingest of the changed source(s), and everything after them; never the demo."""
+    assert jobs.get("check_source") == n_sources and jobs.get("ingest") == n_sources, jobs
+    assert jobs.get("relabel") == n_sources and {"benchmark", "sft", "heads", "score", "all"} <= set(jobs)
+    assert "demo_source" not in jobs
+
+
+@pytest.mark.parametrize("rel", ["nexar/train.csv", "dota/badas_consensus_dota_test.csv"])
+def test_editing_an_annotation_reruns_ingest_and_what_follows(demo_run, rel):
+    assert plan(demo_run) == {}
+    sheet = demo_run / "results" / "demo" / rel
+    with restored(sheet):
+        sheet.write_text(sheet.read_text().replace("\n", "\r\n"))  # the same rows, other bytes
+        jobs = plan(demo_run)
+    assert_reruns_source(jobs)
+    assert plan(demo_run) == {}
+
+
+def test_replacing_a_video_reruns_ingest_and_what_follows(demo_run):
+    clips = sorted((demo_run / "results" / "demo" / "dad" / "videos" / "training").rglob("*.mp4"))
+    with restored(clips[0]):
+        clips[0].write_bytes(clips[1].read_bytes())
+        jobs = plan(demo_run)
+    assert_reruns_source(jobs)
+    assert plan(demo_run) == {}
+
+
+def test_a_touched_annotation_reruns_nothing_a_touched_clip_reruns_its_ingest(demo_run):
+    demo = demo_run / "results" / "demo"
+    annotations = [demo / "nexar" / "train.csv", demo / "dota" / "metadata_val.json"]
+    annotations += [
+        demo / "dada2000" / "DADA2000_video_annotations.xlsx",
+        demo / "dad" / "badas_consensus_dad_test.csv",
+    ]
+    with restored(*annotations):
+        touch(*annotations)
+        assert plan(demo_run) == {}
+    # Clips count by size and mtime (vlalert/source_files.py; README): a touched frame is a change.
+    frame = sorted((demo / "dota" / "frames").rglob("*.jpg"))[0]
+    with restored(frame):
+        touch(frame)
+        assert_reruns_source(plan(demo_run))
+    assert plan(demo_run) == {}
+
+
+@pytest.fixture(scope="module")
+def repo_copy(tmp_path_factory) -> Path:
+    """The workflow and the vlalert package copied, to edit code without touching the checkout."""
+    copy = tmp_path_factory.mktemp("repo")
+    for name in ("Snakefile", "rules", "workflow", "vlalert", "profiles", "envs", "config", "report"):
+        if (REPO / name).is_dir():
+            shutil.copytree(REPO / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(REPO / name, copy / name)
+    return copy
+
+
+def test_library_code_reruns_by_content_not_by_mtime(demo_run, repo_copy):
+    """The copy's vlalert comes first on the path: its code hashes are what the dry runs compare."""
+    env = os.environ | {"PYTHONPATH": str(repo_copy)}
+    labels = repo_copy / "vlalert" / "labels.py"
+    scripts = repo_copy / "workflow" / "scripts"
+    touch(labels, scripts / "relabel.py", scripts / "sft.py", repo_copy / "vlalert" / "vlm" / "sft.py")
+    assert plan(demo_run, repo=repo_copy, env=env) == {}
+
+    with restored(labels):
+        labels.write_text(labels.read_text() + "\n# an edit of the library code relabel runs\n")
+        jobs = plan(demo_run, repo=repo_copy, env=env)
+    assert jobs.get("relabel") == 4 and {"beliefs", "benchmark", "sft", "heads", "score"} <= set(jobs)
+    assert not {"demo_source", "check_source", "ingest", "gate"} & set(jobs)
+
+
+def test_files_placed_by_hand_are_inputs_of_ingest(tmp_path):
+    """A real (hand-placed) source: its annotation file is an input of ingest, checked by content."""
+    nexar = tmp_path / "resources" / "nexar"
+    (nexar / "train" / "negative").mkdir(parents=True)
+    sheet = nexar / "train.csv"
+    sheet.write_text("id,time_of_event,time_of_alert,target\n")
+    clip = nexar / "train" / "negative" / "00001.mp4"
+    clip.write_bytes(b"not a video: rejected by ingest, with the reason")
+    (tmp_path / "resources" / "gate.csv").write_text("video_id,t_s,p_collision\n")
+    cfg = {
+        "run": "hand",
+        "demo": {"enabled": False},
+        "cache": {"belief_layers": [1, 2, 3, 4], "policy_layer": 3},
+        "gate": {"provider": "scores_file"},
+        "labels": {"gated_sources": []},
+        "sources": {
+            "nexar": {"kind": "nexar", "root": "resources/nexar", "gate_scores": "resources/gate.csv"}
+        },
+    }
+    config = tmp_path / "hand.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    target = "results/hand/ingest/nexar/videos.parquet"
+    res = snakemake(tmp_path, "--cores", "2", target, configfile=config, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert read_table("rejected", tmp_path / "results/hand/ingest/nexar/rejected.parquet").num_rows == 1
+    res = snakemake(tmp_path, "-n", "--forceall", target, configfile=config)
+    assert re.search(
+        r"rule ingest:\n    input: results/hand/download/nexar.layout.json, resources/nexar/train.csv\n",
+        res.stdout,
+    )
+
+    touch(sheet)
+    assert plan(tmp_path, target, configfile=config) == {}
+    with restored(sheet):
+        sheet.write_text(sheet.read_text() + "00001,,,0\n")
+        assert plan(tmp_path, target, configfile=config) == {"check_source": 1, "ingest": 1}
+    with restored(clip):
+        clip.write_bytes(b"another file")
+        assert plan(tmp_path, target, configfile=config) == {"check_source": 1, "ingest": 1}
 
 
 def test_benchmark_is_rebuilt_identically_elsewhere(demo_run, tmp_path):

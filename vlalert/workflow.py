@@ -5,23 +5,31 @@
 changes (changing `labels.alert_s` reruns relabel and what follows, never ingest). The scripts
 check that the params they were given equal what the config says, so a stage can never read a
 key that is not part of its params.
+
+`STAGE_CODE` is the single declaration of the library code each rule's script runs; the rules pass
+`code_sha256(script)` as a `code` param, so a stage reruns when the *content* of that code changes
+(editing vlalert/labels.py reruns relabel and what follows, never ingest) and not when a file is
+merely touched or rewritten byte-identically (the profiles leave out Snakemake's `code` rerun
+trigger, which compares the script's mtime).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import functools
+import hashlib
 import logging
 import os
 import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from vlalert.cache.config import SPEED_KEYS as CACHE_SPEED_KEYS
 from vlalert.config import ConfigError, WorkflowConfig, validate_config
-from vlalert.download import download_params, layout_params
+from vlalert.download import download_for_source, download_params, layout_params
 
 STAGES = (
     "download",
@@ -41,6 +49,98 @@ STAGES = (
 )
 
 
+# Rule script (workflow/scripts/<name>.py) -> the vlalert modules it runs, relative to the package:
+# a module ("labels", "synthetic.truth") or a whole package ("beliefs": every module under
+# vlalert/beliefs/); the parent packages' __init__.py come with each entry. The list is every
+# vlalert module reachable from the script through imports (those inside functions included), except
+# vlalert.config and vlalert.workflow: what they do reaches a stage through its params (its config
+# slice) or does not change its outputs (logging, the params check). tests/test_tracking.py
+# recomputes that reach from the scripts' imports and fails when an entry is missing.
+_TABLES = ("schemas", "atomic")
+_TICKS = ("labels", "splits", "ticks", *_TABLES)
+_BELIEFS = ("beliefs", "video", *_TICKS)
+_HEADS = ("heads", "cache.store", *_TABLES)
+_SCORES = ("score", "metrics", *_HEADS, *_BELIEFS)
+_SOURCES = ("sources", "video", *_TABLES)
+STAGE_CODE: dict[str, tuple[str, ...]] = {
+    "download_hub": ("download", *_SOURCES),
+    "check_source": ("download", "source_files", *_SOURCES),
+    "make_demo": ("synthetic", *_SOURCES),
+    "ingest": ("ingest", *_SOURCES),
+    "gate": (
+        *("gate", "badas.config", "badas.model", "badas.provider", "badas.windows"),
+        *("synthetic.truth", "ticks", "video", *_TABLES),
+    ),
+    "relabel": _TICKS,
+    "beliefs": ("synthetic.truth", *_BELIEFS),
+    "benchmark": ("benchmark", "sources", "video", *_TICKS),
+    "tiny_model": ("vlm.config", "vlm.data", "vlm.inputs", "vlm.tiny", "vlm.tokenizer", *_BELIEFS),
+    "sft": (
+        *("vlm.checkpoint", "vlm.config", "vlm.data", "vlm.inputs", "vlm.loading", "vlm.lora"),
+        *("vlm.sft", "vlm.tokenizer", *_BELIEFS),
+    ),
+    "cache_shard": (
+        *("cache", "vlm.config", "vlm.inputs", "vlm.loading", "vlm.lora", "vlm.patch"),
+        *("vlm.tokenizer", *_BELIEFS),
+    ),
+    "cache_gather": ("cache.store", *_TABLES),
+    "heads": _HEADS,
+    "score": _SCORES,
+    "summary": _SCORES,
+    "report_figures": ("report", *_SCORES),
+}
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def code_files(script: str) -> list[Path]:
+    """The vlalert files of STAGE_CODE[script]: modules, every module of a package, parent __init__s."""
+    return sorted(
+        {PACKAGE_DIR / "__init__.py"}.union(*(_entry_files(PACKAGE_DIR, e) for e in STAGE_CODE[script]))
+    )
+
+
+@functools.cache  # the rules share packages: each is listed once per parse
+def _entry_files(package_dir: Path, entry: str) -> frozenset[Path]:
+    parts = entry.split(".")
+    files = {package_dir.joinpath(*parts[:i], "__init__.py") for i in range(1, len(parts))}
+    path = package_dir.joinpath(*parts)
+    if path.is_dir():
+        return frozenset(files | set(path.rglob("*.py")))
+    if path.with_suffix(".py").is_file():
+        return frozenset(files | {path.with_suffix(".py")})
+    raise ValueError(f"STAGE_CODE: no module or package vlalert.{entry}")
+
+
+@functools.cache
+def _sha256_of(path: Path, size: int, mtime_ns: int) -> str:  # keyed by stat: a long-lived process sees edits
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    st = path.stat()
+    return _sha256_of(path, st.st_size, st.st_mtime_ns)
+
+
+def code_sha256(script: str, scripts_dir: str | os.PathLike[str]) -> str:
+    """sha256 of the rule script `scripts_dir/<script>.py` and the library code it runs (by content).
+
+    Computed at parse time for every rule: it reads and hashes ~80 small files (a few ms).
+    """
+    digest = hashlib.sha256()
+    named = [(f"workflow/scripts/{script}.py", Path(scripts_dir) / f"{script}.py")]
+    named += [(f"vlalert/{p.relative_to(PACKAGE_DIR).as_posix()}", p) for p in code_files(script)]
+    for name, path in named:
+        digest.update(f"{name}\0{_file_sha256(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def source_origin(cfg: WorkflowConfig, source: str) -> Literal["demo", "hub", "hand"]:
+    """How a source's files get on disk: rendered by the demo, downloaded from the hub, or placed by hand."""
+    if cfg.demo.enabled:
+        return "demo"
+    return "hub" if download_for_source(cfg.download, source) is not None else "hand"
+
+
 def stage_params(cfg: WorkflowConfig, stage: str, source: str | None = None) -> dict[str, Any]:
     """The config slice that `stage` (for `source`) reads; nothing more, so nothing else reruns it."""
     if stage == "download":  # `source` names a hub dataset of cfg.download here
@@ -48,8 +148,8 @@ def stage_params(cfg: WorkflowConfig, stage: str, source: str | None = None) -> 
         return download_params(cfg.download[source])
     src = cfg.sources[source] if source is not None else None
     if stage == "check_source":
-        assert src is not None
-        return layout_params(src)
+        assert src is not None and source is not None
+        return layout_params(src) | {"origin": source_origin(cfg, source)}
     if stage == "demo":
         assert src is not None
         return {"kind": src.kind, "root": src.root, "demo": cfg.demo.model_dump()}

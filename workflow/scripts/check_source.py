@@ -1,18 +1,36 @@
-"""Check a source placed by hand: fail with every missing file or folder at once, and where to get it."""
+"""Check a source's layout (placed by hand: fail with every missing item) and write its file manifest."""
 
 from vlalert.download import check_source_layout, format_problems, write_json
+from vlalert.source_files import fingerprint, listing_summary, source_listing
 from vlalert.workflow import config_for_job, job_logging
 
 snakemake = globals()["snakemake"]
 source = snakemake.wildcards.source
 with job_logging(snakemake.log[0]) as log:
     cfg = config_for_job(snakemake, "check_source", source)
+    origin = snakemake.params.stage["origin"]
     report = check_source_layout(source, cfg.sources[source])
     for warning in report.warnings:
         log.warning("%s", warning)
     if not report.ok:
         message = format_problems(report)
-        log.error("%s", message)
-        raise SystemExit(message)
-    write_json(report.to_json(), snakemake.output.layout)
-    log.info("check_source %s: layout complete, %s", source, report.found)
+        if origin == "hand":
+            log.error("%s", message)
+            raise SystemExit(message)
+        # rendered by the demo or fetched at a pinned commit: ingest rejects what is missing, clip by clip
+        log.warning("%s", message)
+    listing = source_listing(cfg.sources[source])
+    files = fingerprint(listing)
+    if files != snakemake.params.files:
+        # Snakemake records the fingerprint it computed before this job: the next run sees the change
+        log.warning(
+            "check_source %s: files changed since the DAG was built; the next run reruns ingest", source
+        )
+    write_json(report.to_json() | {"fingerprint": files, "files": listing}, snakemake.output.layout)
+    log.info(
+        "check_source %s (%s): layout %s, %s",
+        source,
+        origin,
+        "complete" if report.ok else "incomplete",
+        listing_summary(listing),
+    )

@@ -280,7 +280,7 @@ def _dota(demo: DemoConfig, scns: list[tuple[Scenario, str | None]]) -> list[Dem
         video_start = start
         name = f"SYN{demo.seed:02d}_demo_{video_start:06d}"
         start += n + int(krng.integers(40, 900))
-        subset = "val" if (fault == "contradiction" or (fault is None and i % 2 == 1)) else "train"
+        subset = "val" if (fault == "contradiction" or (fault is None and i % 3 == 1)) else "train"
         a_start = int(round(float(s.t_risky_s) * s.fps))  # type: ignore[arg-type]
         a_event = int(round(float(s.t_event_s) * s.fps))  # type: ignore[arg-type]
         entry = {
@@ -308,7 +308,7 @@ def _dad(demo: DemoConfig, scns: list[tuple[Scenario, str | None]]) -> list[Demo
     numbers = stable_rng(demo.seed, "dad").choice(pool, size=len(scns), replace=False)
     clips = []
     for i, (s, fault) in enumerate(scns):
-        folder = "testing" if (fault == "truncated" or (fault is None and i % 2 == 1)) else "training"
+        folder = "testing" if (fault == "truncated" or (fault is None and i % 3 == 1)) else "training"
         label = "positive" if s.is_positive else "negative"
         num = f"{int(numbers[i]):06d}"
         rel = f"videos/{folder}/{label}/{num}.mp4"
@@ -327,14 +327,22 @@ _PLANNERS = {"nexar": _nexar, "dada2000": _dada2000, "dota": _dota, "dad": _dad}
 
 
 def _with_consensus(kind: str, demo: DemoConfig, clips: list[DemoClip]) -> list[DemoClip]:
-    """Consensus rows for the test-split positives except the first (some, never all, positives)."""
+    """Consensus rows for some positives, never all: the test-split positives except the first (DoTA,
+    DAD); every third positive of DADA-2000, which has no official split (a consensus row moves its
+    clip to test, so rows for all of them would leave train without a DADA-2000 positive)."""
     if kind not in W.CONSENSUS_FILES:
         return clips
-    test_split = {"dada2000": None, "dota": "val", "dad": "testing"}[kind]
-    cands = [
-        i for i, c in enumerate(clips) if c.fault is None and c.scenario.is_positive and c.split == test_split
-    ]
-    chosen = set(cands[1:] if len(cands) >= 2 else cands)
+    if kind == "dada2000":
+        positives = [i for i, c in enumerate(clips) if c.fault is None and c.scenario.is_positive]
+        chosen = set(positives[1::3])
+    else:
+        test_split = {"dota": "val", "dad": "testing"}[kind]
+        cands = [
+            i
+            for i, c in enumerate(clips)
+            if c.fault is None and c.scenario.is_positive and c.split == test_split
+        ]
+        chosen = set(cands[1:] if len(cands) >= 2 else cands)
     out = []
     for i, c in enumerate(clips):
         if i in chosen:

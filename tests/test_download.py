@@ -28,17 +28,15 @@ from pydantic import ValidationError
 
 from vlalert.download import (
     OBTAIN,
-    DownloadConfig,
     DownloadError,
     check_source_layout,
-    download_config_errors,
-    download_for_source,
     format_problems,
     hub_download,
     public_endpoint,
     token_from_env,
     write_json,
 )
+from vlalert.download_config import DownloadConfig, download_config_errors, download_for_source
 
 REPO = Path(__file__).resolve().parents[1]
 REPO_ID = "nexar-ai/nexar_collision_prediction"

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 # Each stage's own config model lives beside its code; all are pydantic only (no torch at parse time).
 from vlalert.badas.config import BadasConfig
 from vlalert.cache.config import CacheConfig
-from vlalert.download import DownloadConfig, download_config_errors
+from vlalert.download_config import DownloadConfig, download_config_errors
 from vlalert.heads.config import HeadsTrainConfig
 from vlalert.metrics.config import ScoringConfig
 from vlalert.vlm.config import SFTConfig, VLMConfig

@@ -29,7 +29,8 @@ from typing import Any, Literal
 
 from vlalert.cache.config import SPEED_KEYS as CACHE_SPEED_KEYS
 from vlalert.config import ConfigError, WorkflowConfig, validate_config
-from vlalert.download import download_for_source, download_params, layout_params
+from vlalert.download import layout_params
+from vlalert.download_config import download_for_source, download_params
 
 STAGES = (
     "download",
@@ -63,8 +64,8 @@ _HEADS = ("heads", "cache.store", *_TABLES)
 _SCORES = ("score", "metrics", *_HEADS, *_BELIEFS)
 _SOURCES = ("sources", "video", *_TABLES)
 STAGE_CODE: dict[str, tuple[str, ...]] = {
-    "download_hub": ("download", *_SOURCES),
-    "check_source": ("download", "source_files", *_SOURCES),
+    "download_hub": ("download", "download_config", *_SOURCES),
+    "check_source": ("download", "download_config", "source_files", *_SOURCES),
     "make_demo": ("synthetic", *_SOURCES),
     "ingest": ("ingest", *_SOURCES),
     "gate": (

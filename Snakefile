@@ -22,7 +22,6 @@ if not workflow.overwrite_configfiles:
     configfile: "config/config.yaml"
 
 
-
 include: "rules/common.smk"
 include: "rules/download.smk"
 include: "rules/demo.smk"

@@ -7,6 +7,7 @@
 from vlalert.cache.paths import part_files, shard_inputs
 
 CACHE_GPU = int(not CFG.model.is_tiny and CFG.cache.device != "cpu")
+CACHE_THREADS = 8 if CACHE_GPU else 2
 
 
 wildcard_constraints:
@@ -30,12 +31,12 @@ rule cache_shard:
         f"{R}/logs/cache/{RUN}/{{split}}/part-{{shard}}.log",
     benchmark:
         f"{R}/benchmarks/cache/{RUN}/{{split}}_part-{{shard}}.tsv"
-    threads: 8 if CACHE_GPU else 2
+    threads: CACHE_THREADS
     resources:
         gpu=CACHE_GPU,
-        mem_mb=lambda wildcards, attempt: (48000 if CACHE_GPU else 4000) * attempt,
-        runtime=lambda wildcards, attempt: (360 if CACHE_GPU else 60) * attempt,
-        cpus_per_task=8 if CACHE_GPU else 2,
+        mem_mb=scaled(48000 if CACHE_GPU else 4000),
+        runtime=scaled(360 if CACHE_GPU else 60),
+        cpus_per_task=CACHE_THREADS,
     conda:
         ENV
     script:

@@ -4,7 +4,7 @@
 from pathlib import Path
 
 from vlalert.config import validate_config
-from vlalert.download import download_for_source
+from vlalert.download_config import download_for_source
 from vlalert.source_files import annotation_files, source_fingerprint
 from vlalert.workflow import code_sha256, source_origin, stage_params
 
@@ -22,6 +22,10 @@ wildcard_constraints:
     seed=r"\d+",
 
 
+# Resources, one way: every rule that runs a job declares mem_mb and runtime (minutes) as scaled(base), so
+# that they grow with the retry attempt, and cpus_per_task (its threads) and gpu, where it can use one, as
+# plain numbers, or with for_badas/scaled(badas=) where the gate provider decides; only the rules that
+# gather small files (cache_gather, summary, report_figures) declare none and take the profile's defaults.
 def scaled(base, badas=None):
     """A resource that grows with the retry attempt (the SLURM profile retries after OOM or timeout).
 

@@ -2,7 +2,7 @@
 # that cannot be downloaded checked where the user placed them (every missing item named at once).
 # Both run where snakemake itself runs (localrules): cluster nodes often have no internet access.
 
-from vlalert.download import download_for_source
+from vlalert.download_config import download_for_source
 
 HUB_DOWNLOADS = [name for name, dl in CFG.download.items() if dl.enabled]
 MANUAL_SOURCES = [s for s in SOURCES if download_for_source(CFG.download, s) is None]
@@ -34,8 +34,8 @@ rule download_hub:
     wildcard_constraints:
         name="|".join(HUB_DOWNLOADS) or "(?!)",
     resources:
-        mem_mb=2000,
-        runtime=720,
+        mem_mb=scaled(2000),
+        runtime=scaled(720),
         cpus_per_task=2,
     conda:
         ENV
@@ -61,8 +61,8 @@ rule check_source:
     benchmark:
         f"{R}/benchmarks/download/{{source}}.layout.tsv"
     resources:
-        mem_mb=1000,
-        runtime=10,
+        mem_mb=scaled(1000),
+        runtime=scaled(10),
         cpus_per_task=1,
     conda:
         ENV

@@ -1,4 +1,8 @@
-# Heads: DangerHead and PolicyHead on the VLM cache, one job per (head, seed).
+# Heads: DangerHead and PolicyHead on the VLM cache, one job per (head, seed). They train on
+# heads.device (CPU by default: bit-identical reruns) with heads.threads torch threads.
+
+HEADS_GPU = int(CFG.heads.device.startswith("cuda"))
+HEADS_THREADS = CFG.heads.threads or 1
 
 
 rule heads:
@@ -19,11 +23,12 @@ rule heads:
         f"{R}/logs/heads/{RUN}/{{head}}_seed{{seed}}.log",
     benchmark:
         f"{R}/benchmarks/heads/{RUN}_{{head}}_seed{{seed}}.tsv"
-    threads: 1
+    threads: HEADS_THREADS
     resources:
+        gpu=HEADS_GPU,
         mem_mb=scaled(8000),
-        runtime=120,
-        gpu=0,
+        runtime=scaled(120),
+        cpus_per_task=HEADS_THREADS,
     conda:
         ENV
     script:

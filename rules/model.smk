@@ -24,8 +24,8 @@ if CFG.model.is_tiny:
         benchmark:
             f"{R}/benchmarks/models/tiny_model.tsv"
         resources:
-            mem_mb=lambda wildcards, attempt: 4000 * attempt,
-            runtime=lambda wildcards, attempt: 15 * attempt,
+            mem_mb=scaled(4000),
+            runtime=scaled(15),
             cpus_per_task=1,
         conda:
             ENV

@@ -22,7 +22,9 @@ rule score:
     benchmark:
         f"{R}/benchmarks/score/{RUN}_{{split}}.tsv"
     resources:
-        mem_mb=8000,
+        mem_mb=scaled(8000),
+        runtime=scaled(60),
+        cpus_per_task=1,
     conda:
         ENV
     script:

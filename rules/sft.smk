@@ -4,6 +4,7 @@
 # fingerprint. sft.nproc > 1 runs data-parallel ranks under torchrun (one per GPU, one node).
 
 SFT_DIR = f"{R}/sft/{CFG.run}"
+SFT_THREADS = max(2, CFG.sft.nproc * (CFG.sft.num_workers + 1))  # per rank: its loop and its loader workers
 
 
 rule sft:
@@ -25,12 +26,12 @@ rule sft:
         f"{R}/logs/sft/{CFG.run}.log",
     benchmark:
         f"{R}/benchmarks/sft/{CFG.run}.tsv"
-    threads: max(2, CFG.sft.nproc * (CFG.sft.num_workers + 1))
+    threads: SFT_THREADS
     resources:
         gpu=CFG.sft.gpus(CFG.model.is_tiny),
-        mem_mb=lambda wildcards, attempt: (4000 if CFG.model.is_tiny else 64000 * CFG.sft.nproc) * attempt,
-        runtime=lambda wildcards, attempt: (30 if CFG.model.is_tiny else 2880) * attempt,
-        cpus_per_task=max(2, CFG.sft.nproc * (CFG.sft.num_workers + 1)),
+        mem_mb=scaled(4000 if CFG.model.is_tiny else 64000 * CFG.sft.nproc),
+        runtime=scaled(30 if CFG.model.is_tiny else 2880),
+        cpus_per_task=SFT_THREADS,
     conda:
         ENV
     script:

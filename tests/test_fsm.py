@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from vlalert.actions import Action
 from vlalert.heads.config import FSMConfig
-from vlalert.heads.fsm import ALERT, OBSERVE, SILENT, decode, init_state, step
+from vlalert.heads.fsm import decode, init_state, step
 
-S, O, A = SILENT, OBSERVE, ALERT  # noqa: E741 (O reads as OBSERVE beside S and A)
+S, O, A = Action.SILENT, Action.OBSERVE, Action.ALERT  # noqa: E741 (O reads as OBSERVE beside S and A)
 
 # Thresholds chosen so every probability row below is unambiguous:
 # climb to OBSERVE at p_o + p_a >= 0.5, fall below 0.3; climb to ALERT at p_a >= 0.6, fall below 0.4;

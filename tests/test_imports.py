@@ -18,6 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "vlalert"
 # stage; the workflow config (vlalert.config) nests them all, so they sit below every stage.
 FOUNDATION = (
     "vlalert",
+    "vlalert.actions",
     "vlalert.atomic",
     "vlalert.schemas",
     "vlalert.video",

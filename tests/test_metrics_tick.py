@@ -7,23 +7,24 @@ import math
 import numpy as np
 import pytest
 
-from vlalert.metrics import tick_metrics, to_action_codes
+from vlalert.actions import action_codes
+from vlalert.metrics import tick_metrics
 from vlalert.metrics.tick import action_balanced_accuracy, action_macro_f1, alert_ap, alert_auroc
 
 S, OBS, A = "SILENT", "OBSERVE", "ALERT"
 
 
 def test_action_codes_from_names_and_ints():
-    assert to_action_codes([S, OBS, A, S]).tolist() == [0, 1, 2, 0]
-    assert to_action_codes(np.array([2, 0, 1])).tolist() == [2, 0, 1]
-    assert to_action_codes(np.array([S, A], dtype=object)).dtype == np.int8
-    assert to_action_codes([]).size == 0
+    assert action_codes([S, OBS, A, S]).tolist() == [0, 1, 2, 0]
+    assert action_codes(np.array([2, 0, 1])).tolist() == [2, 0, 1]
+    assert action_codes(np.array([S, A], dtype=object)).dtype == np.int8
+    assert action_codes([]).size == 0
 
 
 @pytest.mark.parametrize("bad", [["SILENT", "ALRET"], [0, 3], [-1], ["silent"]])
 def test_unknown_actions_are_errors_not_silent(bad):
     with pytest.raises(ValueError):
-        to_action_codes(bad)
+        action_codes(bad)
 
 
 def test_auroc_and_ap_of_alert_vs_rest():

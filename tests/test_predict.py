@@ -20,6 +20,7 @@ import torch
 import yaml
 from PIL import Image
 
+from vlalert.actions import ACTIONS
 from vlalert.beliefs.schema import Belief
 from vlalert.beliefs.text import target_text
 from vlalert.config import TicksConfig, WindowConfig, load_config
@@ -270,7 +271,7 @@ def test_predict_outputs_are_consistent(predicted):
     # the rollout's actions are the FSM decoding of its own probabilities
     cfg = load_config_from_table(predicted)
     decoded = fsm.decode(probs, cfg)
-    assert t.column("action").to_pylist() == [fsm.ACTION_NAMES[a] for a in decoded]
+    assert t.column("action").to_pylist() == [ACTIONS[a] for a in decoded]
     texts = t.column("generated_text").to_pylist()
     assert all(isinstance(x, str) for x in texts)
     assert t.column("vlm_action").to_pylist() == vlm_action_names(texts)

@@ -20,9 +20,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from vlalert.actions import Action
 from vlalert.atomic import sha256_file, write_json_atomic
 from vlalert.config import SPLITS, WorkflowConfig
-from vlalert.labels import ALERT, OBSERVE, SILENT, effective_t_event, prefix_cut
+from vlalert.labels import effective_t_event, prefix_cut
 from vlalert.schemas import BENCHMARK, LABELS, check_table
 from vlalert.sources.registry import adapter_for
 from vlalert.splits import assign_split, parent_id
@@ -256,9 +257,15 @@ def _tick_counts(table: pa.Table) -> dict[str, dict[str, dict[str, int]]]:
     sources = sorted(set(cols[1]))
     return {
         split: {
-            s: {k: counter[(split, s, k)] for k in (SILENT, OBSERVE, ALERT, "excluded", "prefix")}
+            s: {
+                k: counter[(split, s, k)]
+                for k in (Action.SILENT.name, Action.OBSERVE.name, Action.ALERT.name, "excluded", "prefix")
+            }
             for s in sources
-            if any(counter[(split, s, k)] for k in (SILENT, OBSERVE, ALERT, "excluded", "prefix"))
+            if any(
+                counter[(split, s, k)]
+                for k in (Action.SILENT.name, Action.OBSERVE.name, Action.ALERT.name, "excluded", "prefix")
+            )
         }
         for split in SPLITS
     }
@@ -317,7 +324,7 @@ def missing_alert_problems(
     """
     problems = []
     for source, n_pos in sorted(positives["train"].items()):
-        if n_pos == 0 or ticks["train"].get(source, {}).get(ALERT, 0) > 0:
+        if n_pos == 0 or ticks["train"].get(source, {}).get(Action.ALERT.name, 0) > 0:
             continue
         fired = {r: n for r, n in rules["train"].get(source, {}).items() if r.startswith("alert->")}
         if fired:

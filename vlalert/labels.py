@@ -15,12 +15,11 @@ from typing import Any
 
 import pyarrow as pa
 
+from vlalert.actions import Action
 from vlalert.config import GateConfig, LabelsConfig, TicksConfig, WindowConfig, WorkflowConfig
 from vlalert.schemas import table_from_rows
 from vlalert.splits import PREFIX_SUFFIX
 from vlalert.ticks import TIME_EPS, tick_times, window_frames
-
-SILENT, OBSERVE, ALERT = "SILENT", "OBSERVE", "ALERT"
 
 RULE_NEGATIVE = "negative"  # a negative clip: SILENT everywhere
 RULE_BEFORE_WINDOW = "before-window"  # positive clip, t < t_r - observe_s: SILENT
@@ -83,12 +82,12 @@ def window_action(
     loss and no metric ever sees them.
     """
     if t >= alert_end(t_r, t_event, labels) - TIME_EPS:
-        return SILENT, RULE_POST_EVENT, True
+        return Action.SILENT.name, RULE_POST_EVENT, True
     if t >= t_r - TIME_EPS:
-        return ALERT, RULE_ALERT, False
+        return Action.ALERT.name, RULE_ALERT, False
     if t >= t_r - labels.observe_s - TIME_EPS:
-        return OBSERVE, RULE_OBSERVE, False
-    return SILENT, RULE_BEFORE_WINDOW, False
+        return Action.OBSERVE.name, RULE_OBSERVE, False
+    return Action.SILENT.name, RULE_BEFORE_WINDOW, False
 
 
 def danger_target(
@@ -233,15 +232,15 @@ def label_clip(
         t = float(t)
         row = _row(clip, clip["video_id"], i, t, window)
         if t_r is None:
-            action, rule, excluded = SILENT, RULE_NEGATIVE, False
+            action, rule, excluded = Action.SILENT.name, RULE_NEGATIVE, False
         else:
             action, rule, excluded = window_action(t, t_r, labels, t_e)
-            if action == ALERT and alert_rule is not None:
-                action, rule = OBSERVE, alert_rule
-            elif action == OBSERVE and gated:
+            if action == Action.ALERT.name and alert_rule is not None:
+                action, rule = Action.OBSERVE.name, alert_rule
+            elif action == Action.OBSERVE.name and gated:
                 why = gated_observe_rule(_gate_at(gate or {}, t), gate_cfg)
                 if why is not None:
-                    action, rule = SILENT, why
+                    action, rule = Action.SILENT.name, why
         danger = danger_target(t, t_r, ego, labels, t_e)
         row.update(action=action, rule=rule, excluded=excluded, danger=danger)
         rows.append(row)
@@ -271,7 +270,13 @@ def prefix_negative(
         if t > cut + TIME_EPS:
             break
         row = _row(clip, vid, i, float(t), window)
-        row.update(action=SILENT, rule=RULE_PREFIX, excluded=False, danger=0.0, parent_id=clip["video_id"])
+        row.update(
+            action=Action.SILENT.name,
+            rule=RULE_PREFIX,
+            excluded=False,
+            danger=0.0,
+            parent_id=clip["video_id"],
+        )
         rows.append(row)
     return rows
 

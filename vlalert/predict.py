@@ -33,9 +33,10 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pyarrow as pa
 
+from vlalert.actions import ACTIONS, Action
 from vlalert.cache.config import CacheConfig
 from vlalert.config import TicksConfig, WindowConfig, WorkflowConfig
-from vlalert.schemas import ACTIONS, SCHEMAS
+from vlalert.schemas import SCHEMAS
 from vlalert.ticks import tick_times, window_frames
 from vlalert.video import VideoError, VideoInfo, probe_video
 from vlalert.vlm.config import model_location
@@ -368,17 +369,16 @@ def timeline_figure(table: pa.Table, tick_hz: float, title: str) -> Figure:
     ax_p, ax_a = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1.2])
     ax_p.plot(t, table.column("p_danger").to_numpy(), color="black", lw=2.0, gid="p_danger")
     ax_p.plot(t, table.column("p_silent").to_numpy(), color="#888888", lw=1.0, ls=":", gid="p_silent")
-    obs, alert = ACTION_COLORS[1], ACTION_COLORS[2]
+    obs, alert = ACTION_COLORS[Action.OBSERVE], ACTION_COLORS[Action.ALERT]
     ax_p.plot(t, table.column("p_observe").to_numpy(), color=obs, lw=1.5, marker=".", gid="p_observe")
     ax_p.plot(t, table.column("p_alert").to_numpy(), color=alert, lw=1.5, marker=".", gid="p_alert")
     ax_p.set_ylim(-0.03, 1.03)
     ax_p.set_ylabel("probability")
     ax_p.grid(True, alpha=0.3)
-    lut = {name: i for i, name in enumerate(ACTIONS)}
     strips = (("action", 1, "FSM action"), ("vlm_action", 0, "VLM action"))
     for column, y, _ in strips:
-        codes = np.array([lut.get(a, -1) if a is not None else -1 for a in table.column(column).to_pylist()])
-        for code in (0, 1, 2, -1):
+        codes = np.array([Action[a] if a in ACTIONS else -1 for a in table.column(column).to_pylist()])
+        for code in (*Action, -1):
             spans = [(a, b - a) for a, b, c in runs(t, codes, tick_hz) if c == code]
             if not spans:
                 continue
@@ -400,7 +400,7 @@ def timeline_figure(table: pa.Table, tick_hz: float, title: str) -> Figure:
         Line2D([], [], color="#888888", lw=1.0, ls=":", label="p_silent"),
         Line2D([], [], color=obs, lw=1.5, marker=".", label="p_observe"),
         Line2D([], [], color=alert, lw=1.5, marker=".", label="p_alert"),
-        *(Patch(color=ACTION_COLORS[c], label=ACTIONS[c]) for c in range(3)),
+        *(Patch(color=ACTION_COLORS[c], label=c.name) for c in Action),
         Patch(facecolor="none", edgecolor="#999999", hatch="//", label="no action parsed"),
     ]
     fig.legend(handles=handles, loc="outside lower center", ncol=8, fontsize=8, frameon=False)

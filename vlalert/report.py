@@ -30,12 +30,12 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from vlalert.actions import ACTIONS, Action, action_codes
 from vlalert.metrics import OVERALL
-from vlalert.metrics.tick import ALERT, OBSERVE, SILENT, to_action_codes
-from vlalert.schemas import ACTIONS, POLICIES
+from vlalert.schemas import POLICIES
 from vlalert.score import clip_info, summary_grid
 
-ACTION_COLORS: dict[int, str] = {SILENT: "#c8c8c8", OBSERVE: "#f0a020", ALERT: "#d62728"}
+ACTION_COLORS: dict[int, str] = {Action.SILENT: "#c8c8c8", Action.OBSERVE: "#f0a020", Action.ALERT: "#d62728"}
 POLICY_COLORS: dict[str, str] = {
     "heads": "#1f77b4",
     "danger": "#17becf",
@@ -98,7 +98,7 @@ def runs(t_s: np.ndarray, codes: np.ndarray, tick_hz: float) -> list[tuple[float
 
 def label_windows(t_s: np.ndarray, labels: np.ndarray, tick_hz: float) -> list[tuple[float, float, int]]:
     """The labelled OBSERVE and ALERT windows as (start, end, code) spans."""
-    return [r for r in runs(t_s, to_action_codes(labels), tick_hz) if r[2] != SILENT]
+    return [r for r in runs(t_s, action_codes(labels), tick_hz) if r[2] != Action.SILENT]
 
 
 @dataclass(frozen=True)
@@ -160,8 +160,8 @@ def timeline_clips(
                 policy=policy,
                 seed=seed,
                 t_s=c["t_s"].to_numpy(),
-                labels=to_action_codes(c["label"].to_numpy()),
-                actions=to_action_codes(c["action"].to_numpy()),
+                labels=action_codes(c["label"].to_numpy()),
+                actions=action_codes(c["action"].to_numpy()),
                 p_silent=c["p_silent"].fill_null(np.nan).to_numpy(),
                 p_observe=c["p_observe"].fill_null(np.nan).to_numpy(),
                 p_alert=c["p_alert"].fill_null(np.nan).to_numpy(),
@@ -193,7 +193,9 @@ def draw_clip_timeline(ax_p: Axes, ax_a: Axes, clip: TimelineClip, tick_hz: floa
     dt = 1.0 / tick_hz
     # Labelled windows end at the event at the latest: nothing is asked of an alerter after the collision.
     stop = clip.t_event_s if clip.t_event_s is not None else np.inf
-    for start, end, code in label_windows(clip.t_s, np.where(clip.excluded, SILENT, clip.labels), tick_hz):
+    for start, end, code in label_windows(
+        clip.t_s, np.where(clip.excluded, Action.SILENT, clip.labels), tick_hz
+    ):
         if start < stop:
             ax_p.axvspan(
                 start,
@@ -209,8 +211,10 @@ def draw_clip_timeline(ax_p: Axes, ax_a: Axes, clip: TimelineClip, tick_hz: floa
     if clip.p_danger is not None:
         ax_p.plot(clip.t_s, clip.p_danger, color="black", lw=2.0, gid="p_danger")
     ax_p.plot(clip.t_s, clip.p_silent, color="#888888", lw=1.0, ls=":", gid="p_silent")
-    ax_p.plot(clip.t_s, clip.p_observe, color=ACTION_COLORS[OBSERVE], lw=1.5, marker=".", gid="p_observe")
-    ax_p.plot(clip.t_s, clip.p_alert, color=ACTION_COLORS[ALERT], lw=1.5, marker=".", gid="p_alert")
+    ax_p.plot(
+        clip.t_s, clip.p_observe, color=ACTION_COLORS[Action.OBSERVE], lw=1.5, marker=".", gid="p_observe"
+    )
+    ax_p.plot(clip.t_s, clip.p_alert, color=ACTION_COLORS[Action.ALERT], lw=1.5, marker=".", gid="p_alert")
     if clip.is_positive:
         ax_p.axvline(clip.t_risky_s, color="#555555", ls="--", lw=1.2, gid="risky")
         ax_p.axvline(clip.t_event_s, color="black", ls="-", lw=1.8, gid="event")
@@ -223,7 +227,7 @@ def draw_clip_timeline(ax_p: Axes, ax_a: Axes, clip: TimelineClip, tick_hz: floa
     # label strip: excluded ticks have no label to be held to, so they are hatched, not SILENT
     label_codes = np.where(clip.excluded, -1, clip.labels)
     for y, codes in ((1, label_codes), (0, clip.actions)):
-        for code in (SILENT, OBSERVE, ALERT, -1):
+        for code in (*Action, -1):
             spans = [(a, b - a) for a, b, c in runs(clip.t_s, codes, tick_hz) if c == code]
             if not spans:
                 continue
@@ -251,15 +255,18 @@ def draw_clip_timeline(ax_p: Axes, ax_a: Axes, clip: TimelineClip, tick_hz: floa
 def _timeline_legend() -> list:
     return [
         Line2D([], [], color="black", lw=2.0, label="p_danger (DangerHead)"),
-        Line2D([], [], color=ACTION_COLORS[OBSERVE], lw=1.5, marker=".", label="p_observe"),
-        Line2D([], [], color=ACTION_COLORS[ALERT], lw=1.5, marker=".", label="p_alert"),
+        Line2D([], [], color=ACTION_COLORS[Action.OBSERVE], lw=1.5, marker=".", label="p_observe"),
+        Line2D([], [], color=ACTION_COLORS[Action.ALERT], lw=1.5, marker=".", label="p_alert"),
         Line2D([], [], color="#888888", lw=1.0, ls=":", label="p_silent"),
-        Patch(color=ACTION_COLORS[OBSERVE], alpha=0.3, label="labelled OBSERVE window"),
-        Patch(color=ACTION_COLORS[ALERT], alpha=0.3, label="labelled ALERT window"),
+        Patch(color=ACTION_COLORS[Action.OBSERVE], alpha=0.3, label="labelled OBSERVE window"),
+        Patch(color=ACTION_COLORS[Action.ALERT], alpha=0.3, label="labelled ALERT window"),
         Patch(facecolor="none", edgecolor="#999999", hatch="//", label="excluded (post-event)"),
         Line2D([], [], color="#555555", ls="--", label="risky time"),
         Line2D([], [], color="black", lw=1.8, label="event time"),
-        *(Patch(color=ACTION_COLORS[c], label=f"strip: {ACTIONS[c]}") for c in (SILENT, OBSERVE, ALERT)),
+        *(
+            Patch(color=ACTION_COLORS[c], label=f"strip: {ACTIONS[c]}")
+            for c in (Action.SILENT, Action.OBSERVE, Action.ALERT)
+        ),
     ]
 
 

@@ -15,9 +15,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from vlalert.actions import ACTIONS
 from vlalert.atomic import atomic_path
-
-ACTIONS: tuple[str, ...] = ("SILENT", "OBSERVE", "ALERT")
 
 
 class SchemaError(ValueError):

@@ -60,12 +60,13 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as pads
 
+from vlalert.actions import ACTIONS, Action, action_codes
 from vlalert.beliefs.text import parse_generation
 from vlalert.heads import fsm
 from vlalert.heads.config import FSMConfig, HeadsTrainConfig
 from vlalert.heads.data import CacheError, cache_parts, fixed_size_list_to_numpy, read_cache
 from vlalert.metrics import OVERALL, ScoringConfig, aggregate_seeds, clips_from_table, summarize_by_source
-from vlalert.schemas import ACTIONS, POLICIES, SCORES, SUMMARY, check_table
+from vlalert.schemas import POLICIES, SCORES, SUMMARY, check_table
 
 if TYPE_CHECKING:
     import torch
@@ -101,8 +102,8 @@ def single_score_probs(p: np.ndarray) -> np.ndarray:
     """One score per tick -> (p_silent, p_observe, p_alert) = (1 - p, 0, p), p clipped to [0, 1]."""
     p = np.clip(np.asarray(p, dtype=np.float64), 0.0, 1.0)
     out = np.zeros((p.size, 3), dtype=np.float64)
-    out[:, fsm.SILENT] = 1.0 - p
-    out[:, fsm.ALERT] = p
+    out[:, Action.SILENT] = 1.0 - p
+    out[:, Action.ALERT] = p
     return out
 
 
@@ -159,13 +160,12 @@ def vlm_actions(texts: Sequence[str | None]) -> tuple[np.ndarray, int]:
     """
     codes = np.zeros(len(texts), dtype=np.int64)
     bad = 0
-    lut = {name: i for i, name in enumerate(ACTIONS)}
     for i, text in enumerate(texts):
         action = parse_generation(text).action if text is not None else None
         if action is None:
             bad += 1
         else:
-            codes[i] = lut[action]
+            codes[i] = Action[action]
     return codes, bad
 
 
@@ -232,8 +232,7 @@ def fit_time_only(train: pa.Table, heads_cfg: HeadsTrainConfig) -> TimeOnly:
     starts = np.flatnonzero(np.r_[True, vid[1:] != vid[:-1]]) if vid.size else np.zeros(0, np.int64)
     features = time_features(df["t_s"].to_numpy(), np.append(starts, df.height))
     keep = (~df["excluded"].to_numpy()) & df["parent_id"].is_null().to_numpy()
-    lut = {name: i for i, name in enumerate(ACTIONS)}
-    y = np.array([lut[a] for a in df["action"].to_list()], dtype=np.int64)[keep]
+    y = action_codes(df["action"].to_numpy()).astype(np.int64)[keep]
     if y.size == 0:
         raise ValueError("time-only baseline: the train split has no trained tick")
     basis = _time_basis(features[keep])
@@ -629,7 +628,7 @@ def score_split(
     blocks["vlm"].append(
         _block(ticks, "vlm", BASELINE_SEED, v_probs, decode_clips(v_probs, offsets, fsm_cfg))
     )
-    for policy, code in (("always-silent", fsm.SILENT), ("always-alert", fsm.ALERT)):
+    for policy, code in (("always-silent", Action.SILENT), ("always-alert", Action.ALERT)):
         c_probs = one_hot_probs(np.full(ticks.height, code))
         blocks[policy].append(
             _block(ticks, policy, BASELINE_SEED, c_probs, decode_clips(c_probs, offsets, fsm_cfg))

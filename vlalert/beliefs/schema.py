@@ -19,18 +19,16 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from vlalert.schemas import ACTIONS
+from vlalert.actions import ACTIONS
 
 Hazard = Literal["none", "vehicle", "pedestrian", "cyclist", "motorcycle", "animal", "obstacle", "other"]
 Where = Literal["none", "ahead", "left", "right", "ahead-left", "ahead-right", "behind"]
 Motion = Literal["none", "approaching", "cutting-in", "crossing", "braking", "stopped", "oncoming", "other"]
-Action = Literal["SILENT", "OBSERVE", "ALERT"]
+ActionName = Literal[ACTIONS]  # the names of vlalert.actions.Action, as the reply states them
 
 HAZARDS: tuple[str, ...] = get_args(Hazard)
 WHERES: tuple[str, ...] = get_args(Where)
 MOTIONS: tuple[str, ...] = get_args(Motion)
-if get_args(Action) != ACTIONS:  # one list of actions in the whole project
-    raise ImportError("vlalert.beliefs.schema.Action must match vlalert.schemas.ACTIONS")
 
 ALERT_DANGER_MIN = 0.5  # ALERT needs danger >= 0.5; SILENT needs danger < 0.5
 DANGER_DECIMALS = 2
@@ -88,7 +86,7 @@ class TickReply(BaseModel):
 
     analysis: str = Field(..., min_length=1, max_length=MAX_ANALYSIS_CHARS)
     belief: Belief
-    action: Action
+    action: ActionName
 
 
 def belief_json_schema() -> dict[str, Any]:

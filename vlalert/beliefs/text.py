@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
+from vlalert.actions import ACTIONS
 from vlalert.beliefs.schema import Belief, validation_message
-from vlalert.schemas import ACTIONS
 
 BELIEF_OPEN = "<|BELIEF|>"
 BELIEF_CLOSE = "<|/BELIEF|>"

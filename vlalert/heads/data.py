@@ -32,8 +32,8 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import torch
 
+from vlalert.actions import ACTIONS
 from vlalert.cache.store import VECTOR_COLUMNS, cache_write_options
-from vlalert.heads.fsm import ACTION_NAMES
 
 LABEL_COLUMNS: tuple[str, ...] = (
     "video_id",
@@ -126,7 +126,7 @@ def join_labels(cache: pa.Table, labels: pa.Table, *, training: bool = True) -> 
     n_missing = joined.select(pl.col("row").is_null().sum()).item()
     if n_missing:
         raise CacheError(f"{n_missing} labelled ticks have no cache row: the cache is incomplete")
-    codes = {name: i for i, name in enumerate(ACTION_NAMES)}
+    codes = {name: i for i, name in enumerate(ACTIONS)}
     return joined.sort(["video_id", "tick"]).select(
         "video_id",
         "tick",
@@ -351,14 +351,14 @@ def synthetic_split(
             "tick": ticks,
             "z": _vector_array(z),
             "r": _vector_array(r),
-            "generated_text": pa.array([f"<|ACTION|> {ACTION_NAMES[a]} <|/ACTION|>" for a in action]),
+            "generated_text": pa.array([f"<|ACTION|> {ACTIONS[a]} <|/ACTION|>" for a in action]),
         }
     )
     frame_idx = pa.ListArray.from_arrays(
         pa.array(np.arange(n_rows + 1, dtype=np.int32) * 8),
         pa.array((np.asarray(rows["tick"], dtype=np.int32)[:, None] * 30 + np.arange(8) * 8).reshape(-1)),
     )
-    names = np.asarray(ACTION_NAMES, dtype=object)[action]
+    names = np.asarray(ACTIONS, dtype=object)[action]
     labels = pa.table(
         {
             "video_id": cache.column("video_id"),

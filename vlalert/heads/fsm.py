@@ -50,13 +50,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from vlalert.actions import Action
 from vlalert.heads.config import FSMConfig
 
 if TYPE_CHECKING:
     import torch
 
-SILENT, OBSERVE, ALERT, START = 0, 1, 2, 3
-ACTION_NAMES: tuple[str, ...] = ("SILENT", "OBSERVE", "ALERT")
+START = len(Action)  # the PolicyHead's a_{t-1} before a clip's first tick: an input, never an output
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ def init_state(batch_shape: tuple[int, ...] = ()) -> FSMState:
     """The state before the first tick: SILENT, no runs, no dwell, no cooldown."""
     zeros = np.zeros(batch_shape, dtype=np.int64)
     return FSMState(
-        action=np.full(batch_shape, SILENT, dtype=np.int64),
+        action=np.full(batch_shape, Action.SILENT, dtype=np.int64),
         dwell=zeros.copy(),
         obs_run=zeros.copy(),
         alert_run=zeros.copy(),
@@ -96,7 +96,7 @@ def step(state: FSMState, probs: np.ndarray, cfg: FSMConfig) -> tuple[FSMState, 
     dwell_ok = state.dwell >= cfg.min_dwell
     prev = state.action
 
-    at_s, at_o, at_a = prev == SILENT, prev == OBSERVE, prev == ALERT
+    at_s, at_o, at_a = prev == Action.SILENT, prev == Action.OBSERVE, prev == Action.ALERT
     s_to_a = at_s & can_alert & (p_alert >= cfg.alert_direct)
     s_to_o = at_s & ~s_to_a & (obs_run >= cfg.k_enter)
     o_to_a = at_o & can_alert & (alert_run >= cfg.k_enter)
@@ -104,9 +104,9 @@ def step(state: FSMState, probs: np.ndarray, cfg: FSMConfig) -> tuple[FSMState, 
     a_to_o = at_a & dwell_ok & (p_alert < cfg.alert_exit)
 
     action = prev.copy()
-    action = np.where(s_to_a | o_to_a, ALERT, action)
-    action = np.where(s_to_o | a_to_o, OBSERVE, action)
-    action = np.where(o_to_s, SILENT, action)
+    action = np.where(s_to_a | o_to_a, Action.ALERT, action)
+    action = np.where(s_to_o | a_to_o, Action.OBSERVE, action)
+    action = np.where(o_to_s, Action.SILENT, action)
 
     dwell = np.where(action == prev, state.dwell + 1, 1)
     cooldown = np.where(a_to_o, cfg.cooldown, np.maximum(state.cooldown - 1, 0))

@@ -30,6 +30,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from vlalert.actions import ACTIONS, Action
 from vlalert.atomic import atomic_path, write_json_atomic
 from vlalert.heads import fsm
 from vlalert.heads.config import DangerHeadConfig, FSMConfig, HeadsTrainConfig, PolicyHeadConfig
@@ -245,7 +246,7 @@ def evaluate(
         "val_loss_tf": sums["loss_tf"] / n_ticks,
         "val_accuracy": sums["correct"] / n_ticks,
     }
-    for c, name in enumerate(fsm.ACTION_NAMES):
+    for c, name in enumerate(ACTIONS):
         # None (JSON null) when val holds no tick of the class: NaN is not valid JSON
         out[f"val_recall_{name.lower()}"] = float(recall_hits[c] / counts[c]) if counts[c] else None
     return out
@@ -294,7 +295,7 @@ def danger_calibration(model: nn.Module, val: ClipSet, cfg: HeadsTrainConfig) ->
     x = np.concatenate(logits)
     a = np.concatenate(actions)
     out: dict[str, Any] = {"fitted_on": "val", "n_ticks": int(x.size), "notes": {}}
-    for name, y in (("alert", a == fsm.ALERT), ("observe", a >= fsm.OBSERVE)):
+    for name, y in (("alert", a == Action.ALERT), ("observe", a >= Action.OBSERVE)):
         out[name], why = _platt(x, y)
         if why:
             out["notes"][name] = why
@@ -375,7 +376,7 @@ def fit(
         "n_train_clips": train.n_clips,
         "n_val_ticks": val.n_ticks,
         "n_val_clips": val.n_clips,
-        "train_class_counts": dict(zip(fsm.ACTION_NAMES, train.class_counts().tolist(), strict=True)),
+        "train_class_counts": dict(zip(ACTIONS, train.class_counts().tolist(), strict=True)),
         **{k: v for k, v in best_eval.items() if k != "val_loss"},
     }
     return model, metrics, log

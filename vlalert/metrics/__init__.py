@@ -25,12 +25,9 @@ from vlalert.metrics.clip import (
 )
 from vlalert.metrics.config import ScoringConfig
 from vlalert.metrics.daus import DausResult, clip_timeliness, clip_trust, daus
-from vlalert.metrics.tick import ALERT, OBSERVE, SILENT, onsets, tick_metrics, to_action_codes
+from vlalert.metrics.tick import onsets, tick_metrics
 
 __all__ = [
-    "ALERT",
-    "OBSERVE",
-    "SILENT",
     "Anticipation",
     "ClipSeries",
     "DausResult",
@@ -49,7 +46,6 @@ __all__ = [
     "summarize",
     "summarize_by_source",
     "tick_metrics",
-    "to_action_codes",
 ]
 
 OVERALL = "all"

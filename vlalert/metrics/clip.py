@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pyarrow as pa
 
-from vlalert.metrics.tick import ALERT, onsets, to_action_codes
+from vlalert.actions import Action, action_codes
+from vlalert.metrics.tick import onsets
 
 if TYPE_CHECKING:  # polars loads on use: parsing the Snakefile imports this package
     import polars as pl
@@ -77,12 +78,12 @@ class ClipSeries:
         if not np.all(np.isfinite(t)) or np.any(np.diff(t) <= 0):
             raise ValueError(f"clip {self.video_id}: t_s must be finite and strictly increasing")
         object.__setattr__(self, "t_s", t)
-        object.__setattr__(self, "actions", self._sized("actions", to_action_codes(self.actions), n))
+        object.__setattr__(self, "actions", self._sized("actions", action_codes(self.actions), n))
         object.__setattr__(self, "p_alert", self._score("p_alert", self.p_alert, n))
         if self.p_danger is not None:
             object.__setattr__(self, "p_danger", self._score("p_danger", self.p_danger, n))
         if self.labels is not None:
-            object.__setattr__(self, "labels", self._sized("labels", to_action_codes(self.labels), n))
+            object.__setattr__(self, "labels", self._sized("labels", action_codes(self.labels), n))
         if self.excluded is not None:
             object.__setattr__(self, "excluded", self._sized("excluded", np.asarray(self.excluded, bool), n))
         object.__setattr__(self, "is_positive", bool(self.is_positive))
@@ -190,10 +191,10 @@ def clips_from_table(
     starts = np.flatnonzero(np.r_[True, vid[1:] != vid[:-1]])
     ends = np.r_[starts[1:], n]
     t = df["t_s"].to_numpy()
-    actions = to_action_codes(df[action_col].to_numpy())
+    actions = action_codes(df[action_col].to_numpy())
     p_alert = df["p_alert"].to_numpy()
     p_danger = df["p_danger"].to_numpy().astype(np.float64) if "p_danger" in df.columns else None
-    labels = to_action_codes(df[label_col].to_numpy()) if label_col else None
+    labels = action_codes(df[label_col].to_numpy()) if label_col else None
     excluded = df[excluded_col].to_numpy().astype(bool) if excluded_col else None
     source = df["source"].to_numpy()
     is_pos = df["is_positive"].to_numpy()
@@ -340,7 +341,7 @@ def recall_at_k(clips: Sequence[ClipSeries], ks: Sequence[float]) -> dict[float,
     for c in clips:
         if not c.is_positive:
             continue
-        alert_t = c.t_s[(c.actions == ALERT) & c.scored_mask()]
+        alert_t = c.t_s[(c.actions == Action.ALERT) & c.scored_mask()]
         lead.append(c.t_event_s - alert_t[0] if alert_t.size else -np.inf)
     if not lead:
         return {k: float("nan") for k in ks}
@@ -362,7 +363,7 @@ def false_alerts_per_hour(clips: Sequence[ClipSeries], tick_hz: float) -> tuple[
     for c in clips:
         if c.is_positive:
             continue
-        n_onsets += int(np.count_nonzero(onsets(c.actions, ALERT)))
+        n_onsets += int(np.count_nonzero(onsets(c.actions, Action.ALERT)))
         n_ticks += c.t_s.size
     hours = n_ticks / tick_hz / 3600.0
     return (n_onsets / hours if hours > 0 else float("nan")), hours

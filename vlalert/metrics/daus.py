@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from vlalert.actions import Action, action_codes
 from vlalert.metrics.clip import TIME_EPS, ClipSeries
 from vlalert.metrics.config import ScoringConfig
-from vlalert.metrics.tick import ALERT, OBSERVE, onsets, to_action_codes
+from vlalert.metrics.tick import onsets
 
 
 def clip_timeliness(
@@ -29,16 +30,16 @@ def clip_timeliness(
     Window edges are inclusive (with TIME_EPS slack for float tick times).
     """
     t = np.asarray(t_s, dtype=np.float64)
-    a = to_action_codes(actions)
+    a = action_codes(actions)
     keep = t <= t_event_s + TIME_EPS
     t, a = t[keep], a[keep]
-    alert_mask = onsets(a, ALERT)
+    alert_mask = onsets(a, Action.ALERT)
     alert_on = t[alert_mask]
     w_lo = t_risky_s - cfg.early_tol_s - TIME_EPS
     in_window = alert_on[alert_on >= w_lo]
     n_early = int(np.count_nonzero(alert_on < w_lo))
     # A jump straight to ALERT before W is an early episode, not an OBSERVE: it earns no beta.
-    observe_on = t[onsets(a, OBSERVE) & ~(alert_mask & (t < w_lo))]
+    observe_on = t[onsets(a, Action.OBSERVE) & ~(alert_mask & (t < w_lo))]
     if in_window.size:
         lead = max(t_event_s - float(in_window[0]), 0.0)
         u = cfg.alpha + (1.0 - cfg.alpha) * min(lead / cfg.L_s, 1.0)
@@ -51,11 +52,11 @@ def clip_timeliness(
 
 def clip_trust(actions: np.ndarray, cfg: ScoringConfig) -> float:
     """p of one negative clip: every ALERT onset costs gamma, time spent at OBSERVE+ costs delta."""
-    a = to_action_codes(actions)
+    a = action_codes(actions)
     if a.size == 0:
         raise ValueError("a negative clip needs at least one tick")
-    n_alerts = int(np.count_nonzero(onsets(a, ALERT)))
-    frac_raised = float(np.count_nonzero(a >= OBSERVE)) / a.size
+    n_alerts = int(np.count_nonzero(onsets(a, Action.ALERT)))
+    frac_raised = float(np.count_nonzero(a >= Action.OBSERVE)) / a.size
     return max(0.0, 1.0 - cfg.gamma * n_alerts - cfg.delta * frac_raised)
 
 

@@ -12,39 +12,10 @@ Tick-level metrics are computed over the ticks the caller passes: the caller rem
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
-from vlalert.schemas import ACTIONS
-
-SILENT, OBSERVE, ALERT = 0, 1, 2
-_CODE = {name: i for i, name in enumerate(ACTIONS)}
-
-
-def to_action_codes(actions: Sequence[Any] | np.ndarray) -> np.ndarray:
-    """Convert actions given as names (SILENT/OBSERVE/ALERT) or ints 0/1/2 to int8 codes.
-
-    Raises ValueError on any other value, so a misspelt action never scores as SILENT.
-    """
-    arr = np.asarray(actions)
-    if arr.ndim != 1:
-        raise ValueError(f"actions must be one-dimensional, got shape {arr.shape}")
-    if arr.size == 0:
-        return np.zeros(0, dtype=np.int8)
-    if arr.dtype.kind in "iu":
-        if arr.min() < SILENT or arr.max() > ALERT:
-            raise ValueError(f"action codes must be 0, 1 or 2, got {sorted(set(arr.tolist()) - {0, 1, 2})}")
-        return arr.astype(np.int8)
-    if arr.dtype.kind in "UO":
-        names, inverse = np.unique(arr.astype(str), return_inverse=True)
-        bad = [n for n in names if n not in _CODE]
-        if bad:
-            raise ValueError(f"unknown actions {bad}, allowed {list(ACTIONS)}")
-        lut = np.array([_CODE[n] for n in names], dtype=np.int8)
-        return lut[inverse.reshape(-1)]
-    raise ValueError(f"actions must be names or integer codes, got dtype {arr.dtype}")
+from vlalert.actions import Action, action_codes
 
 
 def onsets(actions: np.ndarray, level: int) -> np.ndarray:
@@ -60,7 +31,7 @@ def onsets(actions: np.ndarray, level: int) -> np.ndarray:
 
 def alert_auroc(labels: np.ndarray, p_alert: np.ndarray) -> float:
     """AUROC of p_alert for ALERT vs rest; NaN when the ticks hold only one of the two classes."""
-    y = to_action_codes(labels) == ALERT
+    y = action_codes(labels) == Action.ALERT
     if y.all() or not y.any():
         return float("nan")
     from sklearn.metrics import roc_auc_score  # on use: parsing the Snakefile imports this package
@@ -73,7 +44,7 @@ def alert_ap(labels: np.ndarray, p_alert: np.ndarray) -> float:
 
     With only ALERT ticks AP is 1 for any score, which is true but says nothing; it is kept.
     """
-    y = to_action_codes(labels) == ALERT
+    y = action_codes(labels) == Action.ALERT
     if not y.any():
         return float("nan")
     from sklearn.metrics import average_precision_score
@@ -88,18 +59,26 @@ def action_macro_f1(labels: np.ndarray, pred: np.ndarray) -> float:
     source) from being capped at 2/3 for a class nobody could get right; a class that is predicted
     but never labelled still counts with F1 = 0. NaN when there are no ticks.
     """
-    y, yhat = to_action_codes(labels), to_action_codes(pred)
+    y, yhat = action_codes(labels), action_codes(pred)
     _same_length(y, yhat)
     if y.size == 0:
         return float("nan")
     from sklearn.metrics import f1_score
 
-    return float(f1_score(y, yhat, average="macro", labels=[SILENT, OBSERVE, ALERT], zero_division=np.nan))
+    return float(
+        f1_score(
+            y,
+            yhat,
+            average="macro",
+            labels=[Action.SILENT, Action.OBSERVE, Action.ALERT],
+            zero_division=np.nan,
+        )
+    )
 
 
 def action_balanced_accuracy(labels: np.ndarray, pred: np.ndarray) -> float:
     """Mean recall over the action classes present in the labels; NaN when there are no ticks."""
-    y, yhat = to_action_codes(labels), to_action_codes(pred)
+    y, yhat = action_codes(labels), action_codes(pred)
     _same_length(y, yhat)
     if y.size == 0:
         return float("nan")
@@ -115,12 +94,12 @@ def action_balanced_accuracy(labels: np.ndarray, pred: np.ndarray) -> float:
 
 def tick_metrics(labels: np.ndarray, pred: np.ndarray, p_alert: np.ndarray) -> dict[str, float]:
     """All tick-level metrics of one set of (non-excluded) ticks, with the counts that explain a NaN."""
-    y = to_action_codes(labels)
+    y = action_codes(labels)
     p = np.asarray(p_alert, dtype=np.float64)
     _same_length(y, p)
     return {
         "tick_n": float(y.size),
-        "tick_n_alert": float(np.count_nonzero(y == ALERT)),
+        "tick_n_alert": float(np.count_nonzero(y == Action.ALERT)),
         "tick_auroc": alert_auroc(y, p),
         "tick_ap": alert_ap(y, p),
         "tick_macro_f1": action_macro_f1(y, pred),

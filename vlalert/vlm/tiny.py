@@ -17,9 +17,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from vlalert.actions import ACTIONS
 from vlalert.atomic import publish_tree
 from vlalert.beliefs.text import ANALYSIS_TAG, ASSESSMENT_TAG
-from vlalert.schemas import ACTIONS
 from vlalert.vlm.config import VLMConfig
 from vlalert.vlm.tokenizer import (
     ENDOFTEXT,

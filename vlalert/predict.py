@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pyarrow as pa
 
-from vlalert.actions import ACTIONS, Action
+from vlalert.actions import ACTIONS, Action, action_names
 from vlalert.cache.config import CacheConfig
 from vlalert.config import TicksConfig, WindowConfig, WorkflowConfig
 from vlalert.schemas import SCHEMAS
@@ -282,7 +282,6 @@ def predictions_table(
     n = plan.n_ticks
     if not (len(texts) == len(belief_parsed) == len(p_danger) == len(probs) == len(actions) == n):
         raise ValueError(f"{n} ticks but outputs of lengths {[len(texts), len(p_danger), len(probs)]}")
-    names = np.asarray(ACTIONS, dtype=object)
     cols = {
         "t_s": pa.array(plan.t_s, pa.float64()),
         "tick": pa.array(np.arange(n, dtype=np.int32)),
@@ -293,7 +292,7 @@ def predictions_table(
         "p_silent": pa.array(np.asarray(probs[:, 0], dtype=np.float64)),
         "p_observe": pa.array(np.asarray(probs[:, 1], dtype=np.float64)),
         "p_alert": pa.array(np.asarray(probs[:, 2], dtype=np.float64)),
-        "action": pa.array(names[np.asarray(actions, dtype=np.int64)].tolist(), pa.string()),
+        "action": pa.array(action_names(actions).tolist(), pa.string()),
         "vlm_action": pa.array(vlm_action_names(texts), pa.string()),
     }
     return pa.Table.from_pydict(cols, schema=PREDICTIONS)

@@ -60,7 +60,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as pads
 
-from vlalert.actions import ACTIONS, Action, action_codes
+from vlalert.actions import Action, action_codes, action_names
 from vlalert.beliefs.text import parse_generation
 from vlalert.heads import fsm
 from vlalert.heads.config import FSMConfig, HeadsTrainConfig
@@ -506,7 +506,6 @@ def _block(
     p_danger: np.ndarray | None = None,
 ) -> pa.Table:
     n = ticks.height
-    names = np.asarray(ACTIONS, dtype=object)
     base = ticks.select("video_id", "source", "tick", "t_s").to_arrow()
     cols = {
         "video_id": base.column("video_id"),
@@ -519,7 +518,7 @@ def _block(
         "p_silent": pa.array(probs[:, 0], pa.float64()),
         "p_observe": pa.array(probs[:, 1], pa.float64()),
         "p_alert": pa.array(probs[:, 2], pa.float64()),
-        "action": pa.array(names[actions].tolist(), pa.string()),
+        "action": pa.array(action_names(actions).tolist(), pa.string()),
         "label": ticks["label"].to_arrow(),
         "excluded": ticks["excluded"].to_arrow(),
         "parent_id": ticks["parent_id"].to_arrow(),

@@ -32,7 +32,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import torch
 
-from vlalert.actions import ACTIONS
+from vlalert.actions import ACTIONS, action_names
 from vlalert.cache.store import VECTOR_COLUMNS, cache_write_options
 
 LABEL_COLUMNS: tuple[str, ...] = (
@@ -358,7 +358,7 @@ def synthetic_split(
         pa.array(np.arange(n_rows + 1, dtype=np.int32) * 8),
         pa.array((np.asarray(rows["tick"], dtype=np.int32)[:, None] * 30 + np.arange(8) * 8).reshape(-1)),
     )
-    names = np.asarray(ACTIONS, dtype=object)[action]
+    names = action_names(action)
     labels = pa.table(
         {
             "video_id": cache.column("video_id"),

@@ -39,11 +39,9 @@ from PIL import Image
 
 from vlalert.beliefs.cache import ResponseCache, request_key
 from vlalert.beliefs.ledger import CapReached, SpendLedger
-from vlalert.beliefs.llm import (
-    BudgetExceeded,
-    LLMBeliefProvider,
+from vlalert.beliefs.llm import BudgetExceeded, LLMBeliefProvider, RequestsFailed
+from vlalert.beliefs.request import (
     LLMError,
-    RequestsFailed,
     check_reply,
     cost_usd,
     encode_frames,

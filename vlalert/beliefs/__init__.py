@@ -4,10 +4,11 @@ Public API (see DESIGN.md, "Beliefs" and "Model I/O"):
 - `Belief`, `TickReply`, `belief_json_schema`, `agreement_errors` (schema);
 - `belief_text`, `parse_belief_text`, `target_text`, `parse_generation` and the special
   token strings (text);
-- `generate_beliefs` (stage), with `BudgetExceeded`, `RequestsFailed`, `LLMError` (llm).
+- `generate_beliefs` (stage), with `BudgetExceeded`, `RequestsFailed` (llm) and `LLMError` (request).
 """
 
-from vlalert.beliefs.llm import BeliefsIncomplete, BudgetExceeded, LLMError, RequestsFailed
+from vlalert.beliefs.llm import BeliefsIncomplete, BudgetExceeded, RequestsFailed
+from vlalert.beliefs.request import LLMError
 from vlalert.beliefs.schema import (
     HAZARDS,
     MOTIONS,

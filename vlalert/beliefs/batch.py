@@ -29,10 +29,10 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from vlalert.beliefs.cache import request_key
-from vlalert.beliefs.llm import (
+from vlalert.beliefs.request import (
     FATAL_STATUSES,
     LLMError,
     build_instruction,
@@ -46,14 +46,33 @@ from vlalert.beliefs.llm import (
 )
 
 if TYPE_CHECKING:
-    from vlalert.beliefs.llm import LLMBeliefProvider
+    from vlalert.beliefs.cache import ResponseCache
+    from vlalert.beliefs.ledger import SpendLedger
     from vlalert.beliefs.rules import TickContext
+    from vlalert.config import LLMConfig, WindowConfig
 
 log = logging.getLogger(__name__)
 
 ENDPOINT = "/v1/chat/completions"
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 CHUNK_TAG = "vlalert_chunk"
+
+
+class Provider(Protocol):
+    """What the batch pass uses of the online provider (`vlalert.beliefs.llm.LLMBeliefProvider`):
+    its config, frames and cache, its ledger, its shared client and its key redaction."""
+
+    cfg: LLMConfig
+    window_cfg: WindowConfig
+    frames_loader: Callable[[str, Sequence[int]], Any]
+    cache: ResponseCache
+
+    @property
+    def ledger(self) -> SpendLedger: ...
+
+    def _get_client(self) -> Any: ...
+
+    def _redact(self, text: str) -> str: ...
 
 
 @dataclass
@@ -68,7 +87,7 @@ class BatchReport:
 
 
 def _lines(
-    provider: LLMBeliefProvider, contexts: Sequence[TickContext], booked: set[str]
+    provider: Provider, contexts: Sequence[TickContext], booked: set[str]
 ) -> Iterator[tuple[str, bytes | None, float]]:
     """(custom_id, JSONL line, worst-case usd at batch price) of every tick's first request not cached;
     the line is None when the request is already in a batch (`booked`)."""
@@ -101,7 +120,7 @@ class BatchRunner:
     # test hook: called with the batch id right after a batch is created and recorded
     after_submit: Callable[[str], None] | None = None
 
-    def __init__(self, provider: LLMBeliefProvider, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(self, provider: Provider, sleep: Callable[[float], None] = time.sleep) -> None:
         self.p = provider
         self.cfg = provider.cfg
         self.ledger = provider.ledger

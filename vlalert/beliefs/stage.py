@@ -19,7 +19,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from vlalert.beliefs.llm import BeliefsIncomplete, FramesLoader, LLMBeliefProvider, api_key_from_env
+from vlalert.beliefs.llm import BeliefsIncomplete, FramesLoader, LLMBeliefProvider
+from vlalert.beliefs.request import api_key_from_env
 from vlalert.beliefs.rules import PROVIDER as RULES_PROVIDER
 from vlalert.beliefs.rules import TickContext, rules_reply, tick_context
 from vlalert.beliefs.text import belief_text

@@ -29,8 +29,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vlalert.cache.store import write_cache
 from vlalert.heads.config import HeadsTrainConfig
-from vlalert.heads.data import iter_batches, load_clips, synthetic_split, write_cache
+from vlalert.heads.data import iter_batches, load_clips
+from vlalert.heads.synthetic import synthetic_split
 from vlalert.heads.train import build_head, loss_weights, n_params, train_epoch, vectors_for
 from vlalert.schemas import write_table
 

@@ -23,9 +23,8 @@ from vlalert.beliefs.schema import Belief
 from vlalert.beliefs.text import target_text
 from vlalert.cache.extract import generate_batch
 from vlalert.cache.stage import load_extractor, prepare_examples, read_split_rows, run_shard
-from vlalert.cache.store import chunk_dir, gather_split
+from vlalert.cache.store import chunk_dir, fixed_size_list_to_numpy, gather_split, read_cache
 from vlalert.config import ConfigError, validate_config
-from vlalert.heads.data import fixed_size_list_to_numpy, read_cache
 from vlalert.schemas import table_from_rows, write_table
 from vlalert.vlm.config import VLMConfig
 from vlalert.vlm.loading import load_model

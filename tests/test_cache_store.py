@@ -14,18 +14,20 @@ import pytest
 from vlalert.atomic import write_json_atomic
 from vlalert.cache.store import (
     build_index,
+    cache_parts,
     cache_table,
     chunk_dir,
     chunk_path,
     fingerprint,
+    fixed_size_list_to_numpy,
     gather_split,
     merge_chunks,
+    read_cache,
     read_done_chunk,
     remove_chunks,
     to_float16,
     write_chunk,
 )
-from vlalert.heads.data import cache_parts, fixed_size_list_to_numpy, read_cache
 from vlalert.schemas import SchemaError, check_table
 
 

@@ -11,17 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from vlalert.heads.data import (
-    CacheError,
-    build_clips,
-    fixed_size_list_to_numpy,
-    load_clips,
-    make_batch,
-    read_cache,
-    read_labels,
-    synthetic_split,
-    write_cache,
-)
+from vlalert.cache.store import CacheError, fixed_size_list_to_numpy, read_cache, write_cache
+from vlalert.heads.data import build_clips, load_clips, make_batch, read_labels
+from vlalert.heads.synthetic import synthetic_split
 from vlalert.schemas import check_table, write_table
 
 HIDDEN = 2

@@ -11,9 +11,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from vlalert.cache.store import write_cache
 from vlalert.heads.config import DangerHeadConfig, HeadsTrainConfig, PolicyHeadConfig
-from vlalert.heads.data import load_clips, synthetic_split, write_cache
+from vlalert.heads.data import load_clips
 from vlalert.heads.fsm import rollout
+from vlalert.heads.synthetic import synthetic_split
 from vlalert.heads.train import (
     OUTPUT_FILES,
     class_weights,

@@ -18,8 +18,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from vlalert.cache.store import CacheError, write_cache
 from vlalert.heads.config import DangerHeadConfig, FSMConfig, HeadsTrainConfig, PolicyHeadConfig
-from vlalert.heads.data import CacheError, synthetic_split, write_cache
+from vlalert.heads.synthetic import synthetic_split
 from vlalert.metrics import ScoringConfig
 from vlalert.schemas import POLICIES, check_table
 from vlalert.score import (

@@ -62,9 +62,9 @@ import pyarrow.dataset as pads
 
 from vlalert.actions import Action, action_codes, action_names
 from vlalert.beliefs.text import parse_generation
+from vlalert.cache.store import CacheError, cache_parts, fixed_size_list_to_numpy, read_cache
 from vlalert.heads import fsm
 from vlalert.heads.config import FSMConfig, HeadsTrainConfig
-from vlalert.heads.data import CacheError, cache_parts, fixed_size_list_to_numpy, read_cache
 from vlalert.metrics import OVERALL, ScoringConfig, aggregate_seeds, clips_from_table, summarize_by_source
 from vlalert.schemas import POLICIES, SCORES, SUMMARY, check_table
 

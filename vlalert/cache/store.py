@@ -9,6 +9,9 @@ fingerprint still matches and recomputes the others, so a resumed job gives the 
 uninterrupted one, and a job rerun after a change never mixes old and new vectors. When all
 chunks are there, they are merged into `part-{shard}.parquet` (checked against the CACHE schema
 and the model's widths, written with the heads' read-fast options) and the chunks are removed.
+
+Reading is here too (`read_cache`, `cache_parts`, `fixed_size_list_to_numpy`): the heads and the
+score stage read the cache through this module, so the cache's format has one owner.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from vlalert.atomic import atomic_path, sha256_file, write_json_atomic
@@ -279,3 +283,68 @@ def gather_split(
     index = build_index(parts, loaded, split=split, run=run, removed_stale=removed)
     write_json_atomic(index, index_path)
     return index
+
+
+# ------------------------------------------------------------------------------ reading the cache
+
+
+class CacheError(ValueError):
+    """Cache files that are missing, malformed, or disagree with the labels."""
+
+
+def cache_parts(cache_dir: str | Path) -> list[Path]:
+    """The cache's part files in name order (atomic writers leave only complete `part-*.parquet`)."""
+    parts = sorted(Path(cache_dir).glob("part-*.parquet"))
+    if not parts:
+        raise CacheError(f"{cache_dir}: no part-*.parquet files")
+    return parts
+
+
+def read_cache(cache_dir: str | Path, vectors: Sequence[str] = VECTOR_COLUMNS) -> pa.Table:
+    """Read video_id, tick and the requested vector columns of every part (generated_text is skipped)."""
+    bad = [v for v in vectors if v not in VECTOR_COLUMNS]
+    if bad:
+        raise CacheError(f"unknown vector columns {bad}; the cache has {list(VECTOR_COLUMNS)}")
+    dataset = pads.dataset([str(p) for p in cache_parts(cache_dir)], format="parquet")
+    missing = [c for c in ("video_id", "tick", *vectors) if c not in dataset.schema.names]
+    if missing:
+        raise CacheError(f"{cache_dir}: cache lacks columns {missing}")
+    table = dataset.to_table(columns=["video_id", "tick", *vectors])
+    for name in vectors:
+        typ = table.schema.field(name).type
+        if not (pa.types.is_fixed_size_list(typ) and pa.types.is_float16(typ.value_type)):
+            raise CacheError(f"{cache_dir}: column {name!r} is {typ}, expected fixed_size_list<halffloat>")
+    return table
+
+
+def fixed_size_list_to_numpy(column: pa.ChunkedArray | pa.FixedSizeListArray) -> np.ndarray:
+    """[n] fixed_size_list<T>[w] -> numpy [n, w] of T, a view of the Arrow buffer when single-chunk.
+
+    `.values` ignores a sliced array's offset, so the child is sliced explicitly. Nulls are refused:
+    a cache vector is never null, and a null would otherwise read as garbage.
+    """
+    if isinstance(column, pa.ChunkedArray):
+        arr = column.chunk(0) if column.num_chunks == 1 else pa.concat_arrays(column.chunks)
+    else:
+        arr = column
+    if not pa.types.is_fixed_size_list(arr.type):
+        raise CacheError(f"expected a fixed_size_list column, got {arr.type}")
+    if arr.null_count:
+        raise CacheError(f"vector column holds {arr.null_count} null rows")
+    width = arr.type.list_size
+    values = arr.values.slice(arr.offset * width, len(arr) * width)
+    return values.to_numpy(zero_copy_only=True).reshape(len(arr), width)
+
+
+def write_cache(table: pa.Table, cache_dir: str | Path, part_rows: int = 4096) -> list[Path]:
+    """Write a cache table as part-00000.parquet, part-00001.parquet, ... (one row group each)."""
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, start in enumerate(range(0, max(table.num_rows, 1), part_rows)):
+        path = cache_dir / f"part-{i:05d}.parquet"
+        part = table.slice(start, part_rows)
+        with atomic_path(path) as tmp:
+            pq.write_table(part, tmp, row_group_size=part_rows, **cache_write_options(part))
+        paths.append(path)
+    return paths

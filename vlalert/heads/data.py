@@ -28,12 +28,11 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import torch
 
-from vlalert.actions import ACTIONS, action_names
-from vlalert.cache.store import VECTOR_COLUMNS, cache_write_options
+from vlalert.actions import ACTIONS
+from vlalert.cache.store import VECTOR_COLUMNS, CacheError, fixed_size_list_to_numpy, read_cache
 
 LABEL_COLUMNS: tuple[str, ...] = (
     "video_id",
@@ -46,35 +45,6 @@ LABEL_COLUMNS: tuple[str, ...] = (
 )
 
 
-class CacheError(ValueError):
-    """Cache files that are missing, malformed, or disagree with the labels."""
-
-
-def cache_parts(cache_dir: str | Path) -> list[Path]:
-    """The cache's part files in name order (atomic writers leave only complete `part-*.parquet`)."""
-    parts = sorted(Path(cache_dir).glob("part-*.parquet"))
-    if not parts:
-        raise CacheError(f"{cache_dir}: no part-*.parquet files")
-    return parts
-
-
-def read_cache(cache_dir: str | Path, vectors: Sequence[str] = VECTOR_COLUMNS) -> pa.Table:
-    """Read video_id, tick and the requested vector columns of every part (generated_text is skipped)."""
-    bad = [v for v in vectors if v not in VECTOR_COLUMNS]
-    if bad:
-        raise CacheError(f"unknown vector columns {bad}; the cache has {list(VECTOR_COLUMNS)}")
-    dataset = pads.dataset([str(p) for p in cache_parts(cache_dir)], format="parquet")
-    missing = [c for c in ("video_id", "tick", *vectors) if c not in dataset.schema.names]
-    if missing:
-        raise CacheError(f"{cache_dir}: cache lacks columns {missing}")
-    table = dataset.to_table(columns=["video_id", "tick", *vectors])
-    for name in vectors:
-        typ = table.schema.field(name).type
-        if not (pa.types.is_fixed_size_list(typ) and pa.types.is_float16(typ.value_type)):
-            raise CacheError(f"{cache_dir}: column {name!r} is {typ}, expected fixed_size_list<halffloat>")
-    return table
-
-
 def read_labels(path: str | Path) -> pa.Table:
     """Read the label columns the heads need from a benchmark split file."""
     schema = pq.read_schema(path)
@@ -82,25 +52,6 @@ def read_labels(path: str | Path) -> pa.Table:
     if missing:
         raise CacheError(f"{path}: labels lack columns {missing}")
     return pq.read_table(path, columns=list(LABEL_COLUMNS))
-
-
-def fixed_size_list_to_numpy(column: pa.ChunkedArray | pa.FixedSizeListArray) -> np.ndarray:
-    """[n] fixed_size_list<T>[w] -> numpy [n, w] of T, a view of the Arrow buffer when single-chunk.
-
-    `.values` ignores a sliced array's offset, so the child is sliced explicitly. Nulls are refused:
-    a cache vector is never null, and a null would otherwise read as garbage.
-    """
-    if isinstance(column, pa.ChunkedArray):
-        arr = column.chunk(0) if column.num_chunks == 1 else pa.concat_arrays(column.chunks)
-    else:
-        arr = column
-    if not pa.types.is_fixed_size_list(arr.type):
-        raise CacheError(f"expected a fixed_size_list column, got {arr.type}")
-    if arr.null_count:
-        raise CacheError(f"vector column holds {arr.null_count} null rows")
-    width = arr.type.list_size
-    values = arr.values.slice(arr.offset * width, len(arr) * width)
-    return values.to_numpy(zero_copy_only=True).reshape(len(arr), width)
 
 
 def join_labels(cache: pa.Table, labels: pa.Table, *, training: bool = True) -> pl.DataFrame:
@@ -269,136 +220,3 @@ def iter_batches(clips: ClipSet, order: np.ndarray, batch_clips: int) -> Iterato
     """Batches of `batch_clips` clips taken in `order` (a permutation or a weighted draw)."""
     for i in range(0, len(order), batch_clips):
         yield make_batch(clips, order[i : i + batch_clips])
-
-
-# ---------------------------------------------------------------------------------------------
-# Synthetic caches in the cache format, for tests and benchmarks/heads_epoch.py (no VLM needed).
-# ---------------------------------------------------------------------------------------------
-
-
-def _vector_array(mat: np.ndarray) -> pa.FixedSizeListArray:
-    flat = pa.array(np.ascontiguousarray(mat, dtype=np.float16).reshape(-1))
-    return pa.FixedSizeListArray.from_arrays(flat, mat.shape[1])
-
-
-def synthetic_split(
-    n_clips: int,
-    hidden: int,
-    seed: int,
-    *,
-    split: str = "train",
-    min_ticks: int = 6,
-    max_ticks: int = 20,
-    positive_frac: float = 0.5,
-    prefix: bool = True,
-    signal: float = 1.5,
-    direction_seed: int = 0,
-) -> tuple[pa.Table, pa.Table]:
-    """(cache table, benchmark labels table) of n_clips synthetic clips at width `hidden`.
-
-    Labels follow the risky-time + 2 s rule at 1 Hz (OBSERVE 4 ticks before t_r, ALERT at t_r and
-    t_r + 1, excluded after, danger ramp 0 -> 0.5 -> 1). Positive clips with room before the
-    observe window also get a `{id}#prefix` clip (parent_id set). The vectors carry the labels
-    along fixed random directions plus unit noise, so a head can learn them: z along the danger
-    target, r along the action. The directions depend on `direction_seed` only, so splits drawn
-    with different `seed`s share them (a head trained on one split transfers to another).
-    """
-    directions = np.random.default_rng(direction_seed)
-    dir_z = directions.standard_normal(4 * hidden).astype(np.float32)
-    dir_r = directions.standard_normal((3, hidden)).astype(np.float32)
-    rng = np.random.default_rng(seed)
-    rows: dict[str, list] = {
-        k: [] for k in ("vid", "tick", "action", "danger", "excl", "parent", "pos", "tr")
-    }
-    for c in range(n_clips):
-        vid = f"syn{seed}_{c:05d}"
-        n = int(rng.integers(min_ticks, max_ticks + 1))
-        positive = bool(rng.random() < positive_frac) and n >= 4
-        t_r = int(rng.integers(2, n - 1)) if positive else None
-        for clip_vid, parent, ticks in [(vid, None, range(n))] + (
-            [(f"{vid}#prefix", vid, range(t_r - 4))] if positive and prefix and t_r - 4 >= 3 else []
-        ):
-            is_prefix = parent is not None
-            for t in ticks:
-                if positive and not is_prefix:
-                    if t >= t_r + 2:
-                        act, dng, excl = 0, 1.0, True
-                    elif t >= t_r:
-                        act, dng, excl = 2, 0.5 + 0.25 * (t - t_r), False
-                    elif t >= t_r - 4:
-                        act, dng, excl = 1, 0.5 - 0.125 * (t_r - t), False
-                    else:
-                        act, dng, excl = 0, 0.0, False
-                else:
-                    act, dng, excl = 0, 0.0, False
-                rows["vid"].append(clip_vid)
-                rows["tick"].append(t)
-                rows["action"].append(act)
-                rows["danger"].append(dng)
-                rows["excl"].append(excl)
-                rows["parent"].append(parent)
-                rows["pos"].append(positive and not is_prefix)
-                rows["tr"].append(float(t_r) if positive and not is_prefix else None)
-    n_rows = len(rows["vid"])
-    action = np.asarray(rows["action"], dtype=np.int64)
-    danger = np.asarray(rows["danger"], dtype=np.float32)
-    z = rng.standard_normal((n_rows, 4 * hidden), dtype=np.float32) + signal * danger[:, None] * dir_z
-    r = rng.standard_normal((n_rows, hidden), dtype=np.float32) + signal * dir_r[action]
-    ticks = pa.array(rows["tick"], pa.int32())
-    cache = pa.table(
-        {
-            "video_id": pa.array(rows["vid"], pa.string()),
-            "tick": ticks,
-            "z": _vector_array(z),
-            "r": _vector_array(r),
-            "generated_text": pa.array([f"<|ACTION|> {ACTIONS[a]} <|/ACTION|>" for a in action]),
-        }
-    )
-    frame_idx = pa.ListArray.from_arrays(
-        pa.array(np.arange(n_rows + 1, dtype=np.int32) * 8),
-        pa.array((np.asarray(rows["tick"], dtype=np.int32)[:, None] * 30 + np.arange(8) * 8).reshape(-1)),
-    )
-    names = action_names(action)
-    labels = pa.table(
-        {
-            "video_id": cache.column("video_id"),
-            "source": pa.array(["synthetic"] * n_rows),
-            "tick": ticks,
-            "t_s": pa.array(np.asarray(rows["tick"], dtype=np.float64) + 2.0),
-            "frame_idx": frame_idx,
-            "action": pa.array(names.tolist(), pa.string()),
-            "danger": pa.array(danger),
-            "rule": pa.array(["synthetic"] * n_rows),
-            "excluded": pa.array(rows["excl"], pa.bool_()),
-            "parent_id": pa.array(rows["parent"], pa.string()),
-            "split": pa.array([split] * n_rows),
-            "path": pa.array([f"synthetic/{v.split('#')[0]}.mp4" for v in rows["vid"]]),
-            "fps": pa.array(np.full(n_rows, 30.0)),
-            "n_frames": pa.array(np.full(n_rows, 900, dtype=np.int32)),
-            "is_positive": pa.array(rows["pos"], pa.bool_()),
-            "t_risky_s": pa.array(rows["tr"], pa.float64()),
-            "t_event_s": pa.array([None if t is None else t + 2.0 for t in rows["tr"]], pa.float64()),
-            "ego_involved": pa.array(rows["pos"], pa.bool_()),
-            "event_type": pa.array([None] * n_rows, pa.string()),
-            "meta": pa.array(["{}"] * n_rows),
-            # no beliefs stage behind synthetic labels: the belief columns are null
-            "analysis": pa.nulls(n_rows, pa.string()),
-            "belief": pa.nulls(n_rows, pa.string()),
-            "belief_text": pa.nulls(n_rows, pa.string()),
-            "belief_provider": pa.nulls(n_rows, pa.string()),
-        }
-    )
-    return cache, labels
-
-
-def write_cache(table: pa.Table, cache_dir: str | Path, part_rows: int = 4096) -> list[Path]:
-    """Write a cache table as part-00000.parquet, part-00001.parquet, ... (one row group each)."""
-    cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, start in enumerate(range(0, max(table.num_rows, 1), part_rows)):
-        path = cache_dir / f"part-{i:05d}.parquet"
-        part = table.slice(start, part_rows)
-        pq.write_table(part, path, row_group_size=part_rows, **cache_write_options(part))
-        paths.append(path)
-    return paths

@@ -275,7 +275,7 @@ class SpendLedger:
         """Book `usd` for one request, or raise `CapReached` when total + usd would pass the cap.
 
         `usd` may be a function of the largest prompt (tokens) the ledger has seen answered, evaluated
-        inside the booking's transaction (see `vlalert.beliefs.llm.reserve_usd`).
+        inside the booking's transaction (see `vlalert.beliefs.request.reserve_usd`).
         """
         now = time.time()
 

@@ -9,7 +9,7 @@ each CPU stage on it, as the Snakemake jobs do:
   benchmark  vlalert.benchmark.build_benchmark over the four sources
   score      vlalert.score.score_split on the test split (baselines: gate, badas, vlm, constants;
              the heads need a cache of hidden states, which is the GPU stage)
-  summary    vlalert.score.summarize_scores
+  summary    vlalert.summary.summarize_scores
 
 Clips per source (durations as the sources ship them): Nexar 1,500 x 40 s at 30 fps; DoTA 4,700
 x 8 s at 10 fps (prefix negatives on, gated); DAD 1,750 x 5 s at 20 fps; DADA-2000 2,050 x 17 s at
@@ -182,7 +182,8 @@ def run_scale(scale: float) -> dict[str, Any]:
     from vlalert.beliefs.stage import generate_beliefs
     from vlalert.benchmark import build_benchmark
     from vlalert.labels import label_source
-    from vlalert.score import score_split, summarize_scores
+    from vlalert.score import score_split
+    from vlalert.summary import summarize_scores
 
     cfg = workflow_config("results/full-scale-cpu")
     videos = {

@@ -381,6 +381,7 @@ def test_bare_state_dict_with_ddp_prefix_converts_too(tmp_path):
         np.testing.assert_allclose(loaded(x).numpy(), theirs(x).numpy(), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_badas_gate_runs_in_the_dag_on_real_dad_clips(converted, real_data, tmp_path):
     """`gate_provider: badas` with a converted toy checkpoint, through ingest and gate on real DAD."""
     import subprocess
@@ -429,7 +430,8 @@ def test_badas_gate_runs_in_the_dag_on_real_dad_clips(converted, real_data, tmp_
     from vlalert.cache.store import vector_array
     from vlalert.heads.fsm import FSMConfig
     from vlalert.metrics import ScoringConfig
-    from vlalert.score import score_split, summarize_scores
+    from vlalert.score import score_split
+    from vlalert.summary import summarize_scores
 
     bench = pq.read_table(results / "benchmark" / "test.parquet")
     assert bench.num_rows > 0

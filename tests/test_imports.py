@@ -20,6 +20,8 @@ FOUNDATION = (
     "vlalert",
     "vlalert.actions",
     "vlalert.atomic",
+    "vlalert.devices",
+    "vlalert.strict",
     "vlalert.schemas",
     "vlalert.video",
     "vlalert.config",
@@ -45,7 +47,7 @@ STAGES: tuple[tuple[int, tuple[str, ...]], ...] = (
     (7, ("vlalert.cache",)),
     (8, ("vlalert.heads",)),
     (9, ("vlalert.metrics",)),
-    (10, ("vlalert.score", "vlalert.report")),
+    (10, ("vlalert.baselines", "vlalert.score", "vlalert.summary", "vlalert.report")),
     (11, ("vlalert.predict", "vlalert.cli", "vlalert.workflow")),
 )
 

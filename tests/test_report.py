@@ -12,6 +12,7 @@ import pytest
 from matplotlib.figure import Figure
 from matplotlib.image import imread
 
+from vlalert.baselines import decode_clips
 from vlalert.heads.config import FSMConfig
 from vlalert.metrics import ScoringConfig
 from vlalert.report import (
@@ -30,7 +31,7 @@ from vlalert.report import (
     write_report_tables,
 )
 from vlalert.schemas import ACTIONS, check_table
-from vlalert.score import decode_clips, summarize_scores
+from vlalert.summary import summarize_scores
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

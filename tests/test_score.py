@@ -18,27 +18,23 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from vlalert.baselines import (
+    danger_probs,
+    decode_clips,
+    fit_time_only,
+    one_hot_probs,
+    shuffle_within_clips,
+    single_score_probs,
+    time_features,
+    vlm_actions,
+)
 from vlalert.cache.store import CacheError, write_cache
 from vlalert.heads.config import DangerHeadConfig, FSMConfig, HeadsTrainConfig, PolicyHeadConfig
 from vlalert.heads.synthetic import synthetic_split
 from vlalert.metrics import ScoringConfig
 from vlalert.schemas import POLICIES, check_table
-from vlalert.score import (
-    BASELINE_SEED,
-    SEEDED_POLICIES,
-    danger_probs,
-    decode_clips,
-    fit_time_only,
-    format_summary,
-    one_hot_probs,
-    score_counts,
-    score_split,
-    shuffle_within_clips,
-    single_score_probs,
-    summarize_scores,
-    time_features,
-    vlm_actions,
-)
+from vlalert.score import BASELINE_SEED, SEEDED_POLICIES, score_counts, score_split
+from vlalert.summary import format_summary, summarize_scores
 
 FSM = FSMConfig()
 SCORING = ScoringConfig()

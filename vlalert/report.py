@@ -33,7 +33,7 @@ from matplotlib.patches import Patch
 from vlalert.actions import ACTIONS, Action, action_codes
 from vlalert.metrics import OVERALL
 from vlalert.schemas import POLICIES
-from vlalert.score import clip_info, summary_grid
+from vlalert.summary import clip_info, summary_grid
 
 ACTION_COLORS: dict[int, str] = {Action.SILENT: "#c8c8c8", Action.OBSERVE: "#f0a020", Action.ALERT: "#d62728"}
 POLICY_COLORS: dict[str, str] = {

@@ -65,7 +65,7 @@ _HEADS = (
     *("heads.config", "heads.danger", "heads.data", "heads.fsm", "heads.policy", "heads.train"),
     *("cache.store", *_TABLES),
 )
-_SCORES = ("score", "metrics", *_HEADS, *_BELIEFS)
+_SCORES = ("score", "baselines", "summary", "metrics", *_HEADS, *_BELIEFS)
 _SOURCES = ("sources", "video", *_TABLES)
 STAGE_CODE: dict[str, tuple[str, ...]] = {
     "download_hub": ("download", "download_config", *_SOURCES),

@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from vlalert.baselines import fit_time_only
 from vlalert.schemas import read_table, write_table
-from vlalert.score import fit_time_only, score_counts, score_split
+from vlalert.score import score_counts, score_split
 from vlalert.workflow import config_for_job, job_logging
 
 snakemake = globals()["snakemake"]

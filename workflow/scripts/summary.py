@@ -1,7 +1,7 @@
 """Metrics of every policy on the test split, mean ± std over seeds, and the plain-text table."""
 
 from vlalert.schemas import read_table, write_table
-from vlalert.score import format_summary, summarize_scores
+from vlalert.summary import format_summary, summarize_scores
 from vlalert.workflow import config_for_job, job_logging
 
 snakemake = globals()["snakemake"]

@@ -26,9 +26,10 @@ from vlalert.badas.model import (
     resized_shape,
     tiny_config,
 )
-from vlalert.badas.provider import BadasScorer, badas_scores, resolve_dtype
+from vlalert.badas.provider import BadasScorer, badas_scores
 from vlalert.badas.windows import BLACK, badas_window, n_samples, sample_frame, sample_times, score_sample
 from vlalert.config import TicksConfig, WindowConfig
+from vlalert.devices import resolve_dtype
 from vlalert.schemas import read_table, write_table
 
 FPS = 30

@@ -23,7 +23,7 @@ from sft_helpers import build_model, make_benchmark, sft_config
 
 from vlalert.beliefs.text import SPECIAL_TOKENS
 from vlalert.config import load_config
-from vlalert.schemas import read_table
+from vlalert.schemas import SFT_TRAIN_LOG, read_table
 from vlalert.vlm import checkpoint as ckpt
 from vlalert.vlm.config import SFT_RUNTIME_KEYS, SFTConfig, TinyModelConfig, VLMConfig
 from vlalert.vlm.data import (
@@ -41,7 +41,6 @@ from vlalert.vlm.loading import load_model, load_tokenizer
 from vlalert.vlm.lora import apply_lora, load_adapted_model, lora_module_names, require_qlora
 from vlalert.vlm.sft import (
     FSDP_UNITS,
-    TRAIN_LOG_SCHEMA,
     Dist,
     SFTJob,
     check_switches,
@@ -122,7 +121,7 @@ def test_val_loss_falls_and_the_parse_rate_is_reported(trained):
 def test_train_log_has_every_step_and_the_schedule(trained):
     job, metrics = trained
     log = pq.read_table(job.paths.train_log)
-    assert log.schema.equals(TRAIN_LOG_SCHEMA)
+    assert log.schema.equals(SFT_TRAIN_LOG)
     rows = log.to_pylist()
     assert [r["step"] for r in rows] == list(range(41))
     assert [r["step"] for r in rows if r["val_loss"] is not None] == [0, 10, 20, 30, 40]

@@ -15,8 +15,9 @@ from pydantic import ValidationError
 
 from vlalert.beliefs.schema import Belief
 from vlalert.beliefs.text import SPECIAL_TOKENS, target_text
+from vlalert.devices import resolve_dtype
 from vlalert.vlm.config import TinyModelConfig, VLMConfig
-from vlalert.vlm.loading import load_model, load_tokenizer, resolve_dtype
+from vlalert.vlm.loading import load_model, load_tokenizer
 from vlalert.vlm.tiny import (
     BUILD_INFO,
     build_tiny_model,

@@ -2,7 +2,10 @@
 
 A killed job then leaves either the old file or the new one, never a half-written file that
 Snakemake, a resumed stage or a reader would take for complete. One implementation for every
-stage, so the guarantee (and the file mode) is the same everywhere.
+stage, so the guarantee (and the file mode) is the same everywhere: a file a library writes
+(`atomic_path`), JSON (`write_json_atomic`), bytes (`write_bytes_atomic`, cheap enough per request),
+a folder a library fills (`atomic_dir`). Temp names are unique per writer, so two writers of the
+same path never write into one temp file.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -66,6 +71,72 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def write_bytes_atomic(data: bytes, path: str | os.PathLike[str], *, fsync: bool = False) -> Path:
+    """`data` as the whole content of `path`, written atomically (`fsync`: on disk before the rename).
+
+    The temp file is created with the mode a plain `open()` gives (the kernel applies the umask),
+    so unlike `atomic_path` no umask is read: cheap enough for one call per request.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:  # a fresh name per writer, as mkstemp makes them: two writers never share a temp file
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+            break
+        except FileExistsError:
+            continue
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield an empty temp folder beside `path`: filled by the block, it takes the place of `path`
+    (a folder, replaced whole) when the block succeeds, else it is removed.
+
+    Its files get the modes of `publish_tree`. A folder cannot be renamed over a non-empty one, so
+    the old `path` is first renamed aside and deleted once the new one is in place: a reader sees the
+    old folder or the new one, never a mix, and a kill between the two renames leaves no `path`
+    (a missing output, which Snakemake reruns), not a partial one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        publish_tree(tmp)  # mkdtemp makes 0700; libraries write some files 0600
+        old = None
+        try:
+            if os.path.lexists(path):
+                old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+                os.replace(path, old / path.name)
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                if old is not None and not os.path.lexists(path):
+                    os.replace(old / path.name, path)  # put the old one back
+                raise
+        finally:
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if os.path.lexists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_json_atomic(obj: Any, path: str | os.PathLike[str], *, indent: int | None = 2) -> Path:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 # Each stage's own config model lives beside its code; all are pydantic only (no torch at parse time).
 from vlalert.badas.config import BadasConfig
@@ -22,6 +22,7 @@ from vlalert.cache.config import CacheConfig
 from vlalert.download_config import DownloadConfig, download_config_errors
 from vlalert.heads.config import HeadsTrainConfig
 from vlalert.metrics.config import ScoringConfig
+from vlalert.strict import StrictModel
 from vlalert.vlm.config import SFTConfig, VLMConfig
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -46,11 +47,7 @@ class ConfigError(ValueError):
     """A configuration that cannot be run; the message names every offending key."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DemoConfig(_Strict):
+class DemoConfig(StrictModel):
     """The embedded synthetic corpus, rendered into each real source's own format."""
 
     enabled: bool = True
@@ -62,7 +59,7 @@ class DemoConfig(_Strict):
     faults: bool = True  # add one unreadable video and one self-contradicting annotation per source
 
 
-class SourceConfig(_Strict):
+class SourceConfig(StrictModel):
     """One public dataset as the user placed (or downloaded) it under `root`."""
 
     kind: Literal["nexar", "dada2000", "dota", "dad"]
@@ -93,16 +90,16 @@ class SourceConfig(_Strict):
     chain_is_valid = field_validator("gate_provider")(_valid_chain)
 
 
-class TicksConfig(_Strict):
+class TicksConfig(StrictModel):
     hz: float = Field(1.0, gt=0, le=30)
 
 
-class WindowConfig(_Strict):
+class WindowConfig(StrictModel):
     frames: int = Field(8, ge=1, le=64)
     span_s: float = Field(2.0, gt=0, le=30)
 
 
-class LabelsConfig(_Strict):
+class LabelsConfig(StrictModel):
     """The risky-time + 2 s rule (DESIGN.md, "Ticks, windows, labels")."""
 
     alert_s: float = Field(2.0, gt=0)
@@ -113,7 +110,7 @@ class LabelsConfig(_Strict):
     gated_sources: list[str] = Field(default_factory=lambda: ["dota"])
 
 
-class GateConfig(_Strict):
+class GateConfig(StrictModel):
     provider: list[GateProvider] = Field(default_factory=lambda: ["scene"])  # default chain of every source
     badas: BadasConfig = Field(default_factory=BadasConfig)  # provider badas: weights, device, windows
     alert_min: float = Field(0.5, ge=0, le=1)
@@ -133,7 +130,7 @@ class GateConfig(_Strict):
         return self
 
 
-class SplitsConfig(_Strict):
+class SplitsConfig(StrictModel):
     fractions: dict[str, float] = Field(default_factory=lambda: {"train": 0.7, "val": 0.1, "test": 0.2})
     salt: str = "vlalert-v1"
 
@@ -149,7 +146,7 @@ class SplitsConfig(_Strict):
         return v
 
 
-class LLMConfig(_Strict):
+class LLMConfig(StrictModel):
     """An OpenAI-compatible chat endpoint (GPT-4o, or a local vLLM/Ollama server)."""
 
     base_url: str = "https://api.openai.com/v1"
@@ -180,13 +177,13 @@ class LLMConfig(_Strict):
     batch_completion_window: Literal["24h"] = "24h"
 
 
-class BeliefsConfig(_Strict):
+class BeliefsConfig(StrictModel):
     provider: Literal["rules", "llm"] = "rules"
     progress: bool = True  # tqdm bar with done / cached / failed counts (llm provider)
     llm: LLMConfig = Field(default_factory=LLMConfig)
 
 
-class WorkflowConfig(_Strict):
+class WorkflowConfig(StrictModel):
     run: str = Field("demo", pattern=r"^[A-Za-z0-9_.-]+$")
     # Every output of the run lives here; unset: results/<run>, so two runs never share tables.
     results: str = ""

@@ -456,7 +456,8 @@ def predict_video(
     """
     from tqdm import tqdm
 
-    from vlalert.cache.stage import check_layers, load_extractor, read_model_spec, resolve_device
+    from vlalert.cache.stage import check_layers, load_extractor, read_model_spec
+    from vlalert.devices import resolve_device
 
     table_path, png_path = output_paths(out_prefix if out_prefix is not None else default_prefix(video), fmt)
     paths = run_paths(cfg, results_dir, seed)
@@ -475,7 +476,10 @@ def predict_video(
         raise PredictError(f"{paths.model}: {err}") from None
     check_head_widths(danger, policy, paths, cfg.cache.z_width(spec.hidden_size), spec.hidden_size)
 
-    dev = resolve_device(device or cfg.cache.device)
+    try:
+        dev = resolve_device(device or cfg.cache.device, "--device" if device else "cache.device")
+    except RuntimeError as err:  # cuda asked for, no GPU here
+        raise PredictError(str(err)) from None
     ex, _ = load_extractor(paths.model, paths.adapter, cfg, dev)
     bar = tqdm(total=plan.n_ticks, unit="tick", disable=not progress, desc=Path(video).name, leave=False)
     try:

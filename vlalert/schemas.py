@@ -216,6 +216,31 @@ PREDICTIONS = pa.schema(
     ]
 )
 
+# One row per logged step of an SFT run (results/sft/{run}/train_log.parquet, vlalert.vlm.sft).
+SFT_TRAIN_LOG = pa.schema(
+    [
+        _f("step", pa.int32()),  # optimiser steps done; 0: before training
+        _f("epoch", pa.float64()),  # train ticks seen / number of train ticks
+        _f("lr", pa.float64()),  # learning rate of this step
+        _f("train_loss", pa.float64(), nullable=True),  # token-mean loss of the step's global batch
+        _f("val_loss", pa.float64(), nullable=True),  # where evaluated (every eval_every, and last)
+        _f("seconds", pa.float64()),  # wall seconds since the run began (resumes add up)
+    ]
+)
+
+# One row per epoch of a head's training (results/heads/{run}/{head}/seed{seed}/train_log.parquet,
+# vlalert.heads.train).
+HEADS_TRAIN_LOG = pa.schema(
+    [
+        _f("epoch", pa.int32()),
+        _f("train_loss", pa.float64()),
+        _f("val_loss", pa.float64()),
+        _f("lr", pa.float64()),
+        _f("seconds", pa.float64()),
+        _f("ss_prob", pa.float64()),  # policy: scheduled-sampling probability; danger: 0
+    ]
+)
+
 SCHEMAS: dict[str, pa.Schema] = {
     "videos": VIDEOS,
     "rejected": REJECTED,
@@ -228,6 +253,8 @@ SCHEMAS: dict[str, pa.Schema] = {
     "scores": SCORES,
     "summary": SUMMARY,
     "predictions": PREDICTIONS,
+    "sft_train_log": SFT_TRAIN_LOG,
+    "heads_train_log": HEADS_TRAIN_LOG,
 }
 
 # Columns whose values come from a closed set.

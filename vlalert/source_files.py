@@ -3,7 +3,7 @@
 Snakemake reruns a job when a declared input is newer (and, below `max-checksum-file-size`, differs
 in content) or when a `params:` value differs from the one recorded. A source's clips are too many
 to declare one by one (DADA-2000 ships ~650,000 frame images), so the `check_source` rule carries
-`fingerprint(source_listing(src))` as a param: computed by Snakemake every time it builds the DAG,
+`listing_fingerprint(source_listing(src))` as a param: computed by Snakemake every time it builds the DAG,
 recorded with the rule's output, and compared on the next build. A changed listing reruns
 check_source, which writes the listing as its output (the source manifest), an input of ingest: so
 ingest and everything after it rerun. An unchanged listing gives the same param, and nothing reruns.
@@ -194,7 +194,7 @@ def source_listing(src: SourceLike) -> dict[str, Any]:
     }
 
 
-def fingerprint(listing: dict[str, Any]) -> str:
+def listing_fingerprint(listing: dict[str, Any]) -> str:
     """One sha256 over a listing: equal exactly when every listed file has the same entry."""
     digest = hashlib.sha256(f"{listing['format']}\n{listing['kind']}\n".encode())
     for path, (size, sha) in listing["annotations"].items():
@@ -206,7 +206,7 @@ def fingerprint(listing: dict[str, Any]) -> str:
 
 def source_fingerprint(src: SourceLike) -> str:
     """What check_source carries as its `files` param (computed at every DAG build)."""
-    return fingerprint(source_listing(src))
+    return listing_fingerprint(source_listing(src))
 
 
 def listing_summary(listing: dict[str, Any]) -> dict[str, int]:

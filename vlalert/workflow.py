@@ -57,7 +57,7 @@ STAGES = (
 # vlalert.config and vlalert.workflow: what they do reaches a stage through its params (its config
 # slice) or does not change its outputs (logging, the params check). tests/test_tracking.py
 # recomputes that reach from the scripts' imports and fails when an entry is missing.
-_TABLES = ("actions", "schemas", "atomic")
+_TABLES = ("actions", "schemas", "atomic", "devices", "strict")
 _TICKS = ("labels", "splits", "ticks", *_TABLES)
 _BELIEFS = ("beliefs", "video", *_TICKS)
 # the heads package less heads.synthetic (test and benchmark data, built on the label rule)

@@ -42,13 +42,14 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import VJEPA2Config
 from transformers.models.vjepa2.modeling_vjepa2 import VJEPA2Encoder
 
 from vlalert.atomic import atomic_path, write_json_atomic
+from vlalert.strict import StrictModel
 
 MODEL_FORMAT = "vlalert-badas/2"
 OLD_FORMATS = ("vlalert-badas/1",)  # the attentive-pooler probe, which no released weights use
@@ -63,11 +64,7 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 BADAS_SQUASH = 224  # Open-BADAS resizes every frame to 224 x 224 before the processor
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class EncoderConfig(_Strict):
+class EncoderConfig(StrictModel):
     """The V-JEPA2 encoder's shape (the defaults: ViT-L/16 at 256 px, as in vjepa2-vitl-fpc16-256)."""
 
     hidden_size: int = Field(1024, ge=1)
@@ -102,7 +99,7 @@ class EncoderConfig(_Strict):
         return cfg
 
 
-class BadasModelConfig(_Strict):
+class BadasModelConfig(StrictModel):
     """Everything needed to rebuild the network and feed it; saved as config.json with the weights.
 
     Defaults are Open-BADAS's (`load_vjepa_model`'s config: temporal_num_heads 8, head_hidden_dim

@@ -29,6 +29,7 @@ from vlalert.badas.config import BadasConfig
 from vlalert.badas.model import BadasModel, preprocess_frames, weight_files
 from vlalert.badas.windows import BLACK, Window, clip_windows
 from vlalert.config import TicksConfig, WindowConfig
+from vlalert.devices import resolve_device, resolve_dtype
 from vlalert.schemas import table_from_rows
 from vlalert.ticks import tick_times
 from vlalert.video import VideoError, VideoFrames
@@ -41,23 +42,6 @@ class FrameReader(Protocol):
 
 
 FramesLoader = Callable[[str], FrameReader]
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto`: cuda when a GPU is visible, else cpu; anything else as torch spells it."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"gate.badas.device is {name!r} but no CUDA device is available")
-    return device
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """`auto`: bfloat16 on cuda (ViT-L at full speed, no overflow risk), float32 on cpu."""
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
 def resolve_weights(cfg: BadasConfig) -> tuple[Path, Path]:
@@ -82,7 +66,7 @@ def resolve_weights(cfg: BadasConfig) -> tuple[Path, Path]:
 
 def load_model(cfg: BadasConfig) -> BadasModel:
     weights, config_file = resolve_weights(cfg)
-    device = resolve_device(cfg.device)
+    device = torch.device(resolve_device(cfg.device, "gate.badas.device"))
     return BadasModel.from_pretrained(
         weights, config_file, device=device, dtype=resolve_dtype(cfg.dtype, device)
     )

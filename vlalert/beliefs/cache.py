@@ -4,7 +4,7 @@ The key is the sha256 of everything that decides the answer: the model name, the
 text (system text, instruction, output schema) and the exact bytes of every frame sent. A
 rerun, or a resume after the stage was killed, finds every answered request here and sends
 only the others. Entries are written to a temp file in the same folder and renamed into place
-(`vlalert.atomic`, readable by all like every other output),
+(`vlalert.atomic.write_bytes_atomic`, readable by all like every other output),
 so a kill mid-write leaves either no entry or a complete one; an unreadable entry (e.g. from a
 disk error) counts as a miss and is overwritten by the next answer.
 """
@@ -14,12 +14,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from vlalert.atomic import file_mode
+from vlalert.atomic import write_bytes_atomic
 
 
 def request_key(model: str, prompt_text: str, frames: Iterable[bytes]) -> str:
@@ -43,7 +42,6 @@ class ResponseCache:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
-        self._mode = file_mode()  # once: it reads /proc, and put runs per request
 
     def path(self, key: str) -> Path:
         if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
@@ -65,26 +63,10 @@ class ResponseCache:
         return self.get(key) is not None
 
     def put(self, key: str, value: dict[str, Any]) -> Path:
-        """Write one entry atomically (temp file in the same folder, fsync, rename), readable by all as
-        `vlalert.atomic.atomic_path` writes it, without its per-call cost (put runs per request)."""
+        """Write one entry atomically (`vlalert.atomic.write_bytes_atomic`: a temp file of its own in
+        the same folder, fsync, rename), readable by all like every other output."""
         p = self.path(key)
-        data = json.dumps(value, sort_keys=True).encode("utf-8")
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f".{p.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, self._mode)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, p)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return p
+        return write_bytes_atomic(json.dumps(value, sort_keys=True).encode("utf-8"), p, fsync=True)
 
     def keys(self) -> list[str]:
         """Every complete entry's key (temp files of interrupted writes are not entries)."""

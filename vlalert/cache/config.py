@@ -15,7 +15,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from vlalert.strict import StrictModel
 
 # Keys that change how fast the cache is computed, or where, but not what it holds beyond float
 # rounding (the patch fusion and the second pass's mode included): left out of the stage's params
@@ -31,10 +33,8 @@ SPEED_KEYS: tuple[str, ...] = (
 )
 
 
-class CacheConfig(BaseModel):
+class CacheConfig(StrictModel):
     """The `cache:` section of the workflow config."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     belief_layers: tuple[int, ...] = (20, 24, 28, 32)  # z_t: mean over the belief span at each, concatenated
     policy_layer: int = 33  # r_t: the hidden state at the <|/BELIEF|> close tag at this index

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from vlalert.beliefs.text import BELIEF_CLOSE, BELIEF_OPEN, parse_generation
+from vlalert.devices import to_device
 from vlalert.vlm.inputs import collate
 
 
@@ -134,10 +135,6 @@ def _core_model(model: Any) -> Any:
     return base.model
 
 
-def _to(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device) for k, v in batch.items()}
-
-
 def _pool(
     hidden: Sequence[torch.Tensor],
     starts: Sequence[int],
@@ -197,7 +194,7 @@ def _vectors(
 def generate_batch(ex: Extractor, examples: Sequence[Mapping[str, Any]]) -> list[TickVectors]:
     """Greedy generation, then the hidden states of the generated tokens (see module doc)."""
     model, tok = ex.model, ex.tokenizer
-    batch = _to(collate(examples, tok.pad_token_id), ex.device)
+    batch = to_device(collate(examples, tok.pad_token_id), ex.device)
     width = batch["input_ids"].shape[1]
     out = model.generate(**batch, generation_config=ex.generation_config())
     seqs = out.sequences
@@ -254,7 +251,9 @@ def teacher_forced_batch(ex: Extractor, examples: Sequence[Mapping[str, Any]]) -
         n, p = len(e["input_ids"]), int(e["prompt_length"])
         new_ids.append(strip_stop(e["input_ids"][p:].tolist(), stop))
         starts.append(width - n + p - 1)  # left padding: the row's last prompt token
-    out = ex.model(**_to(batch, ex.device), output_hidden_states=True, use_cache=False, logits_to_keep=1)
+    out = ex.model(
+        **to_device(batch, ex.device), output_hidden_states=True, use_cache=False, logits_to_keep=1
+    )
     return _vectors(ex, new_ids, out.hidden_states, starts, teacher_forced=True)
 
 

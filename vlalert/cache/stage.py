@@ -50,6 +50,7 @@ from vlalert.cache.store import (
     write_chunk,
 )
 from vlalert.config import WorkflowConfig
+from vlalert.devices import resolve_device
 from vlalert.video import FrameReadError
 
 log = logging.getLogger("vlalert.cache")
@@ -92,7 +93,9 @@ def _file_identity(folder: Path, patterns: Sequence[str], hash_content: bool) ->
     return out
 
 
-def model_identity(name_or_path: str) -> dict[str, Any]:
+def model_files_identity(name_or_path: str) -> dict[str, Any]:
+    """The model as the cache fingerprint knows it: a hub id, or a directory with the name, size and
+    mtime of its config and weight files (vlalert.vlm.sft.model_config_identity is SFT's, by config text)."""
     path = Path(name_or_path)
     if not path.is_dir():
         return {"hub": name_or_path}
@@ -107,14 +110,6 @@ def adapter_identity(adapter_dir: str | None) -> dict[str, Any] | None:
         "dir": str(path.resolve()),
         "files": _file_identity(path, ["*.json", "*.safetensors", "*.bin"], True),
     }
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 def load_extractor(
@@ -295,7 +290,7 @@ def run_shard(
     identity = {
         "model_cfg": cfg.model.model_dump(mode="json"),
         "cache_cfg": {k: v for k, v in cache.model_dump(mode="json").items() if k not in SPEED_KEYS},
-        "model": model_identity(model_path),
+        "model": model_files_identity(model_path),
         "adapter": adapter_identity(adapter_dir),
         "split": split,
     }
@@ -321,7 +316,7 @@ def run_shard(
     chunk_stats: dict[int, dict[str, Any]] = {k: dict(done[1], resumed=True) for k, *_, done in plan if done}
     tables: dict[int, pa.Table] = {k: done[0] for k, *_, done in plan if done}
     if todo:
-        device = resolve_device(cache.device)
+        device = resolve_device(cache.device, "cache.device")
         ex, facts = load_extractor(model_path, adapter_dir, cfg, device)
         log.info("model %s (adapter %s) on %s: %s", model_path, adapter_dir, device, facts)
         if ex.model.config.text_config.hidden_size != spec.hidden_size:

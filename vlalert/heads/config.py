@@ -11,14 +11,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from vlalert.strict import StrictModel
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DangerHeadConfig(_Strict):
+class DangerHeadConfig(StrictModel):
     """Per-tick MLP on z_t plus a multi-query PMA (Set Transformer) over the clip's tick embeddings."""
 
     mlp_hidden: int = Field(1024, ge=1)  # z -> mlp_hidden -> embed
@@ -37,7 +35,7 @@ class DangerHeadConfig(_Strict):
         return self
 
 
-class PolicyHeadConfig(_Strict):
+class PolicyHeadConfig(StrictModel):
     """Projection of r_t + embedding of a_{t-1}, a GRU over the clip, 3-way logits."""
 
     proj: int = Field(640, ge=1)  # width of the projected r_t
@@ -47,7 +45,7 @@ class PolicyHeadConfig(_Strict):
     dropout: float = Field(0.1, ge=0, lt=1)
 
 
-class FSMConfig(_Strict):
+class FSMConfig(StrictModel):
     """Thresholds and tick counts of the SILENT -> OBSERVE -> ALERT decoder (rules in vlalert.heads.fsm)."""
 
     observe_enter: float = Field(0.5, ge=0, le=1)  # p_observe + p_alert to climb to OBSERVE
@@ -70,7 +68,7 @@ class FSMConfig(_Strict):
         return self
 
 
-class HeadsTrainConfig(_Strict):
+class HeadsTrainConfig(StrictModel):
     """The training loop shared by both heads, and the head/decoder configs it trains."""
 
     seeds: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5])

@@ -25,35 +25,23 @@ from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from vlalert.actions import ACTIONS, Action
 from vlalert.atomic import atomic_path, write_json_atomic
+from vlalert.devices import to_device
 from vlalert.heads import fsm
 from vlalert.heads.config import DangerHeadConfig, FSMConfig, HeadsTrainConfig, PolicyHeadConfig
 from vlalert.heads.danger import DangerHead, danger_loss
 from vlalert.heads.data import ClipBatch, ClipSet, iter_batches, load_clips
 from vlalert.heads.policy import PolicyHead, policy_loss, scheduled_forward, teacher_prev_actions
+from vlalert.schemas import HEADS_TRAIN_LOG, write_table
 
 HeadKind = Literal["danger", "policy"]
 HEADS: tuple[str, ...] = ("danger", "policy")
 OUTPUT_FILES: tuple[str, ...] = ("model.safetensors", "config.json", "metrics.json", "train_log.parquet")
-
-TRAIN_LOG_SCHEMA = pa.schema(
-    [
-        pa.field("epoch", pa.int32(), nullable=False),
-        pa.field("train_loss", pa.float64(), nullable=False),
-        pa.field("val_loss", pa.float64(), nullable=False),
-        pa.field("lr", pa.float64(), nullable=False),
-        pa.field("seconds", pa.float64(), nullable=False),
-        pa.field(
-            "ss_prob", pa.float64(), nullable=False
-        ),  # policy: scheduled-sampling probability; danger: 0
-    ]
-)
 
 
 def vectors_for(kind: str) -> tuple[str, ...]:
@@ -116,14 +104,6 @@ def loss_weights(clips: ClipSet, cfg: HeadsTrainConfig) -> LossWeights:
 # ----------------------------------------------------------------------------- epochs
 
 
-def _to(batch: ClipBatch, device: torch.device) -> ClipBatch:
-    if device.type == "cpu":
-        return batch
-    move = {k: getattr(batch, k) for k in ("z", "r", "mask", "action", "danger", "is_positive")}
-    moved = {k: None if v is None else v.to(device, non_blocking=True) for k, v in move.items()}
-    return ClipBatch(**moved, clip_idx=batch.clip_idx)
-
-
 def _danger_batch_loss(
     tick_logits: torch.Tensor,
     clip_logits: torch.Tensor,
@@ -180,7 +160,7 @@ def train_epoch(
     ss_prob = cfg.ss_prob(epoch) if kind == "policy" else 0.0
     total, n_ticks = 0.0, 0
     for batch in iter_batches(clips, epoch_order(clips, weights, order_gen), cfg.batch_clips):
-        batch = _to(batch, device)
+        batch = to_device(batch, device, non_blocking=True)
         loss = batch_loss(kind, model, batch, cfg, weights, ss_prob, coin_gen)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -211,7 +191,7 @@ def evaluate(
     n_ticks = 0
     recall_hits = np.zeros(3)
     for batch in iter_batches(clips, order, cfg.batch_clips):
-        batch = _to(batch, device)
+        batch = to_device(batch, device, non_blocking=True)
         n = int(batch.mask.sum())
         n_ticks += n
         mask = batch.mask
@@ -288,7 +268,7 @@ def danger_calibration(model: nn.Module, val: ClipSet, cfg: HeadsTrainConfig) ->
     model.eval()
     logits, actions = [], []
     for batch in iter_batches(val, np.arange(val.n_clips), cfg.batch_clips):
-        batch = _to(batch, device)
+        batch = to_device(batch, device, non_blocking=True)
         tick_logits, _ = model(batch.z, batch.mask)
         logits.append(tick_logits[batch.mask].double().cpu().numpy())
         actions.append(batch.action[batch.mask].cpu().numpy())
@@ -412,9 +392,9 @@ def save_outputs(
     if "calibration" in metrics:
         config["calibration"] = metrics["calibration"]
     write_json_atomic(config, out / "config.json")
-    table = pa.Table.from_pylist(log, schema=TRAIN_LOG_SCHEMA)
-    with atomic_path(out / "train_log.parquet") as tmp:
-        pq.write_table(table, tmp)
+    write_table(
+        "heads_train_log", pa.Table.from_pylist(log, schema=HEADS_TRAIN_LOG), out / "train_log.parquet"
+    )
     write_json_atomic(metrics, out / "metrics.json")  # last: its presence means the job finished
     return out
 

@@ -7,13 +7,13 @@ names used there (α, β, γ, δ, L) so the formula and the config read the same
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from vlalert.strict import StrictModel
 
 
-class ScoringConfig(BaseModel):
+class ScoringConfig(StrictModel):
     """Constants of DAUS and of the standard clip metrics."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     # DAUS timeliness: window W = [t_r - early_tol_s, t_event].
     early_tol_s: float = Field(1.0, ge=0)

@@ -30,6 +30,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from vlalert.atomic import write_json_atomic
+
 SEAL = "vlalert_state.json"
 PREFIX = "checkpoint-"  # transformers.trainer_utils.PREFIX_CHECKPOINT_DIR + "-"
 _STEP_RE = re.compile(r"^checkpoint-(\d+)$")
@@ -37,8 +39,8 @@ _STEP_RE = re.compile(r"^checkpoint-(\d+)$")
 log = logging.getLogger(__name__)
 
 
-def fingerprint(obj: Mapping[str, Any]) -> str:
-    """sha256 of a JSON-serialisable description of the run (keys sorted)."""
+def run_fingerprint(obj: Mapping[str, Any]) -> str:
+    """sha256 of a JSON-serialisable description of the run (keys sorted): what a seal carries."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode("utf-8")).hexdigest()
 
 
@@ -52,11 +54,9 @@ def seal(path: str | os.PathLike[str], state: Mapping[str, Any]) -> None:
     files = sorted(
         str(p.relative_to(path))
         for p in path.rglob("*")
-        if p.is_file() and p.name != SEAL and p.suffix != ".part"
+        if p.is_file() and p.name != SEAL and p.suffix != ".part" and not p.name.startswith(f".{SEAL}.")
     )
-    tmp = path / f"{SEAL}.part"
-    tmp.write_text(json.dumps({**state, "files": files}, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path / SEAL)
+    write_json_atomic({**state, "files": files}, path / SEAL)
 
 
 def read_state(path: str | os.PathLike[str]) -> dict[str, Any] | None:

@@ -16,7 +16,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from vlalert.strict import StrictModel
 
 TINY_NAME = "tiny-qwen3vl"
 
@@ -30,11 +32,7 @@ DEFAULT_INSTRUCTION = (
 )
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TinyModelConfig(_Strict):
+class TinyModelConfig(StrictModel):
     """Widths of the locally built demo model (a real Qwen3-VL architecture, toy sizes).
 
     The defaults keep a forward + backward pass of 4 ticks (8 frames each at 64 x 96) well under a
@@ -91,7 +89,7 @@ class TinyModelConfig(_Strict):
         return self
 
 
-class VLMConfig(_Strict):
+class VLMConfig(StrictModel):
     """Model identity, frame geometry and prompt of the VLM stage (nested as `model:`)."""
 
     name_or_path: str = TINY_NAME  # "tiny-qwen3vl": build locally; else a hub id or a local model directory
@@ -186,7 +184,7 @@ SFT_RUNTIME_KEYS: frozenset[str] = frozenset(
 )
 
 
-class SFTConfig(_Strict):
+class SFTConfig(StrictModel):
     """LoRA SFT of the VLM on the benchmark's train ticks (nested as `sft:` in the workflow config).
 
     `batch_size` is the global batch (examples per optimiser step over all processes and

@@ -19,9 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from vlalert.beliefs.text import SPECIAL_TOKENS
-
-DTYPES = ("float32", "bfloat16", "float16")
-
+from vlalert.devices import resolve_device, resolve_dtype
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
@@ -71,25 +69,6 @@ def load_tokenizer(name_or_path: str | os.PathLike[str]) -> Any:
     return _tokenizer_with_specials(name_or_path)[0]
 
 
-def default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def resolve_dtype(dtype: str | Any | None, device: str) -> Any:
-    """bf16 on CUDA and fp32 elsewhere unless a dtype is named ("auto" = that default)."""
-    import torch
-
-    if dtype is None or dtype == "auto":
-        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {DTYPES} or 'auto', got {dtype!r}")
-    return getattr(torch, dtype)
-
-
 def _init_new_rows(model: Any, new_ids: list[int]) -> None:
     import torch
 
@@ -123,7 +102,7 @@ def load_model(
     """
     from transformers import AutoModelForImageTextToText
 
-    device = device or default_device()
+    device = device or resolve_device()
     # device_map places the weights as they are read: a 4B model never stages through CPU memory.
     require_safetensors(name_or_path, "model")
     kwargs: dict[str, Any] = {

@@ -24,7 +24,7 @@ with prefetch (`sft.num_workers`, `sft.prefetch_factor`), checkpoints and their 
   ends with the same adapter (bit-identical on CPU: tests/test_sft.py).
 
 Outputs under the run directory: `adapter/` (peft `save_pretrained`, with the tokenizer),
-`train_log.parquet` (TRAIN_LOG_SCHEMA), `metrics.json`; `checkpoints/` beside them.
+`train_log.parquet` (vlalert.schemas.SFT_TRAIN_LOG), `metrics.json`; `checkpoints/` beside them.
 """
 
 from __future__ import annotations
@@ -45,15 +45,15 @@ from typing import IO, Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
-from vlalert.atomic import publish_tree, write_json_atomic
+from vlalert.atomic import atomic_dir, write_json_atomic
 from vlalert.beliefs.text import parse_generation
-from vlalert.schemas import read_table
+from vlalert.devices import resolve_device, to_device
+from vlalert.schemas import SFT_TRAIN_LOG, read_table, write_table
+from vlalert.strict import StrictModel
 from vlalert.vlm import checkpoint as ckpt
 from vlalert.vlm.config import SFTConfig, VLMConfig
 from vlalert.vlm.data import Collator, StepSampler, TickDataset, evenly_spaced, rows_sha256, trainable_rows
@@ -73,24 +73,9 @@ JOB_FILE = "job.json"
 # FSDP units: one per decoder layer of the language model and per block of the vision tower
 FSDP_UNITS = ("Qwen3VLTextDecoderLayer", "Qwen3VLVisionBlock")
 
-TRAIN_LOG_SCHEMA = pa.schema(
-    [
-        pa.field("step", pa.int32(), nullable=False),  # optimiser steps done; 0: before training
-        pa.field("epoch", pa.float64(), nullable=False),  # train ticks seen / number of train ticks
-        pa.field("lr", pa.float64(), nullable=False),  # learning rate of this step
-        pa.field("train_loss", pa.float64(), nullable=True),  # token-mean loss of the step's global batch
-        pa.field("val_loss", pa.float64(), nullable=True),  # where evaluated (every eval_every, and last)
-        pa.field(
-            "seconds", pa.float64(), nullable=False
-        ),  # wall seconds since the run began (resumes add up)
-    ]
-)
 
-
-class SFTJob(BaseModel):
+class SFTJob(StrictModel):
     """Everything one SFT run reads: written to `job.json` for torchrun-launched ranks."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     model_path: str  # a model directory or hub id (vlalert.vlm.config.model_location)
     train: str  # results/benchmark/train.parquet
@@ -160,15 +145,6 @@ class Dist:
         return list(indices[self.rank :: self.world])
 
 
-def resolve_device(device: str) -> str:
-    """ "cpu" or "cuda" for sft.device ("auto": CUDA when available)."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("sft.device is cuda but no CUDA device is available")
-    return device
-
-
 def check_switches(cfg: SFTConfig, device: str) -> None:
     """Refuse switches this device cannot honour, before any model is loaded."""
     if cfg.fsdp and not device.startswith("cuda"):
@@ -220,10 +196,6 @@ def loss_sum(model: Any, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tenso
     return total, int((targets != IGNORE_INDEX).sum())
 
 
-def _to(batch: Mapping[str, torch.Tensor], device: str) -> dict[str, torch.Tensor]:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-
-
 def _autocast(device: str, bf16: bool) -> contextlib.AbstractContextManager[Any]:
     if bf16:
         return torch.autocast("cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16)
@@ -239,7 +211,7 @@ def evaluate_loss(model: Any, loader: Any, dist: Dist, bf16: bool = False) -> fl
     try:
         for batch in loader:
             with _autocast(dist.device, bf16):
-                s, c = loss_sum(model, _to(batch, dist.device))
+                s, c = loss_sum(model, to_device(batch, dist.device, non_blocking=True))
             total += float(s)
             count += c
     finally:
@@ -276,7 +248,7 @@ def generate_texts(
     try:
         for start in range(0, len(indices), batch_size):
             examples = [dataset[i] for i in indices[start : start + batch_size]]
-            batch = _to(collate(examples, tokenizer.pad_token_id), device)
+            batch = to_device(collate(examples, tokenizer.pad_token_id), device, non_blocking=True)
             with _autocast(device, bf16):
                 out = model.generate(
                     **batch,
@@ -306,10 +278,7 @@ def parse_counts(texts: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> tup
 
 
 def write_train_log(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
-    table = pa.Table.from_pylist([dict(r) for r in rows], schema=TRAIN_LOG_SCHEMA)
-    tmp = path.with_name(f".{path.name}.part")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    write_table("sft_train_log", pa.Table.from_pylist([dict(r) for r in rows], schema=SFT_TRAIN_LOG), path)
 
 
 def _write_json(obj: Any, path: Path) -> None:
@@ -317,23 +286,19 @@ def _write_json(obj: Any, path: Path) -> None:
 
 
 def save_adapter(model: Any, tokenizer: Any, out: Path, state_dict: Any = None) -> None:
-    """peft `save_pretrained` plus the tokenizer in the same directory, moved into place at the end."""
-    tmp = out.with_name(f".{out.name}.part")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    model.save_pretrained(str(tmp), state_dict=state_dict)
-    tokenizer.save_pretrained(str(tmp))
-    publish_tree(tmp)  # save_pretrained writes the weights 0600
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    """peft `save_pretrained` plus the tokenizer in the same directory, moved into place at the end
+    (`vlalert.atomic.atomic_dir`, which also gives the weights save_pretrained writes 0600 the usual mode)."""
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(str(tmp), state_dict=state_dict)
+        tokenizer.save_pretrained(str(tmp))
 
 
 # ---------------------------------------------------------------------------------------- training
 
 
-def model_identity(model_path: str) -> dict[str, Any]:
-    """What identifies the base model for the checkpoint fingerprint: its config (and build info)."""
+def model_config_identity(model_path: str) -> dict[str, Any]:
+    """What identifies the base model for the checkpoint fingerprint: its path and the text of its
+    config (and build info); vlalert.cache.stage.model_files_identity is the cache's, by file stats."""
     path = Path(model_path)
     out: dict[str, Any] = {"model_path": model_path}
     for name in ("config.json", "vlalert_build.json"):
@@ -605,7 +570,7 @@ def _trainer(job: SFTJob) -> SFTTrainer:
     started = time.monotonic()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, "sft.device")
     check_switches(cfg, device)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if cfg.batch_size % (cfg.micro_batch * world):
@@ -625,11 +590,11 @@ def _trainer(job: SFTJob) -> SFTTrainer:
     base.config.use_cache = False
     torch.manual_seed(cfg.seed)  # LoRA init: the same on every rank and in a single process
     model = apply_lora(base, tok, cfg, vlm.is_tiny)
-    fp = ckpt.fingerprint(
+    fp = ckpt.run_fingerprint(
         {
             "sft": cfg.result_keys(),
             "model": vlm.model_dump(mode="json"),
-            "base": model_identity(job.model_path),
+            "base": model_config_identity(job.model_path),
             "train": rows_sha256(train_rows),
             "val": rows_sha256(val_rows),
         }

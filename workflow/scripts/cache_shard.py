@@ -1,7 +1,8 @@
 """One shard of a split's cache: z_t / r_t of its ticks, resumable (vlalert.cache.stage)."""
 
 from vlalert.cache.paths import adapter_location, model_location
-from vlalert.cache.stage import resolve_device, run_shard
+from vlalert.cache.stage import run_shard
+from vlalert.devices import resolve_device
 from vlalert.workflow import config_for_job, job_logging
 
 # Guarded: the frame workers are spawned processes, and a spawned process runs this file again as
@@ -10,7 +11,8 @@ if __name__ == "__main__":
     snakemake = globals()["snakemake"]
     with job_logging(snakemake.log[0]):
         cfg = config_for_job(snakemake, "cache")
-        if resolve_device(cfg.cache.device) == "cpu":  # stay within the cores Snakemake gave this job
+        # on the CPU, stay within the cores Snakemake gave this job
+        if resolve_device(cfg.cache.device, "cache.device") == "cpu":
             import torch
 
             torch.set_num_threads(max(1, snakemake.threads))

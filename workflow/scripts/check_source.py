@@ -1,7 +1,7 @@
 """Check a source's layout (placed by hand: fail with every missing item) and write its file manifest."""
 
 from vlalert.download import check_source_layout, format_problems, write_json
-from vlalert.source_files import fingerprint, listing_summary, source_listing
+from vlalert.source_files import listing_fingerprint, listing_summary, source_listing
 from vlalert.workflow import config_for_job, job_logging
 
 snakemake = globals()["snakemake"]
@@ -20,7 +20,7 @@ with job_logging(snakemake.log[0]) as log:
         # rendered by the demo or fetched at a pinned commit: ingest rejects what is missing, clip by clip
         log.warning("%s", message)
     listing = source_listing(cfg.sources[source])
-    files = fingerprint(listing)
+    files = listing_fingerprint(listing)
     if files != snakemake.params.files:
         # Snakemake records the fingerprint it computed before this job: the next run sees the change
         log.warning(

@@ -1,10 +1,21 @@
-"""Shared fixtures: repository paths, the real data samples in ../shared (skipped when absent), no hub."""
+"""Shared fixtures: repository paths, the real data samples in ../shared (skipped when absent), no hub,
+and the models and runs several test files use, each built once per session.
+
+Two tiers. The tests marked `slow` run the Snakemake DAG for real (the demo end to end, the cluster
+executor, the real samples, the benchmark scripts, the hub download, the BADAS gate in the DAG) or
+several processes at once (SFT under torchrun); everything else is the fast tier:
+
+    .venv/bin/python -m pytest -m "not slow"    # the fast tier alone
+    .venv/bin/python -m pytest -m slow          # the end-to-end tier alone
+    make test                                   # lint, then every test (both tiers)
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from tiny_helpers import TINY_CORPUS, TINY_SEED
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_REAL = REPO.parent / "shared" / "data" / "real"
@@ -37,3 +48,41 @@ def hf_hub_offline():
     mp.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     yield
     mp.undo()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """The tiny model (default VLMConfig) built from tiny_helpers.TINY_CORPUS with TINY_SEED.
+
+    Shared by every test that needs *a* tiny model: load it, never write into it (copy it first).
+    """
+    from vlalert.vlm.config import VLMConfig
+    from vlalert.vlm.tiny import build_tiny_model
+
+    out = tmp_path_factory.mktemp("tiny") / "tiny-qwen3vl"
+    return build_tiny_model(out, TINY_CORPUS, VLMConfig(), seed=TINY_SEED)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
+    """A run `vlalert predict` reads (predict_helpers.make_run) and a 5 s mp4: results, config, root, video.
+
+    Read-only for the tests: one that deletes or edits run files works on a copy of `results`.
+    """
+    from predict_helpers import make_run, write_mp4
+
+    root = tmp_path_factory.mktemp("run")
+    out = make_run(root, tiny_model_dir)
+    out["video"] = write_mp4(root / "clip.mp4", seconds=5.0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def sft_bench(tmp_path_factory) -> dict[str, Path]:
+    """sft_helpers' synthetic benchmark (train/val Parquet, frame folders) and the tiny model built
+    from its targets: train, val, model, root. Runs write under their own tmp_path, never in root."""
+    from sft_helpers import build_model, make_benchmark
+
+    root = tmp_path_factory.mktemp("bench")
+    paths = make_benchmark(root)
+    return {**paths, "model": build_model(root, paths["train"]), "root": root}

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from tiny_helpers import CLEAR_BELIEF
 
 from vlalert.beliefs.schema import Belief
 from vlalert.beliefs.text import belief_text
@@ -28,7 +29,7 @@ H, W = 64, 96
 TARGETS: dict[str, tuple[str, Belief]] = {
     "SILENT": (
         "The road ahead is clear.",
-        Belief(hazard="none", where="none", motion="none", ttc_s=None, danger=0.0, ego_involved=False),
+        CLEAR_BELIEF,
     ),
     "OBSERVE": (
         "A car ahead slows down; watch it.",

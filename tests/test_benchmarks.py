@@ -12,8 +12,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+pytestmark = pytest.mark.slow  # each test runs a benchmark script end to end
 
-@pytest.mark.slow
+
 def test_gpu_suite_runs_every_section_at_toy_width(tmp_path):
     clips = tmp_path / "clips"
     make = [sys.executable, str(REPO / "benchmarks" / "gpu_suite.py"), "--make-clips", str(clips)]
@@ -34,7 +35,6 @@ def test_gpu_suite_runs_every_section_at_toy_width(tmp_path):
     assert sections["badas"]["clip"]["scored"] == sections["badas"]["clip"]["ticks"] > 0
 
 
-@pytest.mark.slow
 def test_full_scale_cpu_case_runs_at_a_small_scale(tmp_path):
     out = tmp_path / "full.json"
     cmd = [sys.executable, str(REPO / "benchmarks" / "full_scale_cpu.py"), "--scales", "0.005,0.01"]

@@ -9,10 +9,10 @@ import functools
 import numpy as np
 import pytest
 import torch
+from tiny_helpers import ALERT_ANALYSIS, ALERT_BELIEF, CLEAR_ANALYSIS, CLEAR_BELIEF
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from vlalert.beliefs.schema import Belief
-from vlalert.beliefs.text import BELIEF_CLOSE, BELIEF_OPEN, target_text
+from vlalert.beliefs.text import BELIEF_CLOSE, BELIEF_OPEN
 from vlalert.cache.config import CacheConfig
 from vlalert.cache.extract import (
     Extractor,
@@ -26,19 +26,16 @@ from vlalert.cache.extract import (
 from vlalert.vlm.config import VLMConfig
 from vlalert.vlm.inputs import build_example, collate
 from vlalert.vlm.loading import load_model, load_tokenizer
-from vlalert.vlm.tiny import build_tiny_model
 
 CFG = VLMConfig()
-ALERT = Belief(hazard="vehicle", where="ahead", motion="braking", ttc_s=1.5, danger=0.8, ego_involved=True)
-CLEAR = Belief(hazard="none", where="none", motion="none", ttc_s=None, danger=0.0, ego_involved=False)
 ROWS = [
     {
         "video_id": "a",
         "tick": 2,
         "frame_idx": list(range(8)),
         "fps": 10.0,
-        "analysis": "A car ahead brakes hard.",
-        "belief": ALERT.to_json(),
+        "analysis": ALERT_ANALYSIS,
+        "belief": ALERT_BELIEF.to_json(),
         "action": "ALERT",
     },
     {  # 6 frames: a shorter prompt, so the batch is left-padded
@@ -46,8 +43,8 @@ ROWS = [
         "tick": 0,
         "frame_idx": list(range(6)),
         "fps": 10.0,
-        "analysis": "The road is clear.",
-        "belief": CLEAR.to_json(),
+        "analysis": CLEAR_ANALYSIS,
+        "belief": CLEAR_BELIEF.to_json(),
         "action": "SILENT",
     },
 ]
@@ -95,10 +92,8 @@ def test_layer_lists_are_checked_against_the_depth():
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    corpus = [target_text(r["analysis"], b, r["action"]) for r, b in zip(ROWS, (ALERT, CLEAR), strict=True)]
-    out = build_tiny_model(tmp_path_factory.mktemp("tiny"), corpus * 3, CFG, seed=2)
-    return load_model(out, device="cpu"), load_tokenizer(out)
+def tiny(tiny_model_dir):
+    return load_model(tiny_model_dir, device="cpu"), load_tokenizer(tiny_model_dir)
 
 
 def _frames(row, seed):

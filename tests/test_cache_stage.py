@@ -18,21 +18,16 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image
+from tiny_helpers import ALERT_ANALYSIS, ALERT_BELIEF
 
-from vlalert.beliefs.schema import Belief
 from vlalert.beliefs.text import target_text
 from vlalert.cache.extract import generate_batch
 from vlalert.cache.stage import load_extractor, prepare_examples, read_split_rows, run_shard
 from vlalert.cache.store import chunk_dir, fixed_size_list_to_numpy, gather_split, read_cache
 from vlalert.config import ConfigError, validate_config
 from vlalert.schemas import table_from_rows, write_table
-from vlalert.vlm.config import VLMConfig
 from vlalert.vlm.loading import load_model
-from vlalert.vlm.tiny import build_tiny_model
 from vlalert.workflow import stage_params
-
-BELIEF = Belief(hazard="vehicle", where="ahead", motion="braking", ttc_s=1.5, danger=0.8, ego_involved=True)
-ANALYSIS = "A car ahead brakes hard."
 
 
 def config(**cache):
@@ -73,20 +68,19 @@ def _row(root, vid, tick, parent=None, excluded=False, clip="a"):
         "ego_involved": True,
         "event_type": None,
         "meta": "{}",
-        "analysis": ANALYSIS if target else None,
-        "belief": BELIEF.to_json() if target else None,
+        "analysis": ALERT_ANALYSIS if target else None,
+        "belief": ALERT_BELIEF.to_json() if target else None,
         "belief_text": None,
         "belief_provider": None,
     }
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """A tiny model, a random LoRA adapter for it, and a benchmark split over two frame-folder clips."""
+def world(tiny_model_dir, tmp_path_factory):
+    """The session's tiny model, a random LoRA adapter for it, and a benchmark split over two
+    frame-folder clips."""
     root = tmp_path_factory.mktemp("cache")
-    model_dir = build_tiny_model(
-        root / "tiny", [target_text(ANALYSIS, BELIEF, "ALERT")] * 4, VLMConfig(), seed=4
-    )
+    model_dir = tiny_model_dir
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(9)
@@ -202,7 +196,7 @@ def test_shards_partition_the_split_and_the_gather_indexes_them(world, tmp_path)
     assert index["rows"] == 6 and [p["rows"] for p in index["parts"]] == [3, 3]
     assert _keys(read_cache(tmp_path)) == EXPECTED_KEYS
     forced = pq.read_table(parts[0])
-    assert forced.column("generated_text")[0].as_py() == target_text(ANALYSIS, BELIEF, "ALERT")
+    assert forced.column("generated_text")[0].as_py() == target_text(ALERT_ANALYSIS, ALERT_BELIEF, "ALERT")
     assert forced.column("n_belief_tokens")[0].as_py() > 0
 
 
@@ -232,6 +226,7 @@ KILLED_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # a second process killed mid-run, then the resumed and the clean run
 def test_a_killed_job_resumes_to_the_same_cache(world, tmp_path):
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     first_chunk = chunk_dir(killed / "part-00000.parquet") / "chunk-00000.parquet"

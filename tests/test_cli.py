@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_predict import SEED, make_run, raw_config, write_mp4
+from predict_helpers import SEED, raw_config, write_mp4
 
 from vlalert.cli import default_snakefile, job_table, main
 
@@ -33,12 +33,10 @@ COLUMNS = [
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cli")
-    out = make_run(root)
-    out["video"] = write_mp4(root / "clip.mp4", seconds=5.0)
-    out["short"] = write_mp4(root / "short.mp4", seconds=1.0)
-    return out
+def run(tiny_run, tmp_path_factory):
+    """The session's tiny run (read-only) and a clip shorter than one window."""
+    short = write_mp4(tmp_path_factory.mktemp("cli") / "short.mp4", seconds=1.0)
+    return {**tiny_run, "short": short}
 
 
 def predict(run, *args: str) -> int:
@@ -169,7 +167,8 @@ def test_default_snakefile_is_the_repositorys():
 
 
 def test_check_config_prints_the_dag(tmp_path):
-    """A fresh working directory: every stage of the demo would run."""
+    """A fresh working directory: every stage of the demo would run. The suite's one dry run of the
+    demo config through `vlalert check-config` (its invalid configs are checked in-process below)."""
     res = subprocess.run(
         [sys.executable, "-m", "vlalert.cli", "check-config", str(REPO / "config" / "config.yaml")],
         capture_output=True,
@@ -179,7 +178,7 @@ def test_check_config_prints_the_dag(tmp_path):
     )
     assert res.returncode == 0, res.stderr
     out = res.stdout
-    assert "valid (run 'demo'" in out
+    assert "valid (run 'demo'" in out and "source dota" in out
     table = out.split("Job stats:", 1)[1]
     jobs = dict(line.split() for line in table.splitlines()[3:] if len(line.split()) == 2)
     assert jobs["demo_source"] == "4" and jobs["sft"] == "1"
@@ -206,8 +205,10 @@ def test_check_config_reports_a_failing_dry_run(capsys, tmp_path, monkeypatch):
 def test_check_config_invalid_skips_the_dry_run(capsys, tmp_path):
     raw = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     raw["ticks"]["hz"] = 0
+    raw["gate"]["bogus"] = 1
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(raw))
     assert main(["check-config", str(bad)]) == 2
     captured = capsys.readouterr()
-    assert "ticks.hz" in captured.err and "Job stats" not in captured.out
+    assert "ticks.hz" in captured.err and "gate.bogus: unknown key" in captured.err
+    assert "Job stats" not in captured.out

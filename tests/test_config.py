@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import copy
-import subprocess
-import sys
 
 import pytest
 import yaml
@@ -71,21 +69,3 @@ def test_stage_params_isolate_stages(raw):
     for stage in ("ingest", "gate", "demo"):
         assert stage_params(before, stage, "dota") == stage_params(after, stage, "dota")
     assert stage_params(before, "relabel", "dota") != stage_params(after, "relabel", "dota")
-
-
-def test_cli_check_config(repo, tmp_path, raw):
-    ok = subprocess.run(
-        [sys.executable, "-m", "vlalert.cli", "check-config", str(repo / "config" / "config.yaml")],
-        capture_output=True,
-        text=True,
-    )
-    assert ok.returncode == 0, ok.stderr
-    assert "source dota" in ok.stdout
-    raw["gate"]["bogus"] = 1
-    path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    bad = subprocess.run(
-        [sys.executable, "-m", "vlalert.cli", "check-config", str(path)], capture_output=True, text=True
-    )
-    assert bad.returncode == 2
-    assert "gate.bogus: unknown key" in bad.stderr

@@ -558,14 +558,7 @@ def test_layout_check_rejects_an_unknown_kind(tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 
-def _download_wired() -> bool:
-    from vlalert.config import WorkflowConfig
-
-    snakefile = (REPO / "Snakefile").read_text()
-    return "download" in WorkflowConfig.model_fields and "rules/download.smk" in snakefile
-
-
-@pytest.mark.skipif(not _download_wired(), reason="rules/download.smk is not wired into the Snakefile yet")
+@pytest.mark.slow
 def test_the_download_target_fetches_hub_data_and_fails_listing_every_missing_manual_item(hub, tmp_path):
     import subprocess
     import sys

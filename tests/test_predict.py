@@ -1,8 +1,8 @@
 """`vlalert.predict`: a trained run on a new video, tick by tick, as the workflow would score it.
 
-The run is built without the DAG: the tiny model, a random LoRA adapter saved where the sft stage
-puts it, and untrained heads of the right widths saved by the heads stage's own `save_outputs`.
-The video is a real H.264 mp4 written with PyAV.
+The run (the session fixture `tiny_run`, tests/predict_helpers.py) is built without the DAG: the
+tiny model, a random LoRA adapter saved where the sft stage puts it, and untrained heads of the
+right widths saved by the heads stage's own `save_outputs`. The video is a real H.264 mp4.
 """
 
 from __future__ import annotations
@@ -11,21 +11,19 @@ import json
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import torch
 import yaml
 from PIL import Image
+from predict_helpers import RUN, SEED, raw_config
+from tiny_helpers import ALERT_BELIEF
 
 from vlalert.actions import ACTIONS
-from vlalert.beliefs.schema import Belief
 from vlalert.beliefs.text import target_text
 from vlalert.config import TicksConfig, WindowConfig, load_config
 from vlalert.heads import fsm
-from vlalert.heads.train import build_head, save_outputs
 from vlalert.predict import (
     PREDICTIONS,
     PredictError,
@@ -42,95 +40,18 @@ from vlalert.predict import (
 )
 from vlalert.ticks import tick_times, window_frames
 from vlalert.video import read_frames
-from vlalert.vlm.config import VLMConfig
-from vlalert.vlm.loading import load_model
-from vlalert.vlm.tiny import build_tiny_model
-
-RUN = "t"
-SEED = 3  # heads are saved for this seed only; seed 4 is configured but never trained
-BELIEF = Belief(hazard="vehicle", where="ahead", motion="braking", ttc_s=1.5, danger=0.8, ego_involved=True)
-
-
-def raw_config() -> dict[str, Any]:
-    """A small run: the tiny model, 8 new tokens per tick, small heads, our in-place patch embedding
-    (transformers' fusion is process-global and would leave later loads in this pytest process fused)."""
-    return {
-        "run": RUN,
-        "sources": {"nexar": {"kind": "nexar", "root": "r", "scene_truth": "s.json"}},
-        "demo": {"enabled": False},
-        "labels": {"gated_sources": []},
-        "model": {"max_new_tokens": 8},
-        "cache": {
-            "belief_layers": [1, 2, 3, 4],
-            "policy_layer": 3,
-            "batch_size": 8,
-            "patch_embed": "inplace",
-            "device": "cpu",
-            "progress": False,
-        },
-        "heads": {
-            "seeds": [SEED, 4],
-            "danger": {"mlp_hidden": 32, "embed": 16, "pma_heads": 2, "pma_ffn": 16},
-            "policy": {"proj": 16, "action_embed": 4, "gru_hidden": 16},
-        },
-    }
-
-
-def write_mp4(path: Path, seconds: float, fps: int = 10, size: tuple[int, int] = (64, 96)) -> Path:
-    """An H.264 (yuv420p) clip whose frames brighten over time, so every window differs."""
-    h, w = size
-    rng = np.random.default_rng(0)
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        for i in range(round(seconds * fps)):
-            img = rng.integers(0, 60, (h, w, 3), dtype=np.uint8) + np.uint8(3 * i)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
-
-
-def make_run(root: Path) -> dict[str, Path]:
-    """results/ with the model, adapter and seed-3 heads of run `t`; the config file beside it."""
-    results = root / "results"
-    config_path = root / "config.yaml"
-    config_path.write_text(yaml.safe_dump(raw_config()))
-    cfg = load_config(config_path)
-    model_dir = build_tiny_model(
-        results / "models" / "tiny-qwen3vl",
-        [target_text("A car brakes.", BELIEF, "ALERT")] * 4,
-        VLMConfig(),
-        5,
-    )
-    from peft import LoraConfig, get_peft_model
-
-    torch.manual_seed(9)
-    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    get_peft_model(load_model(model_dir, device="cpu"), lora).save_pretrained(
-        results / "sft" / RUN / "adapter"
-    )
-    hidden = VLMConfig().tiny.hidden_size
-    for kind, width in (("danger", 4 * hidden), ("policy", hidden)):
-        torch.manual_seed(SEED)
-        head = build_head(kind, cfg.heads, width)
-        save_outputs(results / "heads" / RUN / kind / f"seed{SEED}", kind, SEED, head, cfg.heads, {}, [])
-    return {"results": results, "config": config_path, "root": root}
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("predict")
-    out = make_run(root)
-    out["video"] = write_mp4(root / "clip.mp4", seconds=5.0)
-    return out
+def run(tiny_run, tmp_path_factory):
+    """The session's tiny run (read-only), and a folder of this module's own for what it writes."""
+    return {**tiny_run, "out": tmp_path_factory.mktemp("predict")}
 
 
 @pytest.fixture(scope="module")
 def predicted(run):
     cfg = load_config(run["config"])
-    return predict_video(run["video"], run["results"], cfg, out_prefix=run["root"] / "out" / "clip")
+    return predict_video(run["video"], run["results"], cfg, out_prefix=run["out"] / "out" / "clip")
 
 
 # ----------------------------------------------------------------------------- pure parts
@@ -193,7 +114,7 @@ def test_plan_ticks_rejects_a_video_shorter_than_one_window():
 
 
 def _texts() -> list[str]:
-    ok = target_text("A car brakes.", BELIEF, "ALERT")
+    ok = target_text("A car brakes.", ALERT_BELIEF, "ALERT")
     return [ok, "garbage without spans", ok.replace("ALERT", "OBSERVE")]
 
 
@@ -252,7 +173,7 @@ def test_timeline_draws_probabilities_and_both_action_strips():
 
 def test_predict_writes_one_row_per_tick(run, predicted):
     t = pq.read_table(predicted.table_path)
-    assert predicted.table_path == run["root"] / "out" / "clip.parquet"
+    assert predicted.table_path == run["out"] / "out" / "clip.parquet"
     assert t.schema.remove_metadata() == PREDICTIONS
     assert predicted.fps == 10.0 and predicted.n_frames == 50
     expected = tick_times(50, 10.0, TicksConfig(), WindowConfig())
@@ -293,14 +214,14 @@ def test_predict_png_is_written(predicted):
 
 def test_frame_folder_gives_the_same_predictions_as_the_mp4(run, predicted):
     """The same pixels through the frame-folder reader (with --fps) give the same ticks and scores."""
-    folder = run["root"] / "frames"
+    folder = run["out"] / "frames"
     folder.mkdir()
     for i, frame in enumerate(read_frames(run["video"], range(50))):
         Image.fromarray(frame).save(folder / f"{i:05d}.png")
     cfg = load_config(run["config"])
     with pytest.raises(PredictError, match="pass --fps"):
-        predict_video(folder, run["results"], cfg, out_prefix=run["root"] / "x")
-    res = predict_video(folder, run["results"], cfg, out_prefix=run["root"] / "frames_out", fmt="csv", fps=10)
+        predict_video(folder, run["results"], cfg, out_prefix=run["out"] / "x")
+    res = predict_video(folder, run["results"], cfg, out_prefix=run["out"] / "frames_out", fmt="csv", fps=10)
     assert res.table_path.suffix == ".csv" and res.table_path.is_file()
     for col in ("t_s", "generated_text", "action", "p_danger", "p_alert"):
         a, b = res.table.column(col).to_pylist(), predicted.table.column(col).to_pylist()

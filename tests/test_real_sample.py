@@ -30,6 +30,8 @@ from vlalert.schemas import read_table
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
+pytestmark = pytest.mark.slow  # every test reads the real samples' run of the DAG
+
 S, OB, A = "SILENT", "OBSERVE", "ALERT"
 NON_EGO, OBS, ALR, POST = "alert->observe:non-ego", "observe-window", "alert-window", "post-event"
 DAD_LABELS = {

@@ -19,7 +19,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 from safetensors.torch import load_file
-from sft_helpers import build_model, make_benchmark, sft_config
+from sft_helpers import sft_config
 
 from vlalert.beliefs.text import SPECIAL_TOKENS
 from vlalert.config import load_config
@@ -59,10 +59,9 @@ REPO_CONFIG = os.path.join(os.path.dirname(__file__), "..", "config", "config.ya
 
 
 @pytest.fixture(scope="module")
-def bench(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bench")
-    paths = make_benchmark(root)
-    return {**paths, "model": build_model(root, paths["train"]), "root": root}
+def bench(sft_bench):
+    """The session's synthetic benchmark and the tiny model built from its targets (conftest.py)."""
+    return sft_bench
 
 
 def _job(bench, run_dir, **overrides) -> SFTJob:
@@ -178,6 +177,7 @@ def _kill_after_first_checkpoint(job: SFTJob) -> None:
     assert not job.paths.metrics.exists(), "the run finished before it could be killed"
 
 
+@pytest.mark.slow  # a second process killed mid-run, then the resumed and the clean run
 def test_resume_after_kill_equals_the_uninterrupted_run(trained, bench, tmp_path):
     ref_job, ref = trained
     job = _job(bench, tmp_path / "killed")

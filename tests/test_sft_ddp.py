@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from safetensors.torch import load_file
-from sft_helpers import build_model, make_benchmark, sft_config
+from sft_helpers import sft_config
 
 from vlalert.vlm import checkpoint as ckpt
 from vlalert.vlm.config import VLMConfig
@@ -53,9 +53,9 @@ def test_torchrun_command_runs_the_module():
     ]
 
 
-def test_two_gloo_ranks_train_the_single_process_adapter(tmp_path):
-    paths = make_benchmark(tmp_path)
-    bench = {**paths, "model": build_model(tmp_path, paths["train"])}
+@pytest.mark.slow
+def test_two_gloo_ranks_train_the_single_process_adapter(sft_bench, tmp_path):
+    bench = sft_bench
     single_job = _job(tmp_path, bench, "single", nproc=1)
     ddp_job = _job(tmp_path, bench, "ddp", nproc=2)
     assert (single_job.sft.grad_accum, ddp_job.sft.grad_accum) == (2, 1)  # same global batch of 4

@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tiny_helpers import ALERT_ANALYSIS, ALERT_BELIEF, CLEAR_BELIEF
 
-from vlalert.beliefs.schema import Belief
 from vlalert.beliefs.text import target_text
 from vlalert.vlm.config import VLMConfig
 from vlalert.vlm.inputs import (
@@ -25,19 +25,14 @@ from vlalert.vlm.inputs import (
     unpatchify,
 )
 from vlalert.vlm.loading import load_model, load_tokenizer
-from vlalert.vlm.tiny import build_tiny_model
 
 CFG = VLMConfig()
-ALERT_BELIEF = Belief(
-    hazard="vehicle", where="ahead", motion="braking", ttc_s=1.5, danger=0.8, ego_involved=True
-)
-CLEAR_BELIEF = Belief(hazard="none", where="none", motion="none", ttc_s=None, danger=0.0, ego_involved=False)
 ROW_A = {
     "video_id": "a",
     "tick": 3,
     "frame_idx": [30, 38, 47, 55, 64, 72, 81, 90],
     "fps": 30.0,
-    "analysis": "A car ahead brakes hard.",
+    "analysis": ALERT_ANALYSIS,
     "belief": ALERT_BELIEF.to_json(),
     "action": "ALERT",
 }
@@ -57,13 +52,8 @@ def _frames(n: int, h: int = 96, w: int = 160, seed: int = 0) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    corpus = [
-        target_text(ROW_A["analysis"], ALERT_BELIEF, "ALERT"),
-        target_text(ROW_B["analysis"], CLEAR_BELIEF, "SILENT"),
-    ] * 3
-    out = build_tiny_model(tmp_path_factory.mktemp("tiny"), corpus, CFG, seed=3)
-    return load_model(out, device="cpu"), load_tokenizer(out), out
+def tiny(tiny_model_dir):
+    return load_model(tiny_model_dir, device="cpu"), load_tokenizer(tiny_model_dir), tiny_model_dir
 
 
 # ------------------------------------------------------------------------------------------- pixels

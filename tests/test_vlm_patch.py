@@ -16,8 +16,6 @@ import pytest
 import torch
 from torch import nn
 
-from vlalert.beliefs.schema import Belief
-from vlalert.beliefs.text import target_text
 from vlalert.vlm.config import VLMConfig
 from vlalert.vlm.inputs import build_example, collate
 from vlalert.vlm.loading import load_model, load_tokenizer
@@ -32,11 +30,9 @@ from vlalert.vlm.patch import (
     unfuse_patch_embed,
     verify,
 )
-from vlalert.vlm.tiny import build_tiny_model
 
 TOL = 1e-5
 CFG = VLMConfig()
-BELIEF = Belief(hazard="vehicle", where="ahead", motion="braking", ttc_s=1.5, danger=0.8, ego_involved=True)
 ROW = {"video_id": "v", "tick": 3, "frame_idx": list(range(8)), "fps": 10.0}
 
 
@@ -47,14 +43,8 @@ def _conv(d: int = 64, **kw) -> nn.Conv3d:
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    corpus = [target_text("A car ahead brakes hard.", BELIEF, "ALERT")] * 4
-    return build_tiny_model(tmp_path_factory.mktemp("tiny"), corpus, CFG, seed=5)
-
-
-@pytest.fixture(scope="module")
-def batch(tiny_dir):
-    tok = load_tokenizer(tiny_dir)
+def batch(tiny_model_dir):
+    tok = load_tokenizer(tiny_model_dir)
     rng = np.random.default_rng(1)
     examples = [
         build_example(ROW, rng.integers(0, 256, (8, 64, 96, 3), dtype=np.uint8), tok, CFG, with_target=False),
@@ -134,8 +124,8 @@ def test_max_relative_error_is_normwise():
 # ---------------------------------------------------------------------------------------------- model
 
 
-def test_inplace_swap_keeps_the_models_logits_and_is_idempotent(tiny_dir, batch):
-    ref = load_model(tiny_dir, device="cpu")
+def test_inplace_swap_keeps_the_models_logits_and_is_idempotent(tiny_model_dir, batch):
+    ref = load_model(tiny_model_dir, device="cpu")
     model = copy.deepcopy(ref)
     n_params = sum(p.numel() for p in model.parameters())
     assert fusion_state(model) == "conv3d"
@@ -160,10 +150,10 @@ def test_inplace_swap_keeps_the_models_logits_and_is_idempotent(tiny_dir, batch)
     assert all(torch.equal(ref_state[k], state[k]) for k in ref_state)
 
 
-def test_inplace_swap_works_through_a_peft_wrapper(tiny_dir, batch):
+def test_inplace_swap_works_through_a_peft_wrapper(tiny_model_dir, batch):
     from peft import LoraConfig, get_peft_model
 
-    base = load_model(tiny_dir, device="cpu")
+    base = load_model(tiny_model_dir, device="cpu")
     torch.manual_seed(3)
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
     ref = get_peft_model(base, lora).eval()
@@ -177,8 +167,8 @@ def test_inplace_swap_works_through_a_peft_wrapper(tiny_dir, batch):
         assert max_relative_error(without, ref(**batch).logits) > 1e-3
 
 
-def test_a_bad_module_leaves_the_whole_model_untouched(tiny_dir):
-    model = load_model(tiny_dir, device="cpu")
+def test_a_bad_module_leaves_the_whole_model_untouched(tiny_model_dir):
+    model = load_model(tiny_model_dir, device="cpu")
     pe = model.model.visual.patch_embed
     pe.proj = nn.Conv3d(3, pe.proj.out_channels, (2, 16, 16), stride=(2, 8, 8))
     with pytest.raises(PatchEmbedError, match=r"model\.visual\.patch_embed\.proj: .*stride"):
@@ -235,9 +225,9 @@ LIBRARY_SCRIPT = textwrap.dedent(
 )
 
 
-def test_library_fusion_in_a_fresh_process(tiny_dir, tmp_path):
+def test_library_fusion_in_a_fresh_process(tiny_model_dir, tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-c", LIBRARY_SCRIPT, str(tiny_dir), str(tmp_path / "adapter")],
+        [sys.executable, "-c", LIBRARY_SCRIPT, str(tiny_model_dir), str(tmp_path / "adapter")],
         capture_output=True,
         text=True,
         timeout=300,

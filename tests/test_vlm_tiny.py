@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 from pydantic import ValidationError
+from tiny_helpers import TINY_CORPUS, TINY_SEED
 
-from vlalert.beliefs.schema import Belief
-from vlalert.beliefs.text import SPECIAL_TOKENS, target_text
+from vlalert.beliefs.text import SPECIAL_TOKENS
 from vlalert.devices import resolve_dtype
 from vlalert.vlm.config import TinyModelConfig, VLMConfig
 from vlalert.vlm.loading import load_model, load_tokenizer
@@ -26,21 +26,7 @@ from vlalert.vlm.tiny import (
 )
 from vlalert.vlm.tokenizer import QWEN_SPECIAL_TOKENS, train_bpe, wrap_tokenizer
 
-CFG = VLMConfig()
-
-
-def _corpus() -> list[str]:
-    b = Belief(hazard="vehicle", where="ahead", motion="braking", ttc_s=1.5, danger=0.8, ego_involved=True)
-    n = Belief(hazard="none", where="none", motion="none", ttc_s=None, danger=0.0, ego_involved=False)
-    return [
-        target_text("A car ahead brakes hard.", b, "ALERT"),
-        target_text("The road is clear.", n, "SILENT"),
-    ] * 4
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return build_tiny_model(tmp_path_factory.mktemp("tiny"), _corpus(), CFG, seed=11)
+CFG = VLMConfig()  # the session's tiny_model_dir is built with it, from TINY_CORPUS and TINY_SEED
 
 
 def _text_batch(tok, vocab: int) -> dict[str, torch.Tensor]:
@@ -48,30 +34,30 @@ def _text_batch(tok, vocab: int) -> dict[str, torch.Tensor]:
     return {"input_ids": torch.tensor([ids]) % vocab}
 
 
-def test_directory_holds_a_loadable_model(tiny_dir):
-    names = {p.name for p in tiny_dir.iterdir()}
+def test_directory_holds_a_loadable_model(tiny_model_dir):
+    names = {p.name for p in tiny_model_dir.iterdir()}
     assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json"} <= names
     assert {"tokenizer_config.json", "video_preprocessor_config.json", BUILD_INFO} <= names
-    model = load_model(tiny_dir, device="cpu")
+    model = load_model(tiny_model_dir, device="cpu")
     assert type(model).__name__ == "Qwen3VLForConditionalGeneration"
     assert next(model.parameters()).dtype == torch.float32  # fp32 on CPU by default
 
 
-def test_config_token_ids_come_from_the_tokenizer(tiny_dir):
-    tok = load_tokenizer(tiny_dir)
-    cfg = json.loads((tiny_dir / "config.json").read_text())
+def test_config_token_ids_come_from_the_tokenizer(tiny_model_dir):
+    tok = load_tokenizer(tiny_model_dir)
+    cfg = json.loads((tiny_model_dir / "config.json").read_text())
     assert cfg["video_token_id"] == tok.convert_tokens_to_ids("<|video_pad|>")
     assert cfg["image_token_id"] == tok.convert_tokens_to_ids("<|image_pad|>")
     assert cfg["vision_start_token_id"] == tok.convert_tokens_to_ids("<|vision_start|>")
     assert cfg["vision_end_token_id"] == tok.convert_tokens_to_ids("<|vision_end|>")
     assert cfg["text_config"]["vocab_size"] == len(tok)
     assert cfg["text_config"]["pad_token_id"] == tok.pad_token_id
-    gen = json.loads((tiny_dir / "generation_config.json").read_text())
+    gen = json.loads((tiny_model_dir / "generation_config.json").read_text())
     assert tok.convert_tokens_to_ids("<|im_end|>") in gen["eos_token_id"]
 
 
-def test_widths_follow_the_config(tiny_dir):
-    model = load_model(tiny_dir, device="cpu")
+def test_widths_follow_the_config(tiny_model_dir):
+    model = load_model(tiny_model_dir, device="cpu")
     t, v = model.config.text_config, model.config.vision_config
     assert (t.hidden_size, t.num_hidden_layers, t.num_attention_heads, t.num_key_value_heads) == (
         128,
@@ -95,20 +81,20 @@ def test_widths_follow_the_config(tiny_dir):
     assert n_params < 2_000_000
 
 
-def test_reloaded_model_gives_the_same_logits_as_the_built_one(tiny_dir):
-    tok = load_tokenizer(tiny_dir)
-    fresh = init_tiny_model(tiny_config(CFG, tok), seed=11)
-    loaded = load_model(tiny_dir, device="cpu")
+def test_reloaded_model_gives_the_same_logits_as_the_built_one(tiny_model_dir):
+    tok = load_tokenizer(tiny_model_dir)
+    fresh = init_tiny_model(tiny_config(CFG, tok), seed=TINY_SEED)
+    loaded = load_model(tiny_model_dir, device="cpu")
     batch = _text_batch(tok, len(tok))
     with torch.no_grad():
         a, b = fresh(**batch).logits, loaded(**batch).logits
     assert torch.equal(a, b)
 
 
-def test_build_is_a_function_of_the_seed(tmp_path):
-    a = build_tiny_model(tmp_path / "a", _corpus(), CFG, seed=5)
-    b = build_tiny_model(tmp_path / "b", _corpus(), CFG, seed=5)
-    c = build_tiny_model(tmp_path / "c", _corpus(), CFG, seed=6)
+def test_build_is_a_function_of_the_seed(tiny_model_dir, tmp_path):
+    a = tiny_model_dir  # built from TINY_CORPUS with TINY_SEED
+    b = build_tiny_model(tmp_path / "b", TINY_CORPUS, CFG, seed=TINY_SEED)
+    c = build_tiny_model(tmp_path / "c", TINY_CORPUS, CFG, seed=TINY_SEED + 1)
     assert (a / "tokenizer.json").read_text() == (b / "tokenizer.json").read_text()
     ma, mb, mc = (load_model(d, device="cpu") for d in (a, b, c))
     sa, sb, sc = (m.state_dict() for m in (ma, mb, mc))
@@ -117,13 +103,13 @@ def test_build_is_a_function_of_the_seed(tmp_path):
         sa["model.visual.patch_embed.proj.weight"], sc["model.visual.patch_embed.proj.weight"]
     )
     info = json.loads((a / BUILD_INFO).read_text())
-    assert info["seed"] == 5
+    assert info["seed"] == TINY_SEED
     assert info["n_parameters"] == sum(p.numel() for p in ma.parameters())  # tied head counted once
 
 
 def _base_dir(tmp_path, extra_rows: int):
     """A model directory whose tokenizer lacks the belief/action tokens, as a real Qwen one does."""
-    tok = wrap_tokenizer(train_bpe(_corpus() * 2, vocab_size=600, special_tokens=QWEN_SPECIAL_TOKENS))
+    tok = wrap_tokenizer(train_bpe(TINY_CORPUS * 2, vocab_size=600, special_tokens=QWEN_SPECIAL_TOKENS))
     config = tiny_config(CFG, tok)
     config.text_config.vocab_size = len(tok) + extra_rows
     out = tmp_path / f"base{extra_rows}"
@@ -179,11 +165,11 @@ print("ok")
 """
 
 
-def test_fused_patch_embedding_matches_the_conv3d(tiny_dir):
+def test_fused_patch_embedding_matches_the_conv3d(tiny_model_dir):
     # transformers registers the fusion for the whole process: check it in a process of its own
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     done = subprocess.run(
-        [sys.executable, "-c", _FUSED_CHECK, str(tiny_dir)],
+        [sys.executable, "-c", _FUSED_CHECK, str(tiny_model_dir)],
         env=env,
         capture_output=True,
         text=True,
@@ -208,21 +194,21 @@ def test_config_rejects_impossible_geometry():
     assert VLMConfig().tokens_per_group() == 6
 
 
-def test_saved_files_are_world_readable(tiny_dir):
+def test_saved_files_are_world_readable(tiny_model_dir):
     """save_pretrained writes model.safetensors 0600; the build publishes it like every output."""
     umask = os.umask(0o022)
     os.umask(umask)
-    for p in tiny_dir.iterdir():
+    for p in tiny_model_dir.iterdir():
         assert p.stat().st_mode & 0o777 == 0o666 & ~umask, p.name
 
 
-def test_only_safetensors_are_loaded(tiny_dir, tmp_path, monkeypatch):
+def test_only_safetensors_are_loaded(tiny_model_dir, tmp_path, monkeypatch):
     import shutil
 
     from vlalert.vlm.lora import attach_adapter
 
     pickled = tmp_path / "pickled"
-    shutil.copytree(tiny_dir, pickled)
+    shutil.copytree(tiny_model_dir, pickled)
     (pickled / "model.safetensors").rename(pickled / "pytorch_model.bin")
     with pytest.raises(ValueError, match=r"no \.safetensors weights \(it holds only pytorch_model\.bin\)"):
         load_model(pickled, device="cpu")
@@ -244,5 +230,5 @@ def test_only_safetensors_are_loaded(tiny_dir, tmp_path, monkeypatch):
 
     monkeypatch.setattr(transformers.AutoModelForImageTextToText, "from_pretrained", spy)
     with pytest.raises(RuntimeError, match="stop"):
-        load_model(tiny_dir, device="cpu")
+        load_model(tiny_model_dir, device="cpu")
     assert seen["use_safetensors"] is True

@@ -1,4 +1,7 @@
-"""The Snakemake DAG itself: lint, config errors before any job, an end-to-end demo run, partial reruns."""
+"""The Snakemake DAG itself: lint, config errors before any job, an end-to-end demo run, partial reruns.
+
+The demo run and every test that reads it (and the hand-placed source's real ingest) are `slow`;
+lint, the bad config and the full config's dry run are in the fast tier."""
 
 from __future__ import annotations
 
@@ -76,6 +79,7 @@ def demo_run(tmp_path_factory):
     return workdir
 
 
+@pytest.mark.slow
 def test_every_output_has_its_schema(demo_run):
     results = demo_run / "results"
     for source in ("nexar", "dada2000", "dota", "dad"):
@@ -119,6 +123,7 @@ def test_every_output_has_its_schema(demo_run):
     assert "DAUS" in (results / "eval" / "demo" / "summary.txt").read_text()
 
 
+@pytest.mark.slow
 def test_sft_lowers_val_loss_and_the_adapter_is_saved(demo_run):
     sft = demo_run / "results" / "sft" / "demo"
     metrics = json.loads((sft / "metrics.json").read_text())
@@ -126,6 +131,7 @@ def test_sft_lowers_val_loss_and_the_adapter_is_saved(demo_run):
     assert (sft / "adapter" / "adapter_model.safetensors").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_report_holds_the_figures_and_tables(demo_run):
     res = snakemake(demo_run, "--report", "report.html")
     assert res.returncode == 0, res.stderr[-4000:]
@@ -153,6 +159,7 @@ def _summary_row(summary, policy: str, metric: str, source: str = "all") -> tupl
     reason="issue 14, open: the tiny demo VLM does not learn the hazard from the pixels yet (its greedy "
     "generations collapse to a few texts; z/r carry no more than the clock), so the heads tie heads-shuffled",
 )
+@pytest.mark.slow
 def test_signal_flows_from_the_pixels_to_the_alert(demo_run):
     """The heads must read the tick's hidden states, not the clock: on the demo's test split they beat
     the time-only baseline and the trivial policies on tick AUROC by more than the seeds' spread, and
@@ -173,6 +180,7 @@ def test_signal_flows_from_the_pixels_to_the_alert(demo_run):
     assert shuffled - best < margin / 2, f"the shuffled heads keep over half the margin: {report}"
 
 
+@pytest.mark.slow
 def test_faults_are_rejected_not_dropped(demo_run):
     results = demo_run / "results"
     for source in ("nexar", "dada2000", "dota", "dad"):
@@ -183,6 +191,7 @@ def test_faults_are_rejected_not_dropped(demo_run):
         assert set(videos.column("video_id").to_pylist()) == set(demo["clips"])
 
 
+@pytest.mark.slow
 def test_manifest_counts_match_the_tables(demo_run):
     results = demo_run / "results"
     manifest = json.loads((results / "benchmark" / "manifest.json").read_text())
@@ -203,6 +212,7 @@ def test_manifest_counts_match_the_tables(demo_run):
         assert manifest["sources"][source]["rejected"] == n_rejected
 
 
+@pytest.mark.slow
 def test_changing_alert_s_reruns_only_relabel_and_benchmark(demo_run, tmp_path):
     assert planned_jobs(snakemake(demo_run, "-n").stdout + "Job stats:\n") == {}
     raw = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
@@ -255,6 +265,7 @@ def assert_reruns_source(jobs: dict[str, int], n_sources: int = 1) -> None:
     assert "demo_source" not in jobs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rel", ["nexar/train.csv", "dota/badas_consensus_dota_test.csv"])
 def test_editing_an_annotation_reruns_ingest_and_what_follows(demo_run, rel):
     assert plan(demo_run) == {}
@@ -266,6 +277,7 @@ def test_editing_an_annotation_reruns_ingest_and_what_follows(demo_run, rel):
     assert plan(demo_run) == {}
 
 
+@pytest.mark.slow
 def test_replacing_a_video_reruns_ingest_and_what_follows(demo_run):
     clips = sorted((demo_run / "results" / "demo" / "dad" / "videos" / "training").rglob("*.mp4"))
     with restored(clips[0]):
@@ -275,6 +287,7 @@ def test_replacing_a_video_reruns_ingest_and_what_follows(demo_run):
     assert plan(demo_run) == {}
 
 
+@pytest.mark.slow
 def test_a_touched_annotation_reruns_nothing_a_touched_clip_reruns_its_ingest(demo_run):
     demo = demo_run / "results" / "demo"
     annotations = [demo / "nexar" / "train.csv", demo / "dota" / "metadata_val.json"]
@@ -305,6 +318,7 @@ def repo_copy(tmp_path_factory) -> Path:
     return copy
 
 
+@pytest.mark.slow
 def test_library_code_reruns_by_content_not_by_mtime(demo_run, repo_copy):
     """The copy's vlalert comes first on the path: its code hashes are what the dry runs compare."""
     env = os.environ | {"PYTHONPATH": str(repo_copy)}
@@ -320,6 +334,7 @@ def test_library_code_reruns_by_content_not_by_mtime(demo_run, repo_copy):
     assert not {"demo_source", "check_source", "ingest", "gate"} & set(jobs)
 
 
+@pytest.mark.slow
 def test_files_placed_by_hand_are_inputs_of_ingest(tmp_path):
     """A real (hand-placed) source: its annotation file is an input of ingest, checked by content."""
     nexar = tmp_path / "resources" / "nexar"
@@ -361,6 +376,7 @@ def test_files_placed_by_hand_are_inputs_of_ingest(tmp_path):
         assert plan(tmp_path, target, configfile=config) == {"check_source": 1, "ingest": 1}
 
 
+@pytest.mark.slow
 def test_benchmark_is_rebuilt_identically_elsewhere(demo_run, tmp_path):
     """Determinism of the data half of the DAG: a second run elsewhere gives identical label tables."""
     other = tmp_path / "again"
@@ -400,6 +416,7 @@ def test_a_config_given_on_the_command_line_is_used_alone(tmp_path):
     assert cfg.gate_chain("dota") == ["consensus", "badas"]
 
 
+@pytest.mark.slow
 def test_predict_runs_the_demo_run_on_a_real_dad_clip(demo_run, real_data, tmp_path):
     """`vlalert predict` on real 1280x720 footage with the demo's trained run (a plumbing check)."""
     video = real_data / "dad" / "videos" / "testing" / "positive" / "000478.mp4"

@@ -17,8 +17,8 @@ from vlalert.cache.store import (
     cache_parts,
     cache_table,
     chunk_dir,
+    chunk_fingerprint,
     chunk_path,
-    fingerprint,
     fixed_size_list_to_numpy,
     gather_split,
     merge_chunks,
@@ -86,19 +86,21 @@ def test_check_table_takes_the_width_from_the_table_and_still_checks_the_rest():
 def test_a_chunk_is_reused_only_for_its_fingerprint_and_row_count(tmp_path):
     part = tmp_path / "part-00000.parquet"
     table, _ = _table(3)
-    fp = fingerprint({"model": "m"}, ["v0", "v0", "v1"], [0, 1, 0])
+    fp = chunk_fingerprint({"model": "m"}, ["v0", "v0", "v1"], [0, 1, 0])
     path = write_chunk(table, chunk_path(part, 0), fp, {"rows": 3, "seconds": 1.5})
     assert path.parent == chunk_dir(part) and not path.name.startswith("part-")
     got, stats = read_done_chunk(path, fp, 3)
     assert got.equals(table) and stats == {"rows": 3, "seconds": 1.5}
-    assert read_done_chunk(path, fingerprint({"model": "other"}, ["v0", "v0", "v1"], [0, 1, 0]), 3) is None
+    assert (
+        read_done_chunk(path, chunk_fingerprint({"model": "other"}, ["v0", "v0", "v1"], [0, 1, 0]), 3) is None
+    )
     assert read_done_chunk(path, fp, 4) is None
     assert read_done_chunk(chunk_path(part, 1), fp, 3) is None  # not written
     path.write_bytes(b"not parquet")
     assert read_done_chunk(path, fp, 3) is None
     # the fingerprint depends on the keys, and on their order
-    assert fingerprint({}, ["a", "b"], [0, 0]) != fingerprint({}, ["b", "a"], [0, 0])
-    assert fingerprint({}, ["a"], [0]) != fingerprint({}, ["a"], [1])
+    assert chunk_fingerprint({}, ["a", "b"], [0, 0]) != chunk_fingerprint({}, ["b", "a"], [0, 0])
+    assert chunk_fingerprint({}, ["a"], [0]) != chunk_fingerprint({}, ["a"], [1])
 
 
 def test_merge_writes_one_part_the_heads_can_read_and_chunks_are_invisible_to_readers(tmp_path):

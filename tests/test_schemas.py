@@ -97,13 +97,6 @@ def test_every_enum_column_is_a_column_of_its_schema():
         assert set(columns) <= set(SCHEMAS[kind].names), kind
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="check_table casts before its null check, and pyarrow's Table.cast refuses nulls in a "
-    "non-nullable field with a bare ValueError ('Casting field ... with null values to non-nullable') "
-    "that names neither the file nor SchemaError; the nullability branch is never reached",
-)
 def test_nulls_in_a_non_nullable_column_are_named_with_the_file():
     table = _labels(source=pa.array(["dota", None], pa.string()))
     with pytest.raises(SchemaError) as err:
@@ -112,10 +105,9 @@ def test_nulls_in_a_non_nullable_column_are_named_with_the_file():
 
 
 def test_nulls_in_a_non_nullable_column_are_refused():
-    """Whatever the message (see the xfail above), such a table never passes."""
-    with pytest.raises(ValueError, match="source"):
+    with pytest.raises(SchemaError, match="source"):
         check_table("labels", _labels(source=pa.array(["dota", None], pa.string())), PATH)
-    with pytest.raises(ValueError, match="action"):
+    with pytest.raises(SchemaError, match="action"):
         check_table("labels", _labels(action=pa.array(["ALERT", None], pa.string())), PATH)
 
 

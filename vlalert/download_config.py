@@ -12,19 +12,19 @@ import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from vlalert.strict import StrictModel
 
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 
 
-class DownloadConfig(BaseModel):
+class DownloadConfig(StrictModel):
     """One hub repository to fetch at a pinned commit into `local_dir`.
 
     `source` names the configured source whose root this download fills: its ingest then waits for
     the download instead of a layout check. Datasets used only for comparison (VLAlert-Bench) have none.
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     enabled: bool = True
     repo_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")

@@ -308,13 +308,14 @@ def check_table(kind: str, table: pa.Table, path: str | os.PathLike[str] = "<tab
     if missing or extra:
         raise SchemaError(f"{path}: {kind} table: missing columns {missing}, unexpected columns {extra}")
     table = table.select(schema.names)
+    # nulls first: pyarrow's cast refuses them in a non-nullable field with a bare ValueError
+    for field in schema:
+        if not field.nullable and table.column(field.name).null_count:
+            raise SchemaError(f"{path}: column {field.name!r} holds nulls but is not nullable")
     try:
         table = table.cast(schema)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as err:
         raise SchemaError(f"{path}: {kind} table does not cast to its schema: {err}") from None
-    for field in schema:
-        if not field.nullable and table.column(field.name).null_count:
-            raise SchemaError(f"{path}: column {field.name!r} holds nulls but is not nullable")
     for col, allowed in ENUMS.get(kind, {}).items():
         values = set(table.column(col).unique().to_pylist())
         bad = values - set(allowed)

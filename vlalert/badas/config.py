@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from vlalert.badas.windows import BADAS_FRAMES, BADAS_SAMPLE_FPS
+from vlalert.strict import StrictModel
 
 
-class BadasConfig(BaseModel):
+class BadasConfig(StrictModel):
     """Where the Open-BADAS weights are and how the provider runs them.
 
     Weights: either `model_path` (a directory holding config.json + model.safetensors, or a
@@ -26,7 +27,7 @@ class BadasConfig(BaseModel):
     `check_weights_source` says what is missing.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+    model_config = StrictModel.model_config | ConfigDict(protected_namespaces=())  # fields named model_*
 
     model_path: str | None = None
     config_path: str | None = None  # only for a model_path that is a .safetensors file

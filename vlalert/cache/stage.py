@@ -42,8 +42,8 @@ from vlalert.cache.config import SPEED_KEYS, CacheConfig
 from vlalert.cache.rows import ROW_COLUMNS, chunk_bounds, select_rows, shard_rows
 from vlalert.cache.store import (
     cache_table,
+    chunk_fingerprint,
     chunk_path,
-    fingerprint,
     merge_chunks,
     read_done_chunk,
     remove_chunks,
@@ -298,7 +298,7 @@ def run_shard(
     vids, ticks = rows.column("video_id").to_pylist(), rows.column("tick").to_pylist()
     plan = []  # (chunk index, start, stop, fingerprint, (table, stats) when already done)
     for k, (a, b) in enumerate(bounds):
-        fp = fingerprint(identity, vids[a:b], ticks[a:b])
+        fp = chunk_fingerprint(identity, vids[a:b], ticks[a:b])
         done = read_done_chunk(chunk_path(part_path, k), fp, b - a)
         plan.append((k, a, b, fp, done))
     todo = [p for p in plan if p[4] is None]

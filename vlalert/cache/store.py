@@ -135,7 +135,7 @@ def chunk_path(part_path: str | os.PathLike[str], index: int) -> Path:
     return chunk_dir(part_path) / f"chunk-{index:05d}.parquet"
 
 
-def fingerprint(identity: Mapping[str, Any], video_ids: Sequence[str], ticks: Sequence[int]) -> str:
+def chunk_fingerprint(identity: Mapping[str, Any], video_ids: Sequence[str], ticks: Sequence[int]) -> str:
     """sha256 of what determines a chunk: `identity` (params, model, split...) and its rows' keys."""
     h = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode())
     for vid, tick in zip(video_ids, ticks, strict=True):

@@ -11,8 +11,12 @@ the machine's stored login, or anything that is written to disk.
 DADA-2000, DoTA and DAD cannot be downloaded automatically; `check_source_layout` lists, at once,
 every file or folder that a source's adapter needs and does not find, and where to obtain it.
 
-This module is imported by the config model at parse time, so it imports nothing heavy at module
-level (huggingface_hub and the source adapters are imported where they are used).
+The Snakefile imports this module at parse time (`layout_params`), so it imports nothing heavy at
+module level (huggingface_hub and the source adapters are imported where they are used). The
+`download:` config section's model is in vlalert.download_config, which the config imports.
+
+Why one module of ~600 lines: both halves put a source's files on disk and tell the user where to
+get them (the OBTAIN texts, the completion marker), for the hub and for hand-placed sources.
 """
 
 from __future__ import annotations

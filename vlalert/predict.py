@@ -19,6 +19,10 @@ Everything that can be wrong with the inputs (a run not trained yet, an unreadab
 shorter than one window, heads that do not fit the model) is checked before the VLM is loaded and
 raised as `PredictError` with a one-line message that names the path; the CLI turns it into exit
 code 2.
+
+Why one module of ~540 lines: it is the whole single-video path (check the run, read the video, run the
+VLM and the heads, write the outputs and the figure) in the order a user reads it; each step is a
+function of its own section and the stage code it reuses lives in cache/, heads/ and score.
 """
 
 from __future__ import annotations

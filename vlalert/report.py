@@ -11,6 +11,9 @@ fixed by `figure_names`, so a rule can declare its outputs before anything is dr
 - `bars_daus.png`: DAUS, U and P per source and policy, error bars = std over seeds;
 - `reliability_heads.png`: reliability diagram of the heads' p_alert against the frequency of
   ALERT labels (non-excluded ticks), one curve per seed with its ECE in the legend.
+
+Why one module of ~560 lines: the report's figures share one colour scheme, one reading of the scores
+table and one layout; each figure is its own section (timelines, bars, reliability, tables).
 """
 
 from __future__ import annotations

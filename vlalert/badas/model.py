@@ -28,6 +28,9 @@ their steps (`preprocess="badas"`): each frame squashed to 224 x 224 (cv2.resize
 antialiasing, uint8), then V-JEPA2's video processor (bilinear antialiased resize of the short side
 to int(crop * 256 / 224) = 292, uint8, centre crop 256, x / 255, ImageNet mean/std), in torch,
 without cv2 or torchvision.
+
+Why one module of ~500 lines: it is the authors' network and preprocessing transcribed side by side with
+their code (encoder, probe, head, the input steps), so a reader checks it against theirs in one place.
 """
 
 from __future__ import annotations

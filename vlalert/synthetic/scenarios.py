@@ -10,6 +10,10 @@ the initial gaps are then chosen so that contact happens exactly at the event ti
 Coordinates: the ego car drives along +z at constant speed; `z` of an agent is the longitudinal
 gap from the ego's front bumper to the agent's nearest face (m), `x` its lateral offset from the
 ego lane's centre (m, + right). After the event the scene is frozen (the ego stops on impact).
+
+Why one module of ~580 lines: the kinematics and the ground truth derived from them must stay one
+set of closed-form equations (the frames and scene_truth.json read the same functions), or the
+scene gate and the rule beliefs could drift from what the pixels show.
 """
 
 from __future__ import annotations

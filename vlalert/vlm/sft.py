@@ -25,6 +25,10 @@ with prefetch (`sft.num_workers`, `sft.prefetch_factor`), checkpoints and their 
 
 Outputs under the run directory: `adapter/` (peft `save_pretrained`, with the tokenizer),
 `train_log.parquet` (vlalert.schemas.SFT_TRAIN_LOG), `metrics.json`; `checkpoints/` beside them.
+
+Why one module of ~750 lines: it is the SFT stage on transformers.Trainer end to end (processes, the
+loss, generation for the val parse rate, outputs, the Trainer subclass and its launch), sectioned in
+that order; the parts that stand alone already live beside it (vlm.checkpoint, vlm.data, vlm.lora).
 """
 
 from __future__ import annotations

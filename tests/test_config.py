@@ -52,6 +52,21 @@ def test_bad_values_name_the_key(raw, edit, key):
     assert key in str(err.value)
 
 
+def test_an_unknown_key_suggests_the_nearest_valid_one(raw):
+    bad = copy.deepcopy(raw)
+    bad["window"]["nframes"] = 8  # top-level section
+    bad["sources"]["nexar"]["scene_truht"] = "x"  # inside a dict of models
+    bad["heads"] = {"fsm": {"alert_entr": 0.5}}  # two models deep
+    bad["zzz"] = 1  # nothing near: no guess
+    with pytest.raises(ConfigError) as err:
+        validate_config(bad)
+    msg = str(err.value)
+    assert "window.nframes: unknown key (did you mean 'frames'?)" in msg
+    assert "sources.nexar.scene_truht: unknown key (did you mean 'scene_truth'?)" in msg
+    assert "heads.fsm.alert_entr: unknown key (did you mean 'alert_enter'?)" in msg
+    assert "  zzz: unknown key\n" in msg + "\n"
+
+
 def test_load_config_names_the_file(tmp_path, raw):
     raw["labels"]["observe_s"] = -1
     path = tmp_path / "bad.yaml"

@@ -9,12 +9,14 @@ dependants, never what is upstream.
 
 from __future__ import annotations
 
+import difflib
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 # Each stage's own config model lives beside its code; all are pydantic only (no torch at parse time).
 from vlalert.badas.config import BadasConfig
@@ -277,6 +279,34 @@ class WorkflowConfig(StrictModel):
         return [name for name in self.enabled_sources() if self.sources[name].videos]
 
 
+def _model_in(tp: Any) -> type[BaseModel] | None:
+    """The pydantic model `tp` is, or holds (Optional[M], dict[str, M], list[M]), else None."""
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return tp
+    for arg in get_args(tp):
+        if (model := _model_in(arg)) is not None:
+            return model
+    return None
+
+
+def valid_keys(model: type[BaseModel], path: Sequence[str | int]) -> list[str]:
+    """The keys the config accepts at `path` (e.g. ("sources", "nexar") -> SourceConfig's fields)."""
+    cur: Any = model
+    for part in path:
+        m = _model_in(cur)
+        if m is None:
+            return []
+        if get_origin(cur) in (dict, list, tuple):  # `part` is a key or an index: step into the values
+            cur = m
+            continue
+        field = m.model_fields.get(str(part))
+        if field is None:
+            return []
+        cur = field.annotation
+    m = _model_in(cur)
+    return list(m.model_fields) if m is not None else []
+
+
 def _format_errors(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
@@ -284,6 +314,9 @@ def _format_errors(err: ValidationError) -> str:
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
+            keys = valid_keys(WorkflowConfig, e["loc"][:-1])
+            if near := difflib.get_close_matches(str(e["loc"][-1]), keys, n=1):
+                msg += f" (did you mean {near[0]!r}?)"
         lines.append(f"  {key}: {msg}" if key else f"  {msg}")
     return "invalid config:\n" + "\n".join(lines)
 

@@ -333,6 +333,94 @@ def _block(
     return pa.table(cols).cast(SCORES)
 
 
+@dataclass(frozen=True)
+class _Scored:
+    """The ticks every policy of a split is scored on, and how a policy's rows are built from them."""
+
+    ticks: pl.DataFrame  # ScoreTicks.frame
+    rows: np.ndarray  # cache row of each tick
+    offsets: np.ndarray  # clip boundaries in `ticks`
+    fsm: FSMConfig
+
+    def block(
+        self,
+        policy: str,
+        seed: int,
+        probs: np.ndarray,
+        actions: np.ndarray | None = None,
+        p_danger: np.ndarray | None = None,
+    ) -> pa.Table:
+        """SCORES rows of one policy and seed; `actions` None: decode `probs` with the FSM."""
+        if actions is None:
+            actions = decode_clips(probs, self.offsets, self.fsm)
+        return _block(self.ticks, policy, seed, probs, actions, p_danger)
+
+
+def _heads_blocks(
+    sc: _Scored, cache: pa.Table, heads_dirs: Mapping[int, Mapping[str, str | Path]], batch_clips: int
+) -> dict[str, list[pa.Table]]:
+    """`heads`, `danger` and `heads-shuffled`, one block per seed."""
+    blocks: dict[str, list[pa.Table]] = {"heads": [], "danger": [], "heads-shuffled": []}
+    z = fixed_size_list_to_numpy(cache.column("z"))
+    r = fixed_size_list_to_numpy(cache.column("r"))
+    scored = ~sc.ticks["excluded"].to_numpy()
+    for seed in sorted(heads_dirs):
+        danger_model, danger_cfg = _load(heads_dirs[seed]["danger"], "danger", z.shape[1])
+        policy_model, policy_cfg = _load(heads_dirs[seed]["policy"], "policy", r.shape[1])
+        if policy_cfg["fsm_config"] != sc.fsm:
+            log.warning(
+                "seed %s: the PolicyHead was trained with another FSM config than it is scored with", seed
+            )
+        p_danger = danger_scores(danger_model, z, sc.rows)
+        probs, actions = policy_scores(policy_model, r, sc.rows, sc.offsets, sc.fsm, batch_clips)
+        blocks["heads"].append(sc.block("heads", seed, probs, actions, p_danger))
+        d_probs = danger_probs(p_danger, danger_cfg.get("calibration"))
+        blocks["danger"].append(sc.block("danger", seed, d_probs, p_danger=p_danger))
+        shuffled = shuffle_within_clips(sc.rows, sc.offsets, scored, seed)
+        s_danger = danger_scores(danger_model, z, shuffled)
+        s_probs, s_actions = policy_scores(policy_model, r, shuffled, sc.offsets, sc.fsm, batch_clips)
+        blocks["heads-shuffled"].append(sc.block("heads-shuffled", seed, s_probs, s_actions, s_danger))
+    return blocks
+
+
+def _gate_blocks(sc: _Scored, gate: pa.Table, counts: dict[str, int]) -> dict[str, list[pa.Table]]:
+    """`gate` on every clip, and `badas` on the clips whose gate scores the badas provider gave."""
+    gt = gate_lookup(sc.ticks, gate)
+    counts["gate_null"], counts["gate_missing"] = gt.n_null, gt.n_missing
+    g_probs = single_score_probs(gt.p)
+    blocks = {"gate": [sc.block("gate", BASELINE_SEED, g_probs)], "badas": []}
+    # Open-BADAS alone: its own scores through the same FSM, on the clips it scored (all of
+    # them when the gate is `badas`; the clips without a consensus row under [consensus, badas]).
+    by_badas = gt.provider == "badas"
+    offsets = sc.offsets
+    keep_clip = np.array([bool(by_badas[a:b].any()) for a, b in zip(offsets[:-1], offsets[1:], strict=True)])
+    counts["badas_clips"] = int(keep_clip.sum())
+    if keep_clip.any():
+        sub_rows, sub_offsets = clip_subset(offsets, keep_clip)
+        b_probs = g_probs[sub_rows]
+        b_actions = decode_clips(b_probs, sub_offsets, sc.fsm)
+        blocks["badas"].append(_block(sc.ticks[sub_rows], "badas", BASELINE_SEED, b_probs, b_actions))
+    return blocks
+
+
+def _vlm_and_constant_blocks(
+    sc: _Scored, texts: pa.Table, counts: dict[str, int]
+) -> dict[str, list[pa.Table]]:
+    """`vlm` (the VLM's own generated action) and the two constants."""
+    text_col = texts.column("generated_text").to_pylist()
+    vlm_codes, counts["vlm_unparsable"] = vlm_actions([text_col[i] for i in sc.rows])
+    if counts["vlm_unparsable"]:
+        log.warning(
+            "%d of %d VLM generations had no parsable action (scored SILENT)",
+            counts["vlm_unparsable"],
+            len(sc.rows),
+        )
+    blocks = {"vlm": [sc.block("vlm", BASELINE_SEED, one_hot_probs(vlm_codes))]}
+    for policy, code in (("always-silent", Action.SILENT), ("always-alert", Action.ALERT)):
+        blocks[policy] = [sc.block(policy, BASELINE_SEED, one_hot_probs(np.full(sc.ticks.height, code)))]
+    return blocks
+
+
 def score_split(
     benchmark: pa.Table,
     cache_dir: str | Path,
@@ -358,8 +446,7 @@ def score_split(
             raise ValueError(
                 f"seed {seed}: heads_dirs needs exactly 'danger' and 'policy', got {sorted(dirs)}"
             )
-    vectors = ("z", "r") if heads_dirs else ()
-    cache = read_cache(cache_dir, vectors)
+    cache = read_cache(cache_dir, ("z", "r") if heads_dirs else ())
     texts = read_generated_text(cache_dir)
     if not (
         texts.column("video_id").equals(cache.column("video_id"))
@@ -367,85 +454,20 @@ def score_split(
     ):
         raise CacheError(f"{cache_dir}: the cache parts read back in two different orders")
     st = select_ticks(benchmark, cache)
-    rows, offsets, ticks = st.rows, st.offsets, st.frame
-    counts: dict[str, int] = {"ticks": ticks.height, "clips": offsets.size - 1}
+    sc = _Scored(st.frame, st.rows, st.offsets, fsm_cfg)
+    counts: dict[str, int] = {"ticks": sc.ticks.height, "clips": sc.offsets.size - 1}
     counts["excluded_without_cache_row"] = st.n_excluded_missing
 
     blocks: dict[str, list[pa.Table]] = {p: [] for p in POLICIES}
     if heads_dirs:
-        z = fixed_size_list_to_numpy(cache.column("z"))
-        r = fixed_size_list_to_numpy(cache.column("r"))
-        for seed in sorted(heads_dirs):
-            danger_model, danger_cfg = _load(heads_dirs[seed]["danger"], "danger", z.shape[1])
-            policy_model, policy_cfg = _load(heads_dirs[seed]["policy"], "policy", r.shape[1])
-            if policy_cfg["fsm_config"] != fsm_cfg:
-                log.warning(
-                    "seed %s: the PolicyHead was trained with another FSM config than it is scored with", seed
-                )
-            p_danger = danger_scores(danger_model, z, rows)
-            probs, actions = policy_scores(policy_model, r, rows, offsets, fsm_cfg, batch_clips)
-            blocks["heads"].append(_block(ticks, "heads", seed, probs, actions, p_danger))
-            d_probs = danger_probs(p_danger, danger_cfg.get("calibration"))
-            d_actions = decode_clips(d_probs, offsets, fsm_cfg)
-            blocks["danger"].append(_block(ticks, "danger", seed, d_probs, d_actions, p_danger))
-            shuffled = shuffle_within_clips(rows, offsets, ~ticks["excluded"].to_numpy(), seed)
-            s_danger = danger_scores(danger_model, z, shuffled)
-            s_probs, s_actions = policy_scores(policy_model, r, shuffled, offsets, fsm_cfg, batch_clips)
-            blocks["heads-shuffled"].append(
-                _block(ticks, "heads-shuffled", seed, s_probs, s_actions, s_danger)
-            )
-
+        blocks.update(_heads_blocks(sc, cache, heads_dirs, batch_clips))
     if time_only is not None:
-        t_probs = time_only.probs(time_features(ticks["t_s"].to_numpy(), offsets))
-        blocks["time-only"].append(
-            _block(ticks, "time-only", BASELINE_SEED, t_probs, decode_clips(t_probs, offsets, fsm_cfg))
-        )
-
+        t_probs = time_only.probs(time_features(sc.ticks["t_s"].to_numpy(), sc.offsets))
+        blocks["time-only"] = [sc.block("time-only", BASELINE_SEED, t_probs)]
     if gate is not None:
-        gt = gate_lookup(ticks, gate)
-        counts["gate_null"], counts["gate_missing"] = gt.n_null, gt.n_missing
-        g_probs = single_score_probs(gt.p)
-        blocks["gate"].append(
-            _block(ticks, "gate", BASELINE_SEED, g_probs, decode_clips(g_probs, offsets, fsm_cfg))
-        )
-        # Open-BADAS alone: its own scores through the same FSM, on the clips it scored (all of
-        # them when the gate is `badas`; the clips without a consensus row under [consensus, badas]).
-        by_badas = gt.provider == "badas"
-        keep_clip = np.array(
-            [bool(by_badas[a:b].any()) for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
-        )
-        counts["badas_clips"] = int(keep_clip.sum())
-        if keep_clip.any():
-            sub_rows, sub_offsets = clip_subset(offsets, keep_clip)
-            b_probs = g_probs[sub_rows]
-            blocks["badas"].append(
-                _block(
-                    ticks[sub_rows],
-                    "badas",
-                    BASELINE_SEED,
-                    b_probs,
-                    decode_clips(b_probs, sub_offsets, fsm_cfg),
-                )
-            )
+        blocks.update(_gate_blocks(sc, gate, counts))
+    blocks.update(_vlm_and_constant_blocks(sc, texts, counts))
 
-    text_col = texts.column("generated_text").to_pylist()
-    vlm_codes, counts["vlm_unparsable"] = vlm_actions([text_col[i] for i in rows])
-    v_probs = one_hot_probs(vlm_codes)
-    blocks["vlm"].append(
-        _block(ticks, "vlm", BASELINE_SEED, v_probs, decode_clips(v_probs, offsets, fsm_cfg))
-    )
-    for policy, code in (("always-silent", Action.SILENT), ("always-alert", Action.ALERT)):
-        c_probs = one_hot_probs(np.full(ticks.height, code))
-        blocks[policy].append(
-            _block(ticks, policy, BASELINE_SEED, c_probs, decode_clips(c_probs, offsets, fsm_cfg))
-        )
-
-    if counts["vlm_unparsable"]:
-        log.warning(
-            "%d of %d VLM generations had no parsable action (scored SILENT)",
-            counts["vlm_unparsable"],
-            len(rows),
-        )
     out = pa.concat_tables([b for p in POLICIES for b in blocks[p]])
     out = check_table("scores", out)
     return out.replace_schema_metadata({COUNTS_KEY: json.dumps(counts, sort_keys=True).encode()})

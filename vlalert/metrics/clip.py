@@ -141,6 +141,19 @@ def clips_from_table(
     `ticks` itself, where they must be constant within a clip. A positive without t_event_s gets
     t_risky_s + `alert_s` when `alert_s` is given, else it is an error.
     """
+    df = _checked_ticks(ticks, clips, action_col, label_col, excluded_col, alert_s)
+    return _series(df, action_col, label_col, excluded_col) if df.height else []
+
+
+def _checked_ticks(
+    ticks: pa.Table | pl.DataFrame,
+    clips: pa.Table | pl.DataFrame | None,
+    action_col: str,
+    label_col: str | None,
+    excluded_col: str | None,
+    alert_s: float | None,
+) -> pl.DataFrame:
+    """The per-tick table with its clip columns joined and checked, sorted by (video_id, t_s)."""
     import polars as pl
 
     df = _to_polars(ticks)
@@ -168,7 +181,7 @@ def clips_from_table(
         raise ValueError(f"per-tick table holds nulls in {nulls}")
     df = df.with_columns(pl.col("t_s", "p_alert", "t_risky_s", "t_event_s").cast(pl.Float64))
     if df.height == 0:
-        return []
+        return df
 
     varying = (
         df.group_by("video_id")
@@ -186,6 +199,15 @@ def clips_from_table(
             .otherwise(pl.col("t_event_s"))
             .alias("t_event_s")
         )
+    return df
+
+
+def _series(
+    df: pl.DataFrame, action_col: str, label_col: str | None, excluded_col: str | None
+) -> list[ClipSeries]:
+    """One ClipSeries per clip of a checked, sorted per-tick table: numpy views sliced per clip."""
+    import polars as pl
+
     n = df.height
     vid = df["video_id"].to_numpy()
     starts = np.flatnonzero(np.r_[True, vid[1:] != vid[:-1]])

@@ -264,6 +264,201 @@ def _summary_counts(table: pa.Table) -> dict[str, int]:
     }
 
 
+@dataclass(frozen=True)
+class _Chunk:
+    """One chunk of a shard: its index, its rows [start, stop), fingerprint, and (table, stats) if done."""
+
+    k: int
+    start: int
+    stop: int
+    fingerprint: str
+    done: tuple[pa.Table, dict[str, Any]] | None
+
+
+@dataclass(frozen=True)
+class _ShardPlan:
+    """What a shard job computes: its rows, the model's widths, and which chunks are left to do."""
+
+    rows: pa.Table
+    selection: Any  # read_split_rows' description of the split's row selection
+    spec: Any  # read_model_spec
+    z_width: int
+    r_width: int
+    teacher_forced: bool
+    chunks: list[_Chunk]
+
+    @property
+    def todo(self) -> list[_Chunk]:
+        return [c for c in self.chunks if c.done is None]
+
+    @property
+    def resumed_rows(self) -> int:
+        return sum(c.stop - c.start for c in self.chunks if c.done is not None)
+
+
+def plan_shard(
+    benchmark_path: str | os.PathLike[str],
+    part_path: str | os.PathLike[str],
+    *,
+    cfg: WorkflowConfig,
+    split: str,
+    shard: int,
+    model_path: str,
+    adapter_dir: str | None,
+) -> _ShardPlan:
+    """The shard's rows, in chunks, each with its fingerprint and, when a valid one is on disk, its result."""
+    cache = cfg.cache
+    spec = read_model_spec(model_path)
+    check_layers(cache, spec)
+    split_rows, selection = read_split_rows(benchmark_path)
+    rows = shard_rows(split_rows, cache.shards, shard)
+    identity = {
+        "model_cfg": cfg.model.model_dump(mode="json"),
+        "cache_cfg": {k: v for k, v in cache.model_dump(mode="json").items() if k not in SPEED_KEYS},
+        "model": model_files_identity(model_path),
+        "adapter": adapter_identity(adapter_dir),
+        "split": split,
+    }
+    vids, ticks = rows.column("video_id").to_pylist(), rows.column("tick").to_pylist()
+    chunks = []
+    for k, (a, b) in enumerate(chunk_bounds(rows.num_rows, cache.chunk_ticks)):
+        fp = chunk_fingerprint(identity, vids[a:b], ticks[a:b])
+        chunks.append(_Chunk(k, a, b, fp, read_done_chunk(chunk_path(part_path, k), fp, b - a)))
+    return _ShardPlan(
+        rows=rows,
+        selection=selection,
+        spec=spec,
+        z_width=cache.z_width(spec.hidden_size),
+        r_width=spec.hidden_size,
+        teacher_forced=split in cache.teacher_forced_splits,
+        chunks=chunks,
+    )
+
+
+def _compute_chunks(
+    plan: _ShardPlan,
+    part_path: str | os.PathLike[str],
+    *,
+    cfg: WorkflowConfig,
+    label: str,
+    model_path: str,
+    adapter_dir: str | None,
+    tables: dict[int, pa.Table],
+    chunk_stats: dict[int, dict[str, Any]],
+) -> dict[str, Any]:
+    """Load the model, compute every chunk not done (frames of the next chunk prepared meanwhile), write
+    each as it finishes into `tables`/`chunk_stats`; return the model facts for the summary."""
+    import torch
+    from tqdm import tqdm
+
+    cache = cfg.cache
+    device = resolve_device(cache.device, "cache.device")
+    ex, facts = load_extractor(model_path, adapter_dir, cfg, device)
+    log.info("model %s (adapter %s) on %s: %s", model_path, adapter_dir, device, facts)
+    if ex.model.config.text_config.hidden_size != plan.spec.hidden_size:
+        raise ValueError("the loaded model's hidden size differs from its config")
+    rows = plan.rows
+    row_dicts = rows.to_pylist()
+    vids, ticks = rows.column("video_id").to_pylist(), rows.column("tick").to_pylist()
+    todo = plan.todo
+    bar = tqdm(
+        total=rows.num_rows,
+        initial=plan.resumed_rows,
+        unit="tick",
+        disable=not cache.progress,
+        desc=f"cache {label}",
+        dynamic_ncols=True,
+    )
+    tokenizer = ex.tokenizer
+    with frame_pool(cache.workers) as pool, ThreadPoolExecutor(1) as ahead:
+
+        def prepare(chunk: _Chunk) -> list[dict[str, Any]]:
+            return prepare_examples(
+                row_dicts[chunk.start : chunk.stop], tokenizer, cfg, plan.teacher_forced, pool
+            )
+
+        pending: Future = ahead.submit(prepare, todo[0])
+        last = time.perf_counter()
+        for j, chunk in enumerate(todo):
+            a, b = chunk.start, chunk.stop
+            examples = pending.result()
+            if j + 1 < len(todo):
+                pending = ahead.submit(prepare, todo[j + 1])
+            vecs = compute_chunk(ex, examples, cache.batch_size, bar.update)
+            table, clamped = cache_table(vids[a:b], ticks[a:b], vecs, plan.z_width, plan.r_width)
+            now = time.perf_counter()
+            stats = {
+                "rows": b - a,
+                "seconds": now - last,
+                "ticks_per_s": (b - a) / max(now - last, 1e-9),
+                "clamped_values": clamped,
+                "teacher_forced_without_target": sum(
+                    1 for e in examples if plan.teacher_forced and "labels" not in e
+                ),
+            }
+            last = now
+            write_chunk(table, chunk_path(part_path, chunk.k), chunk.fingerprint, stats)
+            tables[chunk.k] = table
+            chunk_stats[chunk.k] = dict(stats, resumed=False)
+            bar.set_postfix(ticks_per_s=f"{stats['ticks_per_s']:.2f}")
+    bar.close()
+    del ex
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return facts
+
+
+def _shard_summary(
+    plan: _ShardPlan,
+    chunk_stats: dict[int, dict[str, Any]],
+    merged: pa.Table,
+    *,
+    cfg: WorkflowConfig,
+    split: str,
+    shard: int,
+    model_path: str,
+    adapter_dir: str | None,
+    wall_s: float,
+    facts: dict[str, Any],
+) -> dict[str, Any]:
+    """The shard's summary.json: rows computed and resumed, throughput, parse counts, the model's facts."""
+    cache = cfg.cache
+    computed = [s for s in chunk_stats.values() if not s["resumed"]]
+    compute_s = sum(s["seconds"] for s in computed)
+    computed_rows = sum(s["rows"] for s in computed)
+    return {
+        "split": split,
+        "shard": shard,
+        "shards": cache.shards,
+        "rows": plan.rows.num_rows,
+        "split_selection": plan.selection,
+        "computed_rows": computed_rows,
+        "resumed_rows": plan.resumed_rows,
+        "chunks": [dict(chunk_stats[c.k], chunk=c.k) for c in plan.chunks],
+        "resumed_chunks": sum(1 for s in chunk_stats.values() if s["resumed"]),
+        "compute_s": compute_s,
+        "ticks_per_s": computed_rows / compute_s if compute_s > 0 else None,
+        "wall_s": wall_s,
+        "clamped_values": sum(int(s.get("clamped_values", 0)) for s in chunk_stats.values()),
+        "teacher_forced_without_target": sum(
+            int(s.get("teacher_forced_without_target", 0)) for s in chunk_stats.values()
+        ),
+        **_summary_counts(merged),
+        "model": model_path,
+        "adapter": adapter_dir,
+        "hidden_size": plan.spec.hidden_size,
+        "num_hidden_layers": plan.spec.num_hidden_layers,
+        "z_width": plan.z_width,
+        "r_width": plan.r_width,
+        "belief_layers": list(cache.belief_layers),
+        "policy_layer": cache.policy_layer,
+        "hidden_pass": cache.hidden_pass,
+        "batch_size": cache.batch_size,
+        "teacher_forced_split": plan.teacher_forced,
+        **facts,
+    }
+
+
 def run_shard(
     benchmark_path: str | os.PathLike[str],
     part_path: str | os.PathLike[str],
@@ -275,132 +470,42 @@ def run_shard(
     model_path: str,
     adapter_dir: str | None,
 ) -> dict[str, Any]:
-    """Compute (or resume) shard `shard` of `split`; write its part file and summary; return the summary."""
-    import torch
-    from tqdm import tqdm
+    """Compute (or resume) shard `shard` of `split`; write its part file and summary; return the summary.
 
-    cache = cfg.cache
+    Plan (which chunks are already done, by fingerprint), compute the others, merge, summarise.
+    """
     t_start = time.perf_counter()
-    spec = read_model_spec(model_path)
-    check_layers(cache, spec)
-    z_width, r_width = cache.z_width(spec.hidden_size), spec.hidden_size
-    split_rows, selection = read_split_rows(benchmark_path)
-    rows = shard_rows(split_rows, cache.shards, shard)
-    teacher_forced = split in cache.teacher_forced_splits
-    identity = {
-        "model_cfg": cfg.model.model_dump(mode="json"),
-        "cache_cfg": {k: v for k, v in cache.model_dump(mode="json").items() if k not in SPEED_KEYS},
-        "model": model_files_identity(model_path),
-        "adapter": adapter_identity(adapter_dir),
-        "split": split,
-    }
-    bounds = chunk_bounds(rows.num_rows, cache.chunk_ticks)
-    vids, ticks = rows.column("video_id").to_pylist(), rows.column("tick").to_pylist()
-    plan = []  # (chunk index, start, stop, fingerprint, (table, stats) when already done)
-    for k, (a, b) in enumerate(bounds):
-        fp = chunk_fingerprint(identity, vids[a:b], ticks[a:b])
-        done = read_done_chunk(chunk_path(part_path, k), fp, b - a)
-        plan.append((k, a, b, fp, done))
-    todo = [p for p in plan if p[4] is None]
-    resumed_rows = sum(p[2] - p[1] for p in plan if p[4] is not None)
+    where = {"cfg": cfg, "split": split, "shard": shard, "model_path": model_path, "adapter_dir": adapter_dir}
+    plan = plan_shard(benchmark_path, part_path, **where)
     log.info(
         "cache %s shard %d/%d: %d rows in %d chunks, %d chunks already done",
         split,
         shard,
-        cache.shards,
-        rows.num_rows,
-        len(plan),
-        len(plan) - len(todo),
+        cfg.cache.shards,
+        plan.rows.num_rows,
+        len(plan.chunks),
+        len(plan.chunks) - len(plan.todo),
     )
     facts: dict[str, Any] = {"patch_embed": None, "device": None, "dtype": None, "adapter_merged": None}
-    chunk_stats: dict[int, dict[str, Any]] = {k: dict(done[1], resumed=True) for k, *_, done in plan if done}
-    tables: dict[int, pa.Table] = {k: done[0] for k, *_, done in plan if done}
-    if todo:
-        device = resolve_device(cache.device, "cache.device")
-        ex, facts = load_extractor(model_path, adapter_dir, cfg, device)
-        log.info("model %s (adapter %s) on %s: %s", model_path, adapter_dir, device, facts)
-        if ex.model.config.text_config.hidden_size != spec.hidden_size:
-            raise ValueError("the loaded model's hidden size differs from its config")
-        row_dicts = rows.to_pylist()
-        bar = tqdm(
-            total=rows.num_rows,
-            initial=resumed_rows,
-            unit="tick",
-            disable=not cache.progress,
-            desc=f"cache {split}#{shard}",
-            dynamic_ncols=True,
+    chunk_stats = {c.k: dict(c.done[1], resumed=True) for c in plan.chunks if c.done}
+    tables = {c.k: c.done[0] for c in plan.chunks if c.done}
+    if plan.todo:
+        facts = _compute_chunks(
+            plan,
+            part_path,
+            cfg=cfg,
+            label=f"{split}#{shard}",
+            model_path=model_path,
+            adapter_dir=adapter_dir,
+            tables=tables,
+            chunk_stats=chunk_stats,
         )
-        with frame_pool(cache.workers) as pool, ThreadPoolExecutor(1) as ahead:
-
-            def prepare(item: tuple) -> list[dict[str, Any]]:
-                _, a, b, _, _ = item
-                return prepare_examples(row_dicts[a:b], ex.tokenizer, cfg, teacher_forced, pool)
-
-            pending: Future = ahead.submit(prepare, todo[0])
-            last = time.perf_counter()
-            for j, item in enumerate(todo):
-                k, a, b, fp, _ = item
-                examples = pending.result()
-                if j + 1 < len(todo):
-                    pending = ahead.submit(prepare, todo[j + 1])
-                vecs = compute_chunk(ex, examples, cache.batch_size, bar.update)
-                table, clamped = cache_table(vids[a:b], ticks[a:b], vecs, z_width, r_width)
-                now = time.perf_counter()
-                stats = {
-                    "rows": b - a,
-                    "seconds": now - last,
-                    "ticks_per_s": (b - a) / max(now - last, 1e-9),
-                    "clamped_values": clamped,
-                    "teacher_forced_without_target": sum(
-                        1 for e in examples if teacher_forced and "labels" not in e
-                    ),
-                }
-                last = now
-                write_chunk(table, chunk_path(part_path, k), fp, stats)
-                tables[k] = table
-                chunk_stats[k] = dict(stats, resumed=False)
-                bar.set_postfix(ticks_per_s=f"{stats['ticks_per_s']:.2f}")
-        bar.close()
-        del ex
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    ordered = [tables[k] for k, *_ in plan]
-    merge_chunks(ordered, part_path, z_width, r_width, row_group=cache.chunk_ticks)
+    ordered = [tables[c.k] for c in plan.chunks]
+    merge_chunks(ordered, part_path, plan.z_width, plan.r_width, row_group=cfg.cache.chunk_ticks)
     merged = pq.read_table(part_path, columns=["belief_parsed", "belief_span_found", "teacher_forced"])
-    computed = [s for s in chunk_stats.values() if not s["resumed"]]
-    compute_s = sum(s["seconds"] for s in computed)
-    computed_rows = sum(s["rows"] for s in computed)
-    summary = {
-        "split": split,
-        "shard": shard,
-        "shards": cache.shards,
-        "rows": rows.num_rows,
-        "split_selection": selection,
-        "computed_rows": computed_rows,
-        "resumed_rows": resumed_rows,
-        "chunks": [dict(chunk_stats[k], chunk=k) for k, *_ in plan],
-        "resumed_chunks": sum(1 for s in chunk_stats.values() if s["resumed"]),
-        "compute_s": compute_s,
-        "ticks_per_s": computed_rows / compute_s if compute_s > 0 else None,
-        "wall_s": time.perf_counter() - t_start,
-        "clamped_values": sum(int(s.get("clamped_values", 0)) for s in chunk_stats.values()),
-        "teacher_forced_without_target": sum(
-            int(s.get("teacher_forced_without_target", 0)) for s in chunk_stats.values()
-        ),
-        **_summary_counts(merged),
-        "model": model_path,
-        "adapter": adapter_dir,
-        "hidden_size": spec.hidden_size,
-        "num_hidden_layers": spec.num_hidden_layers,
-        "z_width": z_width,
-        "r_width": r_width,
-        "belief_layers": list(cache.belief_layers),
-        "policy_layer": cache.policy_layer,
-        "hidden_pass": cache.hidden_pass,
-        "batch_size": cache.batch_size,
-        "teacher_forced_split": teacher_forced,
-        **facts,
-    }
+    summary = _shard_summary(
+        plan, chunk_stats, merged, **where, wall_s=time.perf_counter() - t_start, facts=facts
+    )
     write_json_atomic(summary, summary_path)
     remove_chunks(part_path)
     log.info("cache %s shard %d: %s", split, shard, json.dumps({k: summary[k] for k in _LOGGED}))

@@ -20,7 +20,7 @@ shorter than one window, heads that do not fit the model) is checked before the 
 raised as `PredictError` with a one-line message that names the path; the CLI turns it into exit
 code 2.
 
-Why one module of ~540 lines: it is the whole single-video path (check the run, read the video, run the
+Why one module of ~580 lines: it is the whole single-video path (check the run, read the video, run the
 VLM and the heads, write the outputs and the figure) in the order a user reads it; each step is a
 function of its own section and the stage code it reuses lives in cache/, heads/ and score.
 """
@@ -440,6 +440,87 @@ def _first_line(err: BaseException) -> str:
     return lines[0] if lines else type(err).__name__
 
 
+@dataclass(frozen=True)
+class _Checked:
+    """A prediction's inputs once every check has passed (before the VLM is loaded)."""
+
+    paths: RunPaths
+    plan: Any  # plan_ticks
+    danger: Any
+    policy: Any
+
+
+def _check_inputs(
+    video: str | os.PathLike[str],
+    results_dir: str | os.PathLike[str],
+    cfg: WorkflowConfig,
+    seed: int | None,
+    fps: float | None,
+) -> _Checked:
+    """The run's files, the video, its length, the heads against the model's config: cheapest first."""
+    from vlalert.cache.stage import check_layers, read_model_spec
+
+    paths = run_paths(cfg, results_dir, seed)
+    if problem := missing_run_file(paths, model_is_tiny=cfg.model.is_tiny):
+        raise PredictError(problem)
+    info = probe(video, fps)
+    plan = plan_ticks(info.n_frames, float(info.fps), cfg.ticks, cfg.window, video)
+    danger, policy = load_heads(paths)
+    try:
+        spec = read_model_spec(paths.model)
+    except (OSError, ValueError) as err:
+        raise PredictError(f"{paths.model}: cannot read the model config: {_first_line(err)}") from None
+    try:
+        check_layers(cfg.cache, spec)
+    except ValueError as err:
+        raise PredictError(f"{paths.model}: {err}") from None
+    check_head_widths(danger, policy, paths, cfg.cache.z_width(spec.hidden_size), spec.hidden_size)
+    return _Checked(paths, plan, danger, policy)
+
+
+def _predict_table(
+    video: str | os.PathLike[str], checked: _Checked, cfg: WorkflowConfig, dev: str, progress: bool
+) -> pa.Table:
+    """The VLM on every tick, then the heads and the FSM: the PREDICTIONS table."""
+    from tqdm import tqdm
+
+    from vlalert.cache.stage import load_extractor
+
+    plan = checked.plan
+    ex, _ = load_extractor(checked.paths.model, checked.paths.adapter, cfg, dev)
+    bar = tqdm(total=plan.n_ticks, unit="tick", disable=not progress, desc=Path(video).name, leave=False)
+    try:
+        vectors = vlm_vectors(ex, video, plan, cfg, batch_size=cfg.cache.batch_size, on_batch=bar.update)
+    finally:
+        bar.close()
+    del ex
+    p_danger, probs, actions = head_outputs(
+        checked.danger, checked.policy, as_cached(vectors, "z"), as_cached(vectors, "r"), cfg.heads.fsm
+    )
+    texts = [v.generated_text for v in vectors]
+    return predictions_table(plan, texts, [v.belief_parsed for v in vectors], p_danger, probs, actions)
+
+
+def _prediction_metadata(
+    video: str | os.PathLike[str], checked: _Checked, cfg: WorkflowConfig
+) -> dict[str, Any]:
+    paths, plan = checked.paths, checked.plan
+    return {
+        "video": str(video),
+        "fps": plan.fps,
+        "n_frames": plan.n_frames,
+        "run": cfg.run,
+        "seed": paths.seed,
+        "model": paths.model,
+        "adapter": paths.adapter,
+        "danger_head": str(paths.danger),
+        "policy_head": str(paths.policy),
+        "tick_hz": cfg.ticks.hz,
+        "window": cfg.window.model_dump(),
+        "fsm": cfg.heads.fsm.model_dump(),
+    }
+
+
 def predict_video(
     video: str | os.PathLike[str],
     results_dir: str | os.PathLike[str],
@@ -458,65 +539,17 @@ def predict_video(
     the model's config) before the VLM is loaded. `device`: "auto" / "cpu" / "cuda"; default:
     `cache.device` of the config.
     """
-    from tqdm import tqdm
-
-    from vlalert.cache.stage import check_layers, load_extractor, read_model_spec
     from vlalert.devices import resolve_device
 
     table_path, png_path = output_paths(out_prefix if out_prefix is not None else default_prefix(video), fmt)
-    paths = run_paths(cfg, results_dir, seed)
-    if problem := missing_run_file(paths, model_is_tiny=cfg.model.is_tiny):
-        raise PredictError(problem)
-    info = probe(video, fps)
-    plan = plan_ticks(info.n_frames, float(info.fps), cfg.ticks, cfg.window, video)
-    danger, policy = load_heads(paths)
-    try:
-        spec = read_model_spec(paths.model)
-    except (OSError, ValueError) as err:
-        raise PredictError(f"{paths.model}: cannot read the model config: {_first_line(err)}") from None
-    try:
-        check_layers(cfg.cache, spec)
-    except ValueError as err:
-        raise PredictError(f"{paths.model}: {err}") from None
-    check_head_widths(danger, policy, paths, cfg.cache.z_width(spec.hidden_size), spec.hidden_size)
-
+    checked = _check_inputs(video, results_dir, cfg, seed, fps)
     try:
         dev = resolve_device(device or cfg.cache.device, "--device" if device else "cache.device")
     except RuntimeError as err:  # cuda asked for, no GPU here
         raise PredictError(str(err)) from None
-    ex, _ = load_extractor(paths.model, paths.adapter, cfg, dev)
-    bar = tqdm(total=plan.n_ticks, unit="tick", disable=not progress, desc=Path(video).name, leave=False)
-    try:
-        vectors = vlm_vectors(ex, video, plan, cfg, batch_size=cfg.cache.batch_size, on_batch=bar.update)
-    finally:
-        bar.close()
-    del ex
-    p_danger, probs, actions = head_outputs(
-        danger, policy, as_cached(vectors, "z"), as_cached(vectors, "r"), cfg.heads.fsm
-    )
-    table = predictions_table(
-        plan,
-        [v.generated_text for v in vectors],
-        [v.belief_parsed for v in vectors],
-        p_danger,
-        probs,
-        actions,
-    )
-    metadata = {
-        "video": str(video),
-        "fps": plan.fps,
-        "n_frames": plan.n_frames,
-        "run": cfg.run,
-        "seed": paths.seed,
-        "model": paths.model,
-        "adapter": paths.adapter,
-        "danger_head": str(paths.danger),
-        "policy_head": str(paths.policy),
-        "tick_hz": cfg.ticks.hz,
-        "window": cfg.window.model_dump(),
-        "fsm": cfg.heads.fsm.model_dump(),
-    }
-    write_predictions(table, table_path, fmt, metadata)
+    table = _predict_table(video, checked, cfg, dev, progress)
+    write_predictions(table, table_path, fmt, _prediction_metadata(video, checked, cfg))
+    plan, paths = checked.plan, checked.paths
     title = (
         f"{Path(video).name}: run {cfg.run}, seed {paths.seed} ({plan.n_ticks} ticks at {cfg.ticks.hz:g} Hz)"
     )

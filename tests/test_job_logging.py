@@ -19,8 +19,11 @@ from vlalert.workflow import job_logging
 @pytest.fixture(autouse=True)
 def _root_logging_restored():
     """job_logging sets the root level and routes warnings to logging for the rest of the process
-    (a job's process ends with the job); put both back so later tests see pytest's own settings."""
+    (a job's process ends with the job); put both back so later tests see pytest's own settings.
+    Before the test too: an earlier job_logging in this process leaves logging believing it still
+    captures warnings after pytest restored `warnings.showwarning`; captureWarnings(True) is then a no-op."""
     level = logging.getLogger().level
+    logging.captureWarnings(False)
     yield
     logging.captureWarnings(False)
     logging.getLogger().setLevel(level)

@@ -87,9 +87,10 @@ def test_missing_run_file_names_the_first_missing_piece(run, tmp_path):
     untrained = run_paths(cfg, run["results"], seed=4)
     msg = missing_run_file(untrained, model_is_tiny=True)
     assert msg.startswith(f"{untrained.danger}: directory missing")
-    assert "trained first with snakemake" in msg
+    assert "trained first with snakemake" in msg and "--forcerun heads" in msg
     no_adapter = RunPaths(ok.results, ok.model, str(tmp_path / "adapter"), ok.danger, ok.policy, ok.seed)
-    assert missing_run_file(no_adapter, model_is_tiny=True).startswith(f"{tmp_path / 'adapter'}: directory")
+    msg = missing_run_file(no_adapter, model_is_tiny=True)
+    assert msg.startswith(f"{tmp_path / 'adapter'}: directory") and "--forcerun sft" in msg
 
 
 def test_plan_ticks_is_the_workflows_tick_grid():

@@ -99,7 +99,17 @@ def run_paths(cfg: WorkflowConfig, results_dir: str | os.PathLike[str], seed: in
     )
 
 
-TRAIN_HINT = "the run must be trained first with snakemake (snakemake --configfile <this config>)"
+TRAIN_HINT = "the run must be trained first with snakemake"
+
+
+def rebuild_hint(rule: str) -> str:
+    """How to rebuild a missing stage output, even when downstream files exist and `snakemake` alone
+    would say "Nothing to be done" (a killed SFT leaves no adapter but the cache and heads of an
+    earlier run in place)."""
+    return (
+        f"{TRAIN_HINT}: `snakemake --configfile <this config> --forcerun {rule}` rebuilds it and what "
+        "depends on it (after a killed run: `snakemake --unlock` first)"
+    )
 
 
 def missing_run_file(paths: RunPaths, *, model_is_tiny: bool) -> str | None:
@@ -110,18 +120,19 @@ def missing_run_file(paths: RunPaths, *, model_is_tiny: bool) -> str | None:
     """
     if not paths.results.is_dir():
         return f"{paths.results}: results directory missing (--run must name the workflow's results/ folder)"
-    needed: list[Path] = []
+    needed: list[tuple[Path, str]] = []  # (file, the rule that writes it)
     if model_is_tiny or Path(paths.model).is_dir():
-        needed.append(Path(paths.model) / "config.json")
+        needed.append((Path(paths.model) / "config.json", "tiny_model" if model_is_tiny else ""))
     if paths.adapter is not None:
-        needed.append(Path(paths.adapter) / "adapter_config.json")
+        needed.append((Path(paths.adapter) / "adapter_config.json", "sft"))
     for head_dir in (paths.danger, paths.policy):
-        needed += [head_dir / "config.json", head_dir / "model.safetensors"]
-    for path in needed:
+        needed += [(head_dir / "config.json", "heads"), (head_dir / "model.safetensors", "heads")]
+    for path, rule in needed:
         if not path.is_file():
             what = "directory" if not path.parent.is_dir() else "file"
             shown = path.parent if what == "directory" else path
-            return f"{shown}: {what} missing; {TRAIN_HINT}"
+            hint = rebuild_hint(rule) if rule else "model.name_or_path must name a model directory"
+            return f"{shown}: {what} missing; {hint}"
     return None
 
 

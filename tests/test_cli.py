@@ -212,3 +212,21 @@ def test_check_config_invalid_skips_the_dry_run(capsys, tmp_path):
     captured = capsys.readouterr()
     assert "ticks.hz" in captured.err and "gate.bogus: unknown key" in captured.err
     assert "Job stats" not in captured.out
+
+
+def test_every_argument_has_help_text():
+    import argparse
+
+    from vlalert.cli import build_parser
+
+    def without_help(parser: argparse.ArgumentParser, name: str) -> list[str]:
+        out = []
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub, sub_parser in action.choices.items():
+                    out += without_help(sub_parser, f"{name} {sub}")
+            elif not action.help:
+                out.append(f"{name}: {action.dest}")
+        return out
+
+    assert without_help(build_parser(), "vlalert") == []

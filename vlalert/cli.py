@@ -184,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     check = sub.add_parser("check-config", help="validate a workflow config and show what the DAG would run")
-    check.add_argument("file")
+    check.add_argument("file", help="the workflow config (YAML) to check, as `--configfile` takes it")
     check.add_argument(
         "--snakefile", default=None, help="Snakefile for the dry run (default: the repository's)"
     )
@@ -198,7 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument(
         "--out", default=None, metavar="OUT_PREFIX", help="writes OUT_PREFIX.{parquet,csv} and OUT_PREFIX.png"
     )
-    pred.add_argument("--format", choices=("parquet", "csv"), default="parquet")
+    pred.add_argument(
+        "--format", choices=("parquet", "csv"), default="parquet", help="per-tick table (default: parquet)"
+    )
     pred.add_argument("--fps", type=float, default=None, help="frame rate of a frame folder")
     pred.add_argument(
         "--device", choices=("auto", "cpu", "cuda"), default=None, help="default: cache.device of the config"

@@ -23,7 +23,7 @@ class Action(IntEnum):
 
 
 ACTIONS: tuple[str, ...] = tuple(a.name for a in Action)  # the names, in code order
-_CODE = {a.name: int(a) for a in Action}
+ACTION_CODES: dict[str, int] = {a.name: int(a) for a in Action}  # name -> code, for lookups in a query
 
 
 def action_codes(actions: Sequence[Any] | np.ndarray) -> np.ndarray:
@@ -39,10 +39,10 @@ def action_codes(actions: Sequence[Any] | np.ndarray) -> np.ndarray:
         return arr.astype(np.int8)
     if arr.dtype.kind in "UO":
         names, inverse = np.unique(arr.astype(str), return_inverse=True)
-        bad = [n for n in names if n not in _CODE]
+        bad = [n for n in names if n not in ACTION_CODES]
         if bad:
             raise ValueError(f"unknown actions {bad}, allowed {list(ACTIONS)}")
-        lut = np.array([_CODE[n] for n in names], dtype=np.int8)
+        lut = np.array([ACTION_CODES[n] for n in names], dtype=np.int8)
         return lut[inverse.reshape(-1)]
     raise ValueError(f"actions must be names or integer codes, got dtype {arr.dtype}")
 

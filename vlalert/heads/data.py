@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from vlalert.actions import ACTIONS
+from vlalert.actions import ACTION_CODES
 from vlalert.cache.store import VECTOR_COLUMNS, CacheError, fixed_size_list_to_numpy, read_cache
 
 LABEL_COLUMNS: tuple[str, ...] = (
@@ -77,12 +77,11 @@ def join_labels(cache: pa.Table, labels: pa.Table, *, training: bool = True) -> 
     n_missing = joined.select(pl.col("row").is_null().sum()).item()
     if n_missing:
         raise CacheError(f"{n_missing} labelled ticks have no cache row: the cache is incomplete")
-    codes = {name: i for i, name in enumerate(ACTIONS)}
     return joined.sort(["video_id", "tick"]).select(
         "video_id",
         "tick",
         pl.col("row").cast(pl.Int64),
-        pl.col("action").replace_strict(codes, return_dtype=pl.Int64),
+        pl.col("action").replace_strict(ACTION_CODES, return_dtype=pl.Int64),
         pl.col("danger").cast(pl.Float32),
         "is_positive",
     )

@@ -285,10 +285,6 @@ def write_train_log(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
     write_table("sft_train_log", pa.Table.from_pylist([dict(r) for r in rows], schema=SFT_TRAIN_LOG), path)
 
 
-def _write_json(obj: Any, path: Path) -> None:
-    write_json_atomic(obj, path)
-
-
 def save_adapter(model: Any, tokenizer: Any, out: Path, state_dict: Any = None) -> None:
     """peft `save_pretrained` plus the tokenizer in the same directory, moved into place at the end
     (`vlalert.atomic.atomic_dir`, which also gives the weights save_pretrained writes 0600 the usual mode)."""
@@ -646,7 +642,7 @@ def _write_outputs(trainer: SFTTrainer, job: SFTJob, metrics: Mapping[str, Any],
     paths = job.paths
     save_adapter(trainer.model, trainer.run.tokenizer, paths.adapter, state_dict)
     write_train_log(trainer.run.rows, paths.train_log)
-    _write_json(dict(metrics), paths.metrics)
+    write_json_atomic(dict(metrics), paths.metrics)
     if job.sft.clean_checkpoints:
         shutil.rmtree(paths.checkpoints, ignore_errors=True)
     log.info(
@@ -702,7 +698,7 @@ def run_sft(job: SFTJob) -> dict[str, Any]:
 def write_job(job: SFTJob) -> Path:
     path = job.paths.job
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_json(job.model_dump(mode="json"), path)
+    write_json_atomic(job.model_dump(mode="json"), path)
     return path
 
 

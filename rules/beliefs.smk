@@ -5,14 +5,14 @@ rule beliefs:
     input:
         unpack(beliefs_inputs),
     output:
-        beliefs=f"{R}/beliefs/{{source}}.parquet",
+        beliefs=LAYOUT.beliefs(),
     params:
         stage=lambda wildcards: stage_params(CFG, "beliefs", wildcards.source),
         code=code("beliefs"),
     log:
-        f"{R}/logs/beliefs/{{source}}.log",
+        LAYOUT.log("beliefs"),
     benchmark:
-        f"{R}/benchmarks/beliefs/{{source}}.tsv"
+        LAYOUT.timing("beliefs")
     resources:
         # Requests in flight: the llm provider's concurrency; the run-wide total is bounded by the
         # global resource `llm_requests` (profiles/*/config.yaml), so jobs of all sources share it.

@@ -3,24 +3,24 @@
 
 rule benchmark:
     input:
-        labels=expand(f"{R}/labels/{{source}}.parquet", source=SOURCES),
-        videos=expand(f"{R}/ingest/{{source}}/videos.parquet", source=SOURCES),
-        rejected=expand(f"{R}/ingest/{{source}}/rejected.parquet", source=SOURCES),
-        consensus=expand(f"{R}/ingest/{{source}}/consensus.parquet", source=SOURCES),
-        beliefs=expand(f"{R}/beliefs/{{source}}.parquet", source=SOURCES),
+        labels=expand(LAYOUT.labels(), source=SOURCES),
+        videos=expand(LAYOUT.ingest_videos(), source=SOURCES),
+        rejected=expand(LAYOUT.ingest_rejected(), source=SOURCES),
+        consensus=expand(LAYOUT.ingest_consensus(), source=SOURCES),
+        beliefs=expand(LAYOUT.beliefs(), source=SOURCES),
     output:
-        train=f"{R}/benchmark/train.parquet",
-        val=f"{R}/benchmark/val.parquet",
-        test=f"{R}/benchmark/test.parquet",
-        manifest=f"{R}/benchmark/manifest.json",
+        train=LAYOUT.benchmark("train"),
+        val=LAYOUT.benchmark("val"),
+        test=LAYOUT.benchmark("test"),
+        manifest=LAYOUT.benchmark_manifest,
     params:
         stage=stage_params(CFG, "benchmark"),
         sources=SOURCES,
         code=code("benchmark"),
     log:
-        f"{R}/logs/benchmark/benchmark.log",
+        LAYOUT.log("benchmark"),
     benchmark:
-        f"{R}/benchmarks/benchmark/benchmark.tsv"
+        LAYOUT.timing("benchmark")
     resources:
         mem_mb=scaled(8000),
         runtime=scaled(30),

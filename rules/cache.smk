@@ -1,10 +1,10 @@
 # Cache: per benchmark tick, the VLM's belief-span hidden states z_t / r_t (vlalert.cache).
 # Each split is scattered into cache.shards jobs (one GPU each on a cluster; a killed job resumes
 # from its last complete chunk) and gathered into index.json, which is what later stages depend on.
-# Paths and inputs come from vlalert.cache.paths; the tiny demo model runs on CPU, a real VLM
+# Paths come from the layout (vlalert/layout.py), the shards' inputs from vlalert.cache.paths; the tiny demo model runs on CPU, a real VLM
 # asks for one GPU per shard.
 
-from vlalert.cache.paths import part_files, shard_inputs
+from vlalert.cache.paths import part_files, shard_inputs, summary_files
 
 CACHE_GPU = int(not CFG.model.is_tiny and CFG.cache.device != "cpu")
 CACHE_THREADS = 8 if CACHE_GPU else 2
@@ -22,15 +22,15 @@ rule cache_shard:
     input:
         unpack(lambda wildcards: shard_inputs(CFG, wildcards.split)),
     output:
-        part=f"{R}/cache/{RUN}/{{split}}/part-{{shard}}.parquet",
-        summary=f"{R}/cache/{RUN}/{{split}}/part-{{shard}}.summary.json",
+        part=LAYOUT.cache_part(),
+        summary=LAYOUT.cache_part_summary(),
     params:
         stage=lambda wildcards: stage_params(CFG, "cache"),
         code=code("cache_shard"),
     log:
-        f"{R}/logs/cache/{RUN}/{{split}}/part-{{shard}}.log",
+        LAYOUT.log("cache_shard"),
     benchmark:
-        f"{R}/benchmarks/cache/{RUN}/{{split}}_part-{{shard}}.tsv"
+        LAYOUT.timing("cache_shard")
     threads: CACHE_THREADS
     resources:
         gpu=CACHE_GPU,
@@ -45,15 +45,15 @@ rule cache_shard:
 
 rule cache_gather:
     input:
-        parts=lambda wildcards: part_files(CFG, wildcards.split, ".parquet"),
-        summaries=lambda wildcards: part_files(CFG, wildcards.split, ".summary.json"),
+        parts=lambda wildcards: part_files(CFG, wildcards.split),
+        summaries=lambda wildcards: summary_files(CFG, wildcards.split),
     output:
-        index=f"{R}/cache/{RUN}/{{split}}/index.json",
+        index=LAYOUT.cache_index(),
     params:
         stage=lambda wildcards: stage_params(CFG, "cache"),
         code=code("cache_gather"),
     log:
-        f"{R}/logs/cache/{RUN}/{{split}}/gather.log",
+        LAYOUT.log("cache_gather"),
     conda:
         ENV
     script:

@@ -5,12 +5,12 @@ from pathlib import Path
 
 from vlalert.config import validate_config
 from vlalert.download_config import download_for_source
+from vlalert.layout import Layout
 from vlalert.source_files import annotation_files, source_fingerprint
 from vlalert.workflow import code_sha256, source_origin, stage_params
 
 CFG = validate_config(config)
-R = CFG.results
-RUN = CFG.run
+LAYOUT = Layout.of(CFG)  # every path under the run's results folder: vlalert/layout.py
 SOURCES = CFG.enabled_sources()
 ENV = "../envs/vlalert.yaml"
 
@@ -60,9 +60,9 @@ def source_upstream(wildcards):
     """The job that puts a source's files on disk: the demo renderer or the hub download (none by hand)."""
     origin = source_origin(CFG, wildcards.source)
     if origin == "demo":
-        return {"demo": f"{R}/demo/{wildcards.source}/demo_manifest.json"}
+        return {"demo": LAYOUT.demo_manifest(wildcards.source)}
     if origin == "hub":
-        return {"download": f"{R}/download/{download_for_source(CFG.download, wildcards.source)}.json"}
+        return {"download": LAYOUT.download_marker(download_for_source(CFG.download, wildcards.source))}
     return {}
 
 
@@ -74,14 +74,14 @@ def ingest_inputs(wildcards):
     manifest stands for them (it holds their sha256).
     """
     # the source manifest check_source writes (annotations by content, clips by size and mtime)
-    inputs = {"source_files": f"{R}/download/{wildcards.source}.layout.json"}
+    inputs = {"source_files": LAYOUT.source_manifest(wildcards.source)}
     if source_origin(CFG, wildcards.source) == "hand":
         inputs["annotations"] = annotation_files(source_cfg(wildcards))
     return inputs
 
 
 def gate_inputs(wildcards):
-    inputs = {"videos": f"{R}/ingest/{wildcards.source}/videos.parquet"}
+    inputs = {"videos": LAYOUT.ingest_videos(wildcards.source)}
     if CFG.demo.enabled:  # the demo manifest stands for every file the demo renders
         return inputs | source_upstream(wildcards)
     src = source_cfg(wildcards)
@@ -99,8 +99,8 @@ def gate_inputs(wildcards):
 
 def beliefs_inputs(wildcards):
     inputs = {
-        "labels": f"{R}/labels/{wildcards.source}.parquet",
-        "videos": f"{R}/ingest/{wildcards.source}/videos.parquet",
+        "labels": LAYOUT.labels(wildcards.source),
+        "videos": LAYOUT.ingest_videos(wildcards.source),
     }
     scene_truth = source_cfg(wildcards).scene_truth
     if CFG.demo.enabled:
@@ -111,10 +111,8 @@ def beliefs_inputs(wildcards):
 
 
 def model_outputs():
-    return [f"{R}/eval/{RUN}/summary.parquet", f"{R}/eval/{RUN}/figures"]
+    return [LAYOUT.eval_summary, LAYOUT.eval_figures]
 
 
 def benchmark_outputs():
-    return expand(f"{R}/benchmark/{{split}}.parquet", split=["train", "val", "test"]) + [
-        f"{R}/benchmark/manifest.json"
-    ]
+    return expand(LAYOUT.benchmark(), split=["train", "val", "test"]) + [LAYOUT.benchmark_manifest]

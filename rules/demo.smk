@@ -3,14 +3,14 @@
 
 rule demo_source:
     output:
-        manifest=f"{R}/demo/{{source}}/demo_manifest.json",
+        manifest=LAYOUT.demo_manifest(),
     params:
         stage=lambda wildcards: stage_params(CFG, "demo", wildcards.source),
         code=code("make_demo"),
     log:
-        f"{R}/logs/demo/{{source}}.log",
+        LAYOUT.log("demo_source"),
     benchmark:
-        f"{R}/benchmarks/demo/{{source}}.tsv"
+        LAYOUT.timing("demo_source")
     resources:
         mem_mb=scaled(2000),
         runtime=scaled(30),

@@ -17,20 +17,20 @@ localrules:
 # `snakemake download`: every hub dataset, and in a real run the layout of every source placed by hand.
 rule download:
     input:
-        expand(f"{R}/download/{{name}}.json", name=HUB_DOWNLOADS),
-        expand(f"{R}/download/{{source}}.layout.json", source=[] if CFG.demo.enabled else MANUAL_SOURCES),
+        expand(LAYOUT.download_marker(), name=HUB_DOWNLOADS),
+        expand(LAYOUT.source_manifest(), source=[] if CFG.demo.enabled else MANUAL_SOURCES),
 
 
 rule download_hub:
     output:
-        marker=f"{R}/download/{{name}}.json",
+        marker=LAYOUT.download_marker(),
     params:
         stage=lambda wildcards: stage_params(CFG, "download", wildcards.name),
         code=code("download_hub"),
     log:
-        f"{R}/logs/download/{{name}}.log",
+        LAYOUT.log("download_hub"),
     benchmark:
-        f"{R}/benchmarks/download/{{name}}.tsv"
+        LAYOUT.timing("download_hub")
     wildcard_constraints:
         name="|".join(HUB_DOWNLOADS) or "(?!)",
     resources:
@@ -51,15 +51,15 @@ rule check_source:
     input:
         unpack(source_upstream),
     output:
-        layout=f"{R}/download/{{source}}.layout.json",
+        layout=LAYOUT.source_manifest(),
     params:
         stage=lambda wildcards: stage_params(CFG, "check_source", wildcards.source),
         files=lambda wildcards: source_fingerprint(source_cfg(wildcards)),
         code=code("check_source"),
     log:
-        f"{R}/logs/download/{{source}}.layout.log",
+        LAYOUT.log("check_source"),
     benchmark:
-        f"{R}/benchmarks/download/{{source}}.layout.tsv"
+        LAYOUT.timing("check_source")
     resources:
         mem_mb=scaled(1000),
         runtime=scaled(10),

@@ -5,14 +5,14 @@ rule gate:
     input:
         unpack(gate_inputs),
     output:
-        gate=f"{R}/gate/{{source}}.parquet",
+        gate=LAYOUT.gate(),
     params:
         stage=lambda wildcards: stage_params(CFG, "gate", wildcards.source),
         code=code("gate"),
     log:
-        f"{R}/logs/gate/{{source}}.log",
+        LAYOUT.log("gate"),
     benchmark:
-        f"{R}/benchmarks/gate/{{source}}.tsv"
+        LAYOUT.timing("gate")
     resources:
         # Only the badas provider runs a model (V-JEPA2 ViT-L, GPU); the others read tables.
         gpu=for_badas(1, 0),

@@ -7,22 +7,22 @@ HEADS_THREADS = CFG.heads.threads or 1
 
 rule heads:
     input:
-        train_cache=f"{R}/cache/{RUN}/train/index.json",
-        val_cache=f"{R}/cache/{RUN}/val/index.json",
-        train_labels=f"{R}/benchmark/train.parquet",
-        val_labels=f"{R}/benchmark/val.parquet",
+        train_cache=LAYOUT.cache_index("train"),
+        val_cache=LAYOUT.cache_index("val"),
+        train_labels=LAYOUT.benchmark("train"),
+        val_labels=LAYOUT.benchmark("val"),
     output:
-        model=f"{R}/heads/{RUN}/{{head}}/seed{{seed}}/model.safetensors",
-        config=f"{R}/heads/{RUN}/{{head}}/seed{{seed}}/config.json",
-        metrics=f"{R}/heads/{RUN}/{{head}}/seed{{seed}}/metrics.json",
-        train_log=f"{R}/heads/{RUN}/{{head}}/seed{{seed}}/train_log.parquet",
+        model=LAYOUT.head().model,
+        config=LAYOUT.head().config,
+        metrics=LAYOUT.head().metrics,
+        train_log=LAYOUT.head().train_log,
     params:
         stage=stage_params(CFG, "heads"),
         code=code("heads"),
     log:
-        f"{R}/logs/heads/{RUN}/{{head}}_seed{{seed}}.log",
+        LAYOUT.log("heads"),
     benchmark:
-        f"{R}/benchmarks/heads/{RUN}_{{head}}_seed{{seed}}.tsv"
+        LAYOUT.timing("heads")
     threads: HEADS_THREADS
     resources:
         gpu=HEADS_GPU,

@@ -5,16 +5,16 @@ rule ingest:
     input:
         unpack(ingest_inputs),
     output:
-        videos=f"{R}/ingest/{{source}}/videos.parquet",
-        rejected=f"{R}/ingest/{{source}}/rejected.parquet",
-        consensus=f"{R}/ingest/{{source}}/consensus.parquet",
+        videos=LAYOUT.ingest_videos(),
+        rejected=LAYOUT.ingest_rejected(),
+        consensus=LAYOUT.ingest_consensus(),
     params:
         stage=lambda wildcards: stage_params(CFG, "ingest", wildcards.source),
         code=code("ingest"),
     log:
-        f"{R}/logs/ingest/{{source}}.log",
+        LAYOUT.log("ingest"),
     benchmark:
-        f"{R}/benchmarks/ingest/{{source}}.tsv"
+        LAYOUT.timing("ingest")
     resources:
         mem_mb=scaled(4000),
         runtime=scaled(240),

@@ -2,16 +2,14 @@
 # targets; a real model (model.name_or_path: a hub id or a local directory) is loaded as it is,
 # so no rule builds it and a local directory is an input of the rules that load it.
 
-from vlalert.vlm.config import model_inputs, model_location
-
-VLM_DIR = model_location(CFG.model, R)
+VLM_DIR = LAYOUT.model(CFG.model)
 
 
 if CFG.model.is_tiny:
 
     rule tiny_model:
         input:
-            train=f"{R}/benchmark/train.parquet",
+            train=LAYOUT.benchmark("train"),
         output:
             config=f"{VLM_DIR}/config.json",
             weights=f"{VLM_DIR}/model.safetensors",
@@ -20,9 +18,9 @@ if CFG.model.is_tiny:
             stage=stage_params(CFG, "tiny_model"),
             code=code("tiny_model"),
         log:
-            f"{R}/logs/models/tiny_model.log",
+            LAYOUT.log("tiny_model"),
         benchmark:
-            f"{R}/benchmarks/models/tiny_model.tsv"
+            LAYOUT.timing("tiny_model")
         resources:
             mem_mb=scaled(4000),
             runtime=scaled(15),

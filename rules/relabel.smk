@@ -3,17 +3,17 @@
 
 rule relabel:
     input:
-        videos=f"{R}/ingest/{{source}}/videos.parquet",
-        gate=f"{R}/gate/{{source}}.parquet",
+        videos=LAYOUT.ingest_videos(),
+        gate=LAYOUT.gate(),
     output:
-        labels=f"{R}/labels/{{source}}.parquet",
+        labels=LAYOUT.labels(),
     params:
         stage=lambda wildcards: stage_params(CFG, "relabel", wildcards.source),
         code=code("relabel"),
     log:
-        f"{R}/logs/relabel/{{source}}.log",
+        LAYOUT.log("relabel"),
     benchmark:
-        f"{R}/benchmarks/relabel/{{source}}.tsv"
+        LAYOUT.timing("relabel")
     resources:
         mem_mb=scaled(4000),
         runtime=scaled(30),

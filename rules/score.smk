@@ -3,24 +3,24 @@
 
 rule score:
     input:
-        benchmark=f"{R}/benchmark/{{split}}.parquet",
-        train=f"{R}/benchmark/train.parquet",  # the time-only baseline is fitted on train
-        cache=f"{R}/cache/{RUN}/{{split}}/index.json",
+        benchmark=LAYOUT.benchmark(),
+        train=LAYOUT.benchmark("train"),  # the time-only baseline is fitted on train
+        cache=LAYOUT.cache_index(),
         heads=expand(
-            f"{R}/heads/{RUN}/{{head}}/seed{{seed}}/metrics.json",
+            LAYOUT.head().metrics,
             head=["danger", "policy"],
             seed=CFG.heads.seeds,
         ),
-        gate=expand(f"{R}/gate/{{source}}.parquet", source=SOURCES),
+        gate=expand(LAYOUT.gate(), source=SOURCES),
     output:
-        scores=f"{R}/scores/{RUN}/{{split}}.parquet",
+        scores=LAYOUT.scores(),
     params:
         stage=stage_params(CFG, "score"),
         code=code("score"),
     log:
-        f"{R}/logs/score/{RUN}_{{split}}.log",
+        LAYOUT.log("score"),
     benchmark:
-        f"{R}/benchmarks/score/{RUN}_{{split}}.tsv"
+        LAYOUT.timing("score")
     resources:
         mem_mb=scaled(8000),
         runtime=scaled(60),
@@ -33,12 +33,12 @@ rule score:
 
 rule summary:
     input:
-        scores=f"{R}/scores/{RUN}/test.parquet",
-        benchmark=f"{R}/benchmark/test.parquet",
+        scores=LAYOUT.scores("test"),
+        benchmark=LAYOUT.benchmark("test"),
     output:
-        summary=f"{R}/eval/{RUN}/summary.parquet",
+        summary=LAYOUT.eval_summary,
         table=report(
-            f"{R}/eval/{RUN}/summary.txt",
+            LAYOUT.eval_summary_table,
             category="Metrics",
             caption="../report/summary.rst",
         ),
@@ -46,9 +46,9 @@ rule summary:
         stage=stage_params(CFG, "summary"),
         code=code("summary"),
     log:
-        f"{R}/logs/summary/{RUN}.log",
+        LAYOUT.log("summary"),
     benchmark:
-        f"{R}/benchmarks/summary/{RUN}.tsv"
+        LAYOUT.timing("summary")
     conda:
         ENV
     script:
@@ -57,18 +57,18 @@ rule summary:
 
 rule report_figures:
     input:
-        scores=f"{R}/scores/{RUN}/test.parquet",
-        benchmark=f"{R}/benchmark/test.parquet",
-        summary=f"{R}/eval/{RUN}/summary.parquet",
+        scores=LAYOUT.scores("test"),
+        benchmark=LAYOUT.benchmark("test"),
+        summary=LAYOUT.eval_summary,
     output:
         figures=report(
-            directory(f"{R}/eval/{RUN}/figures"),
+            directory(LAYOUT.eval_figures),
             patterns=["{name}.png"],
             category="Figures",
             caption="../report/figures.rst",
         ),
         tables=report(
-            directory(f"{R}/eval/{RUN}/tables"),
+            directory(LAYOUT.eval_tables),
             patterns=["{name}.html"],
             category="Metrics",
             caption="../report/tables.rst",
@@ -77,9 +77,9 @@ rule report_figures:
         stage=stage_params(CFG, "summary"),
         code=code("report_figures"),
     log:
-        f"{R}/logs/report/{RUN}.log",
+        LAYOUT.log("report_figures"),
     benchmark:
-        f"{R}/benchmarks/report/{RUN}.tsv"
+        LAYOUT.timing("report_figures")
     conda:
         ENV
     script:

@@ -3,29 +3,29 @@
 # killed or failed job keeps them and the rerun resumes from the newest one with the same
 # fingerprint. sft.nproc > 1 runs data-parallel ranks under torchrun (one per GPU, one node).
 
-SFT_DIR = f"{R}/sft/{CFG.run}"
+SFT = LAYOUT.sft
 SFT_THREADS = max(2, CFG.sft.nproc * (CFG.sft.num_workers + 1))  # per rank: its loop and its loader workers
 
 
 rule sft:
     input:
-        unpack(lambda wildcards: model_inputs(CFG.model, R)),
-        train=f"{R}/benchmark/train.parquet",
-        val=f"{R}/benchmark/val.parquet",
+        unpack(lambda wildcards: LAYOUT.model_inputs(CFG.model)),
+        train=LAYOUT.benchmark("train"),
+        val=LAYOUT.benchmark("val"),
     output:
         # peft save_pretrained (the tokenizer is saved in the same directory)
-        adapter_config=f"{SFT_DIR}/adapter/adapter_config.json",
-        adapter_model=f"{SFT_DIR}/adapter/adapter_model.safetensors",
-        train_log=f"{SFT_DIR}/train_log.parquet",
-        metrics=f"{SFT_DIR}/metrics.json",
+        adapter_config=SFT.adapter_config,
+        adapter_model=SFT.adapter_model,
+        train_log=SFT.train_log,
+        metrics=SFT.metrics,
     params:
         stage=stage_params(CFG, "sft"),
         model=VLM_DIR,
         code=code("sft"),
     log:
-        f"{R}/logs/sft/{CFG.run}.log",
+        LAYOUT.log("sft"),
     benchmark:
-        f"{R}/benchmarks/sft/{CFG.run}.tsv"
+        LAYOUT.timing("sft")
     threads: SFT_THREADS
     resources:
         gpu=CFG.sft.gpus(CFG.model.is_tiny),

@@ -260,7 +260,7 @@ def test_a_killed_job_resumes_to_the_same_cache(world, tmp_path):
 
 
 def test_the_rules_inputs_follow_the_model_and_adapter_settings(tmp_path):
-    from vlalert.cache.paths import part_files, shard_inputs
+    from vlalert.cache.paths import part_files, shard_inputs, summary_files
 
     cfg = config(shards=2)
     # no `results` in the config: the run writes under results/<run> (here the default run, demo)
@@ -269,7 +269,11 @@ def test_the_rules_inputs_follow_the_model_and_adapter_settings(tmp_path):
         "model": "results/demo/models/tiny-qwen3vl/config.json",
         "adapter": "results/demo/sft/demo/adapter/adapter_config.json",
     }
-    assert part_files(cfg, "test", ".summary.json") == [
+    assert part_files(cfg, "test") == [
+        "results/demo/cache/demo/test/part-00000.parquet",
+        "results/demo/cache/demo/test/part-00001.parquet",
+    ]
+    assert summary_files(cfg, "test") == [
         "results/demo/cache/demo/test/part-00000.summary.json",
         "results/demo/cache/demo/test/part-00001.summary.json",
     ]

@@ -2,9 +2,10 @@
 
 The stages run sources -> gate -> labels -> beliefs -> benchmark -> vlm -> cache -> heads -> metrics
 -> score/report, with entry points (predict, cli, workflow) on top and a foundation below them all
-(config models, schemas, atomic writes, video decoding, the tick grid). A module may import its own
-stage, an earlier one or the foundation; importing a later stage would make an early stage depend on
-code that a later one owns, which is how circles start. Imports inside functions count as well.
+(config models, schemas, the results layout, atomic writes, video decoding, the tick grid). A module
+may import its own stage, an earlier one or the foundation; importing a later stage would make an
+early stage depend on code that a later one owns, which is how circles start. Imports inside
+functions count as well.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ FOUNDATION = (
     "vlalert.atomic",
     "vlalert.devices",
     "vlalert.strict",
+    "vlalert.layout",
     "vlalert.schemas",
     "vlalert.video",
     "vlalert.config",

@@ -1,30 +1,23 @@
-"""Where the cache stage reads its model and adapter and writes its files (no torch: the rules use it).
+"""What a cache shard job reads and which part files a split gathers (no torch: the rules use it).
 
-- `{results}/models/tiny-qwen3vl/`: the demo model (built by the sft rules);
-- `{results}/sft/{run}/adapter/`: this run's LoRA adapter (peft `save_pretrained`);
-- `{results}/cache/{run}/{split}/`: `part-{shard}.parquet`, `part-{shard}.summary.json`, `index.json`.
+Every path is the run's layout (vlalert.layout): the model (`Layout.model`), the adapter
+(`Layout.adapter`), and `part-{shard}.parquet`, `part-{shard}.summary.json`, `index.json` of a split.
 """
 
 from __future__ import annotations
 
 from vlalert.config import WorkflowConfig
-from vlalert.vlm.config import model_inputs
-from vlalert.vlm.config import model_location as vlm_model_location
+from vlalert.layout import Layout, adapter_config_file
 
 
 def model_location(cfg: WorkflowConfig) -> str:
     """The directory or hub id the stage loads (the locally built demo model for `tiny-qwen3vl`)."""
-    return vlm_model_location(cfg.model, cfg.results)
+    return Layout.of(cfg).model(cfg.model)
 
 
 def adapter_location(cfg: WorkflowConfig) -> str | None:
     """The peft adapter directory attached to the model, or None (`cache.adapter: none`)."""
-    mode = cfg.cache.adapter_mode()
-    if mode == "none":
-        return None
-    if mode == "sft":
-        return f"{cfg.results}/sft/{cfg.run}/adapter"
-    return cfg.cache.adapter
+    return Layout.of(cfg).adapter(cfg.cache)
 
 
 def shard_ids(cfg: WorkflowConfig) -> list[str]:
@@ -32,21 +25,25 @@ def shard_ids(cfg: WorkflowConfig) -> list[str]:
     return [f"{i:05d}" for i in range(cfg.cache.shards)]
 
 
-def split_dir(cfg: WorkflowConfig, split: str) -> str:
-    return f"{cfg.results}/cache/{cfg.run}/{split}"
+def part_files(cfg: WorkflowConfig, split: str) -> list[str]:
+    """Every shard's `part-{shard}.parquet` of a split."""
+    layout = Layout.of(cfg)
+    return [layout.cache_part(split, shard) for shard in shard_ids(cfg)]
 
 
-def part_files(cfg: WorkflowConfig, split: str, suffix: str) -> list[str]:
-    """Every shard's `part-{shard}{suffix}` of a split (".parquet" or ".summary.json")."""
-    return [f"{split_dir(cfg, split)}/part-{shard}{suffix}" for shard in shard_ids(cfg)]
+def summary_files(cfg: WorkflowConfig, split: str) -> list[str]:
+    """Every shard's `part-{shard}.summary.json` of a split."""
+    layout = Layout.of(cfg)
+    return [layout.cache_part_summary(split, shard) for shard in shard_ids(cfg)]
 
 
 def shard_inputs(cfg: WorkflowConfig, split: str) -> dict[str, str]:
     """What a shard job reads: the split's benchmark file, the model's config.json when the model
     is a local directory (the tiny demo model is built by a rule; a hub id has no file to track),
-    and the run's adapter config when an adapter is attached."""
-    inputs = {"benchmark": f"{cfg.results}/benchmark/{split}.parquet", **model_inputs(cfg.model, cfg.results)}
-    adapter = adapter_location(cfg)
+    and the adapter's config when an adapter is attached."""
+    layout = Layout.of(cfg)
+    inputs = {"benchmark": layout.benchmark(split), **layout.model_inputs(cfg.model)}
+    adapter = layout.adapter(cfg.cache)
     if adapter is not None:
-        inputs["adapter"] = f"{adapter}/adapter_config.json"
+        inputs["adapter"] = adapter_config_file(adapter)
     return inputs

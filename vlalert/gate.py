@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 
 from vlalert.config import GateConfig, SourceConfig, WorkflowConfig
 from vlalert.schemas import table_from_rows
+from vlalert.sources import consensus
 from vlalert.synthetic.truth import read_scene_truth
 from vlalert.ticks import TIME_EPS, tick_times
 
@@ -140,12 +141,12 @@ def _consensus_scorer(videos: list[dict[str, Any]], src: SourceConfig, cfg: Work
         row = meta.get("consensus")
         # Times in seconds of this clip, converted by ingest from the consensus file's own clock.
         times = meta.get("consensus_s") or {}
-        t_alert = _as_float(times.get("Time-of-alert")) if row else None
+        t_alert = _as_float(times.get(consensus.ALERT)) if row else None
         if t_alert is None:  # no applied consensus row (or no alert time in it): no evidence either way
             return [None] * len(ts)
-        t_coll = _as_float(times.get("Time-of-collision"))
+        t_coll = _as_float(times.get(consensus.COLLISION))
         # Only an explicit "yes" counts as ego: an empty or odd value is treated as not ego (capped).
-        ego = str(row.get("Nexar-vehicle-involved", "")).strip().lower() == "yes"
+        ego = str(row.get(consensus.EGO, "")).strip().lower() == "yes"
         return [consensus_p(float(t), t_alert, t_coll, ego, cfg.gate) for t in ts]
 
     return score

@@ -23,7 +23,7 @@ from vlalert.config import SourceConfig
 from vlalert.schemas import table_from_rows, write_table
 from vlalert.sources.base import Annotation, Clip, Rejection
 from vlalert.sources.common import reason
-from vlalert.sources.consensus import Decision, apply_consensus, read_consensus
+from vlalert.sources.consensus import ALERT, COLLISION, Decision, apply_consensus, read_consensus
 from vlalert.sources.registry import adapter_for, read_source_annotations
 from vlalert.video import VideoError, VideoInfo, probe_video
 
@@ -113,7 +113,7 @@ def on_video_clock(ann: Annotation, fps: float) -> Annotation:
         meta["consensus_s"] = {
             k: (seconds(float(v), clock) if isinstance(v, (int, float)) else None)
             for k, v in meta["consensus"].items()
-            if k in ("Time-of-alert", "Time-of-collision")
+            if k in (ALERT, COLLISION)
         }
     meta["provenance"] = prov
     return dataclasses.replace(ann, meta=meta, clock_fps={}, **changes)

@@ -74,6 +74,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     "ingest": ("ingest", *_SOURCES),
     "gate": (
         *("gate", "badas.config", "badas.model", "badas.provider", "badas.windows"),
+        *("sources.base", "sources.common", "sources.consensus"),  # the consensus CSV's column names
         *("synthetic.truth", "ticks", "video", *_TABLES),
     ),
     "relabel": _TICKS,

@@ -27,7 +27,6 @@ import pytest
 from pydantic import ValidationError
 
 from vlalert.download import (
-    OBTAIN,
     DownloadError,
     check_source_layout,
     format_problems,
@@ -37,6 +36,7 @@ from vlalert.download import (
     write_json,
 )
 from vlalert.download_config import DownloadConfig, download_config_errors, download_for_source
+from vlalert.sources.dad import Dad
 
 REPO = Path(__file__).resolve().parents[1]
 REPO_ID = "nexar-ai/nexar_collision_prediction"
@@ -522,7 +522,7 @@ def test_layout_of_dad_accepts_part_of_the_folders_with_warnings(tmp_path):
         ),
     ]
     assert [p.path for p in report.problems] == expected
-    assert all(p.obtain == OBTAIN["dad"] for p in report.problems)
+    assert all(p.obtain == Dad.OBTAIN for p in report.problems)
 
     touch(root / "videos" / "testing" / "positive" / "000001.mp4")
     report = check_source_layout("dad", source("dad", root))

@@ -30,7 +30,6 @@ FOUNDATION = (
     "vlalert.download_config",
     "vlalert.ticks",
     "vlalert.splits",
-    "vlalert.source_files",
     "vlalert.badas.config",
     "vlalert.badas.windows",
     "vlalert.cache.config",
@@ -40,7 +39,17 @@ FOUNDATION = (
 )
 # Stage order: (rank, module prefixes). A module's rank is that of its longest matching prefix.
 STAGES: tuple[tuple[int, tuple[str, ...]], ...] = (
-    (1, ("vlalert.download", "vlalert.sources", "vlalert.synthetic", "vlalert.ingest")),
+    # source_files lists a source's files through its kind's plugin (vlalert.sources.registry)
+    (
+        1,
+        (
+            "vlalert.download",
+            "vlalert.sources",
+            "vlalert.source_files",
+            "vlalert.synthetic",
+            "vlalert.ingest",
+        ),
+    ),
     (2, ("vlalert.gate", "vlalert.badas")),
     (3, ("vlalert.labels",)),
     (4, ("vlalert.beliefs",)),

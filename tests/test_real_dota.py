@@ -17,7 +17,7 @@ from vlalert.labels import label_source
 from vlalert.schemas import table_from_rows
 from vlalert.sources.base import Clip
 from vlalert.sources.consensus import apply_consensus, read_consensus
-from vlalert.sources.dota import FPS, read_annotations
+from vlalert.sources.dota import FPS, Dota, read_annotations
 from vlalert.video import VideoInfo
 
 
@@ -36,7 +36,7 @@ def real_dota(real_data, tmp_path_factory):
         }
     )
     annotations, rejected = read_annotations("dota", cfg.sources["dota"], check_videos=False)
-    annotations, more, _ = apply_consensus(annotations, read_consensus(csv), csv, "dota", clock_fps=10.0)
+    annotations, more, _ = apply_consensus(annotations, read_consensus(csv), csv, Dota, clock_fps=10.0)
     outcomes = [
         check_clip(a, VideoInfo(n_frames=a.n_frames, fps=FPS, width=1280, height=720)) for a in annotations
     ]

@@ -459,7 +459,7 @@ def test_consensus_overrides_times_and_ego_and_rejects_unknown_ids(tmp_path):
     assert set(table) == {"10_068", "3_007", "2_010", "99_999"}
     assert table["10_068"]["min_support"] == 7.0 and table["10_068"]["batch"] is None
     out, rejections, _ = consensus.apply_consensus(
-        anns, table, csv_path, "dada2000", rejected_ids={r.video_id for r in adapter_rejections}
+        anns, table, csv_path, dada2000.Dada2000, rejected_ids={r.video_id for r in adapter_rejections}
     )
     got = by_id(out)
     a = got["10_068"]
@@ -486,7 +486,9 @@ def test_consensus_dad_ids_are_test_positive_file_names(tmp_path):
     csv_path = consensus_csv(
         tmp_path / "c.csv", [["000456.mp4", "", "Collision", "yes", 6, 3.0, 4.4, 1.4, "x"]]
     )
-    out, rejections, _ = consensus.apply_consensus(anns, consensus.read_consensus(csv_path), csv_path, "dad")
+    out, rejections, _ = consensus.apply_consensus(
+        anns, consensus.read_consensus(csv_path), csv_path, dad.Dad
+    )
     assert rejections == []
     [a] = out
     assert (a.video_id, a.t_risky_s, a.t_event_s, a.ego_involved) == (
@@ -504,7 +506,9 @@ def test_consensus_bad_ego_value_rejects_the_clip(tmp_path):
     csv_path = consensus_csv(
         tmp_path / "c.csv", [["000456.mp4", "", "Collision", "maybe", 6, 3.0, 4.4, 1.4, ""]]
     )
-    out, rejections, _ = consensus.apply_consensus(anns, consensus.read_consensus(csv_path), csv_path, "dad")
+    out, rejections, _ = consensus.apply_consensus(
+        anns, consensus.read_consensus(csv_path), csv_path, dad.Dad
+    )
     assert out == []
     [r] = rejections
     # the project's clip id and the CSV's id, both named
@@ -542,7 +546,7 @@ def test_real_consensus_applies_to_every_real_dota_clip(real_dota_src):
         pytest.skip(f"{REAL_CONSENSUS} absent")
     anns, _ = dota.read_annotations("dota", real_dota_src, check_videos=False)
     table = consensus.read_consensus(REAL_CONSENSUS)
-    out, rejections, _ = consensus.apply_consensus(anns, table, REAL_CONSENSUS, "dota")
+    out, rejections, _ = consensus.apply_consensus(anns, table, REAL_CONSENSUS, dota.Dota)
     assert rejections == [] and len(out) == 1402
     matched = [a for a in out if "consensus" in a.meta]
     assert len(matched) == 598

@@ -36,22 +36,6 @@ def media(listing: dict) -> set[str]:
 # ---------------------------------------------------------------- source files
 
 
-def test_the_names_mirror_the_adapters():
-    """source_files repeats the adapters' names (they import numpy, too heavy for parse time)."""
-    from vlalert import video
-    from vlalert.sources import dad, dada2000, dota, nexar
-
-    assert sf.NEXAR_SPLITS == nexar.SPLITS
-    assert sf.ANNOTATION_DEFAULTS == {
-        "nexar": tuple(f"{s}.csv" for s in nexar.SPLITS),
-        "dada2000": dada2000.DEFAULT_FILES,
-        "dota": dota.DEFAULT_FILES,
-        "dad": (),
-    }
-    assert (sf.DAD_SPLITS, sf.DAD_LABELS) == (dad.SPLITS, dad.LABELS)
-    assert sf.IMAGE_SUFFIXES == video.IMAGE_SUFFIXES
-
-
 def test_each_kind_lists_the_files_its_adapter_reads(tmp_path):
     nexar = tmp_path / "nexar"
     put(nexar / "train.csv", b"id,time_of_event,time_of_alert,target\n")

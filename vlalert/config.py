@@ -28,7 +28,11 @@ from vlalert.strict import StrictModel
 from vlalert.vlm.config import SFTConfig, VLMConfig
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
-SOURCE_KINDS: tuple[str, ...] = ("nexar", "dada2000", "dota", "dad")
+# The source kinds `sources.<name>.kind` accepts; each is a plugin in vlalert/sources/<kind>.py, and
+# vlalert.sources.registry refuses to load unless its plugins are exactly these (the config is
+# validated before any adapter is imported, so the names are written here).
+SourceKindName = Literal["nexar", "dada2000", "dota", "dad"]
+SOURCE_KINDS: tuple[str, ...] = get_args(SourceKindName)
 GATE_PROVIDERS: tuple[str, ...] = ("scene", "consensus", "scores_file", "badas")
 GateProvider = Literal["scene", "consensus", "scores_file", "badas"]
 
@@ -64,7 +68,7 @@ class DemoConfig(StrictModel):
 class SourceConfig(StrictModel):
     """One public dataset as the user placed (or downloaded) it under `root`."""
 
-    kind: Literal["nexar", "dada2000", "dota", "dad"]
+    kind: SourceKindName
     enabled: bool = True
     root: str
     annotations: str | None = None  # DADA-2000 sheet / DoTA metadata JSON; None: the adapter's default name

@@ -9,14 +9,14 @@ client itself. The token comes from the HF_TOKEN environment variable only: neve
 the machine's stored login, or anything that is written to disk.
 
 DADA-2000, DoTA and DAD cannot be downloaded automatically; `check_source_layout` lists, at once,
-every file or folder that a source's adapter needs and does not find, and where to obtain it.
+every file or folder that a source's adapter needs and does not find, and where to obtain it. What
+each kind needs and where to get it are its plugin's (`check_layout`, `OBTAIN` in
+vlalert/sources/<kind>.py); this module adds what every kind shares (the root, the consensus CSV,
+the gate scores) and the report.
 
 The Snakefile imports this module at parse time (`layout_params`), so it imports nothing heavy at
 module level (huggingface_hub and the source adapters are imported where they are used). The
 `download:` config section's model is in vlalert.download_config, which the config imports.
-
-Why one module of ~600 lines: both halves put a source's files on disk and tell the user where to
-get them (the OBTAIN texts, the completion marker), for the hub and for hand-placed sources.
 """
 
 from __future__ import annotations
@@ -27,46 +27,18 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from vlalert.atomic import write_json_atomic
 from vlalert.download_config import COMMIT_RE, DownloadConfig
+from vlalert.sources.checks import Problem, SourceLike
 
 log = logging.getLogger(__name__)
 
 TOKEN_ENV = "HF_TOKEN"
 HASH_CHUNK = 1 << 20
 
-HUB_URL = "https://huggingface.co"
-NEXAR_REPO = "nexar-ai/nexar_collision_prediction"
-
-# Where each source kind can be obtained, named in every problem the layout check reports.
-OBTAIN: dict[str, str] = {
-    "nexar": (
-        f"download it automatically with a `download` entry (repo_id: {NEXAR_REPO}, source: <this source>), "
-        f"or by hand from {HUB_URL}/datasets/{NEXAR_REPO}"
-    ),
-    "dada2000": (
-        "DADA-2000 is distributed by its authors, not by a hub: follow the download link and terms on "
-        "https://github.com/JWFangit/LOTVS-DADA (research use only; unpack the frames with its "
-        "python/extract_images.py); the annotation sheet DADA2000_video_annotations.xlsx comes with it"
-    ),
-    "dota": (
-        "DoTA: follow the instructions of https://github.com/MoonBlvd/Detection-of-Traffic-Anomaly "
-        "(metadata_train.json / metadata_val.json are in its dataset/ folder; the frames from the "
-        "download link in its README, or extracted from the YouTube videos with its scripts at 10 fps)"
-    ),
-    "dad": (
-        "DAD (Dashcam Accident Dataset, Chan et al., ACCV 2016): download link on its project page "
-        "https://aliensunmin.github.io/project/dashcam/"
-    ),
-}
-OBTAIN_CONSENSUS = (
-    "the BADAS consensus labels CSV (columns id, batch, Event-type, Nexar-vehicle-involved, min_support, "
-    "Time-of-alert, Time-of-collision, Diff, article_category) published with Nexar's BADAS work; "
-    "or remove sources.{name}.consensus"
-)
 OBTAIN_GATE_SCORES = (
     "a gate scores table (Parquet or CSV with video_id, t_s, p_collision), e.g. from an Open-BADAS run; "
     "or choose another gate provider for sources.{name}"
@@ -340,30 +312,6 @@ def write_json(data: dict[str, Any], path: str | os.PathLike[str]) -> Path:
 # ---------------------------------------------------------------------------------------------
 
 
-class SourceLike(Protocol):
-    """The fields of vlalert.config.SourceConfig the layout check reads."""
-
-    kind: str
-    root: str
-    annotations: str | None
-    consensus: str | None
-    gate_scores: str | None
-    videos: bool  # False: annotations only, no clip files expected
-    split_files: dict[str, str] | None
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One missing file or folder, and where to get it."""
-
-    path: str
-    what: str
-    obtain: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.what}\n      get it: {self.obtain}"
-
-
 @dataclass(frozen=True)
 class LayoutReport:
     source: str
@@ -411,191 +359,26 @@ def layout_params(src: SourceLike) -> dict[str, Any]:
     }
 
 
-def _has_images(folder: Path) -> bool:
-    from vlalert.video import IMAGE_SUFFIXES
-
-    try:
-        with os.scandir(folder) as it:
-            return any(e.is_file() and Path(e.name).suffix.lower() in IMAGE_SUFFIXES for e in it)
-    except OSError:
-        return False
-
-
-def _frame_clip(clip_dir: Path) -> bool:
-    """A clip folder holds its frames in images/ or directly (as the adapters read them)."""
-    return _has_images(clip_dir / "images") or _has_images(clip_dir)
-
-
-def _subdirs(folder: Path) -> list[Path]:
-    try:
-        return sorted(p for p in folder.iterdir() if p.is_dir())
-    except OSError:
-        return []
-
-
-def _count_mp4(folder: Path) -> int:
-    return sum(1 for _ in folder.glob("*.mp4")) if folder.is_dir() else 0
-
-
-def _annotation_files(src: SourceLike, defaults: tuple[str, ...]) -> list[Path]:
-    if src.annotations:
-        given = Path(src.annotations)
-        if not given.is_absolute() and not given.exists() and (Path(src.root) / given).exists():
-            return [Path(src.root) / given]
-        return [given]
-    return [Path(src.root) / name for name in defaults]
-
-
-def _need_one_of(
-    files: list[Path],
-    what: str,
-    obtain: str,
-    problems: list[Problem],
-    warnings: list[Problem],
-    *,
-    all_expected: bool,
-) -> list[Path]:
-    """At least one of `files` must exist; with all_expected, each missing one is worth a warning."""
-    present = [p for p in files if p.is_file()]
-    if not present:
-        problems += [Problem(str(p), f"missing: {what}", obtain) for p in files]
-    elif all_expected:
-        warnings += [
-            Problem(str(p), f"missing: {what} (the others are present)", obtain)
-            for p in files
-            if p not in present
-        ]
-    return present
-
-
-def _check_nexar(
-    src: SourceLike, obtain: str, problems: list[Problem], warnings: list[Problem]
-) -> dict[str, Any]:
-    from vlalert.sources import nexar
-
-    root = Path(src.root)
-    csvs = _need_one_of(
-        _annotation_files(src, tuple(f"{s}.csv" for s in nexar.SPLITS)),
-        f"a Nexar annotation CSV (columns {','.join(nexar.COLUMNS)})",
-        obtain,
-        problems,
-        warnings,
-        all_expected=not src.annotations,
-    )
-    videos = {}
-    for csv_path in csvs:
-        split = csv_path.stem
-        folders = [root / split / "positive", root / split / "negative", root / split]
-        videos[split] = sum(_count_mp4(f) for f in folders)
-        if videos[split] == 0:
-            problems.append(
-                Problem(
-                    str(root / split),
-                    f"no videos for {csv_path.name}: expected {root / split}/{{positive,negative}}/NNNNN.mp4",
-                    obtain,
-                )
-            )
-    return {"annotation_files": [str(p) for p in csvs], "videos": videos}
-
-
-def _check_dada2000(
-    src: SourceLike, obtain: str, problems: list[Problem], warnings: list[Problem]
-) -> dict[str, Any]:
-    from vlalert.sources import dada2000
-
-    root = Path(src.root)
-    sheets = _need_one_of(
-        _annotation_files(src, dada2000.DEFAULT_FILES),
-        "the DADA-2000 annotation sheet (xlsx with the table on its second sheet, or its CSV export)",
-        obtain,
-        problems,
-        warnings,
-        all_expected=False,
-    )
-    clips = sum(
-        1
-        for category in _subdirs(root)
-        if category.name.isdigit()
-        for clip in _subdirs(category)
-        if clip.name.isdigit() and _frame_clip(clip)
-    )
-    for split, file in sorted((src.split_files or {}).items()):
-        if not Path(file).is_file():
-            problems.append(Problem(file, f"missing: the official {split} split list (split_files)", obtain))
-    if clips == 0 and src.videos:
-        problems.append(
-            Problem(
-                str(root / "<type>" / "<NNN>" / "images"), "no clip frame folders (NNNN.jpg images)", obtain
-            )
-        )
-    return {"annotation_files": [str(p) for p in sheets], "clips": clips}
-
-
-def _check_dota(
-    src: SourceLike, obtain: str, problems: list[Problem], warnings: list[Problem]
-) -> dict[str, Any]:
-    from vlalert.sources import dota
-
-    root = Path(src.root)
-    metas = _need_one_of(
-        _annotation_files(src, dota.DEFAULT_FILES),
-        "DoTA metadata JSON ({clip_name: {video_start, ..., anomaly_class, num_frames, subset}})",
-        obtain,
-        problems,
-        warnings,
-        all_expected=not src.annotations,
-    )
-    frame_clips = sum(1 for clip in _subdirs(root / "frames") if _frame_clip(clip))
-    video_clips = _count_mp4(root / "videos")
-    if frame_clips + video_clips == 0 and src.videos:
-        problems.append(
-            Problem(str(root / "frames"), "no clip frames: expected frames/<clip>/NNNNNN.jpg", obtain)
-        )
-        problems.append(
-            Problem(str(root / "videos"), "or no clip videos: expected videos/<clip>.mp4", obtain)
-        )
-    return {"annotation_files": [str(p) for p in metas], "clips": frame_clips + video_clips}
-
-
-def _check_dad(
-    src: SourceLike, obtain: str, problems: list[Problem], warnings: list[Problem]
-) -> dict[str, Any]:
-    from vlalert.sources import dad
-
-    root = Path(src.root) / "videos"
-    counts = {f"{s}/{lab}": _count_mp4(root / s / lab) for s in dad.SPLITS for lab in dad.LABELS}
-    empty = [key for key, n in counts.items() if n == 0]
-    what = "folder of NNNNNN.mp4 clips (DAD's published layout)"
-    if len(empty) == len(counts):
-        problems += [Problem(str(root / key), f"missing or empty: {what}", obtain) for key in empty]
-    else:
-        warnings += [
-            Problem(str(root / key), f"missing or empty: {what} (the others hold clips)", obtain)
-            for key in empty
-        ]
-    return {"videos": counts}
-
-
-CHECKS = {"nexar": _check_nexar, "dada2000": _check_dada2000, "dota": _check_dota, "dad": _check_dad}
-
-
 def check_source_layout(name: str, src: SourceLike) -> LayoutReport:
     """Every file and folder `src` needs that is not there, with where to get it; nothing is read but names.
 
     Missing clips among present ones are not problems here: ingest rejects those one by one, with reasons.
     """
-    if src.kind not in CHECKS:
-        raise ValueError(f"no layout check for source kind {src.kind!r}; known: {sorted(CHECKS)}")
-    obtain = OBTAIN[src.kind]
+    from vlalert.sources import consensus
+    from vlalert.sources.registry import ADAPTERS
+
+    if src.kind not in ADAPTERS:
+        raise ValueError(f"no layout check for source kind {src.kind!r}; known: {sorted(ADAPTERS)}")
+    plugin = ADAPTERS[src.kind]
     problems: list[Problem] = []
     warnings: list[Problem] = []
     root = Path(src.root)
     if not root.is_dir():
-        problems.append(Problem(str(root), f"folder missing (sources.{name}.root)", obtain))
-    found = CHECKS[src.kind](src, obtain, problems, warnings)
+        problems.append(Problem(str(root), f"folder missing (sources.{name}.root)", plugin.OBTAIN))
+    found = plugin.check_layout(src, problems, warnings)
     if src.consensus and not Path(src.consensus).is_file():
         problems.append(
-            Problem(src.consensus, f"missing: sources.{name}.consensus", OBTAIN_CONSENSUS.format(name=name))
+            Problem(src.consensus, f"missing: sources.{name}.consensus", consensus.OBTAIN.format(name=name))
         )
     if src.gate_scores and not Path(src.gate_scores).is_file():
         problems.append(

@@ -249,7 +249,7 @@ def ingest_source(
             annotations,
             consensus,
             src.consensus,
-            src.kind,
+            adapter_for(src.kind),
             source=name,
             rejected_ids={r.video_id for r in rejections},
             clock_fps=consensus_clock(src),

@@ -24,10 +24,9 @@ What a file contributes to the fingerprint:
   README: a video or frame whose mtime changes (a `touch`, a copy without `-p`) counts as changed and
   reruns ingest and what follows; copy or restore data with `cp -p` / `rsync -a` to keep mtimes.
 
-The folders listed per kind mirror where each adapter looks for clips (vlalert/sources/*.py);
-the names are repeated here because the adapters import numpy/pyarrow, which the Snakefile must
-not pay for at parse time (tests/test_tracking.py pins them to the adapters'). Only the
-standard library is imported.
+Which annotation files and clip folders a source has is its kind's plugin's (`annotation_candidates`,
+`media_folders` in vlalert/sources/<kind>.py, next to the adapter that reads them); the registry is
+imported when a listing is first made (at parse time: some 30 ms, numpy being loaded already).
 """
 
 from __future__ import annotations
@@ -36,45 +35,13 @@ import hashlib
 import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-# The adapters' default annotation files (nexar: one CSV per split, SPLITS) and clip folders.
-NEXAR_SPLITS: tuple[str, ...] = ("train", "test-public", "test-private")
-ANNOTATION_DEFAULTS: dict[str, tuple[str, ...]] = {
-    "nexar": tuple(f"{split}.csv" for split in NEXAR_SPLITS),
-    "dada2000": ("DADA2000_video_annotations.xlsx", "DADA2000_video_annotations.csv"),
-    "dota": ("metadata_train.json", "metadata_val.json"),
-    "dad": (),
-}
-DAD_SPLITS: tuple[str, ...] = ("training", "testing")
-DAD_LABELS: tuple[str, ...] = ("positive", "negative")
-IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".png"})  # vlalert.video's
+from vlalert.sources.checks import FolderSpec, SourceLike
+
 MANIFEST_FORMAT = "vlalert-source-files-1"
 STAT_THREADS = 8
 _CHUNK = 1 << 20
-
-
-class SourceLike(Protocol):
-    """The fields of vlalert.config.SourceConfig read here."""
-
-    kind: str
-    root: str
-    annotations: str | None
-    consensus: str | None
-    split_files: dict[str, str] | None
-    videos: bool
-
-
-def annotation_candidates(src: SourceLike) -> list[Path]:
-    """The annotation files the adapter would look for (vlalert.sources.common.annotation_candidates)."""
-    root = Path(src.root)
-    if src.annotations:
-        given = Path(src.annotations)
-        if not given.is_absolute() and not given.exists() and (root / given).exists():
-            return [root / given]
-        return [given]
-    return [root / name for name in ANNOTATION_DEFAULTS[src.kind]]
 
 
 def annotation_files(src: SourceLike) -> list[str]:
@@ -83,60 +50,21 @@ def annotation_files(src: SourceLike) -> list[str]:
     Only existing ones: a missing file is for check_source to report (with where to get it), not for
     Snakemake to stop on before any job runs.
     """
-    files = [str(p) for p in annotation_candidates(src)]
+    from vlalert.sources.registry import adapter_for
+
+    files = [str(p) for p in adapter_for(src.kind).annotation_candidates(src)]
     if src.consensus:
         files.append(src.consensus)
     files += [src.split_files[k] for k in sorted(src.split_files or {})]
     return [f for f in dict.fromkeys(files) if os.path.isfile(f)]
 
 
-MP4: frozenset[str] = frozenset({".mp4"})
-# (folder relative to the root, the suffixes taken (None: every file), whether they match in any case)
-FolderSpec = tuple[str, frozenset[str] | None, bool]
-
-
-def _subdirs(root: str, rel: str, *, digits: bool = False) -> list[str]:
-    """The subfolders of root/rel, as paths relative to root, sorted."""
-    try:
-        with os.scandir(os.path.join(root, rel)) as it:
-            names = [e.name for e in it if e.is_dir() and (not digits or e.name.isdigit())]
-    except OSError:
-        return []
-    return [f"{rel}/{name}" if rel else name for name in sorted(names)]
-
-
-def _tree(root: str, rel: str) -> Iterator[str]:
-    yield rel
-    for sub in _subdirs(root, rel):
-        yield from _tree(root, sub)
-
-
 def _media_folders(src: SourceLike) -> Iterator[FolderSpec]:
     """The folders where the adapter of `src.kind` may read clip files (videos, frame images)."""
-    root = src.root
-    if not src.videos:
-        return
-    if src.kind == "nexar":
-        for split in sorted(set(NEXAR_SPLITS) | {p.stem for p in annotation_candidates(src)}):
-            for rel in (split, f"{split}/positive", f"{split}/negative"):
-                yield rel, MP4, False
-    elif src.kind == "dad":  # the adapter records stray files in subfolders too
-        for split in DAD_SPLITS:
-            for label in DAD_LABELS:
-                for rel in _tree(root, f"videos/{split}/{label}"):
-                    yield rel, None, False
-    elif src.kind == "dota":
-        for clip in _subdirs(root, "frames"):
-            yield clip, IMAGE_SUFFIXES, True
-            yield f"{clip}/images", IMAGE_SUFFIXES, True
-        yield "videos", MP4, False
-    elif src.kind == "dada2000":
-        for category in _subdirs(root, "", digits=True):
-            for clip in _subdirs(root, category, digits=True):
-                yield clip, IMAGE_SUFFIXES, True
-                yield f"{clip}/images", IMAGE_SUFFIXES, True
-    else:
-        raise ValueError(f"no clip layout known for source kind {src.kind!r}")
+    from vlalert.sources.registry import adapter_for
+
+    if src.videos:
+        yield from adapter_for(src.kind).media_folders(src)
 
 
 def _stat_files(folder: str, suffixes: frozenset[str] | None, any_case: bool) -> list[list[Any]]:

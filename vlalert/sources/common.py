@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +107,7 @@ def json_value(value: Any) -> Any:
     return str(value)
 
 
-def annotation_candidates(src: SourceConfig, default_names: list[str]) -> list[Path]:
+def annotation_candidates(src: SourceConfig, default_names: Iterable[str]) -> list[Path]:
     """Annotation files to read: `src.annotations` if set, else the source's default names under root.
 
     A relative `annotations` path is taken as given (relative to the working directory, like every

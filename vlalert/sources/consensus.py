@@ -2,7 +2,8 @@
 
 CSV columns `id,batch,Event-type,Nexar-vehicle-involved,min_support,Time-of-alert,Time-of-collision,
 Diff,article_category` (+ an optional `ego_discrepancy`). `id` is the clip's file name: `{video_id}.mp4`
-for DoTA and DADA-2000, and for DAD the test-positive file `NNNNNN.mp4`. A matching row sets
+for DoTA and DADA-2000, and for DAD the test-positive file `NNNNNN.mp4` (each kind's plugin maps an id
+to its video_id: `consensus_video_id`). A matching row sets
 t_risky_s = Time-of-alert, t_event_s = Time-of-collision and ego_involved = (Nexar-vehicle-involved ==
 "yes"); an empty cell leaves the source's own value. A row naming no known clip is rejected, never ignored.
 
@@ -23,7 +24,7 @@ import dataclasses
 import os
 from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from vlalert.sources.base import Annotation, Rejection
 from vlalert.sources.common import FieldError, is_blank, parse_float, provenance, reason, times_from
@@ -48,6 +49,18 @@ CATEGORY = "article_category"
 EXCLUDED_PREFIX = "excluded"
 NOT_IN_TEST = "not in test split"  # the one exclusion that says peers do not evaluate on the clip
 LESS2S = "less2s"
+OBTAIN = (  # where to get the CSV, named by the layout check; {name}: the source
+    f"the BADAS consensus labels CSV (columns {', '.join(COLUMNS)}) published with Nexar's BADAS work; "
+    "or remove sources.{name}.consensus"
+)
+
+
+class ConsensusIds(Protocol):
+    """What apply_consensus needs of a source kind (its plugin, vlalert.sources.plugin.SourceKind)."""
+
+    KIND: str
+
+    def consensus_video_id(self, key: str) -> str: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,15 +121,6 @@ def read_consensus(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
     except UnicodeDecodeError as err:
         raise ValueError(f"{path}: not a text CSV file ({err})") from None
     return rows
-
-
-def video_id_for(kind: str, key: str) -> str:
-    """The source's video_id a consensus id names (DAD's bare number means its test positive)."""
-    if kind == "dad" and key.isdigit():
-        return f"testing-positive-{int(key):06d}"
-    if kind == "nexar" and key.isdigit():
-        return f"{int(key):05d}"
-    return key
 
 
 def _ego(value: Any) -> bool | None:
@@ -193,7 +197,7 @@ def apply_consensus(
     annotations: list[Annotation],
     consensus: Mapping[str, Mapping[str, Any]],
     csv_path: str | os.PathLike[str],
-    kind: str,
+    kind: type[ConsensusIds],
     *,
     source: str | None = None,
     rejected_ids: Collection[str] = (),
@@ -203,11 +207,12 @@ def apply_consensus(
 
     Returns the annotations, the rejections, and one Decision per consensus row.
     rejected_ids: clips the adapter already rejected; their rows are known, not "unknown clips".
+    kind: the source kind's plugin (vlalert.sources.registry.adapter_for), which maps CSV ids to video_ids.
     source: the source name for rejections (default: the annotations' source, else the kind).
     clock_fps: the clock of the CSV's times (see the module docstring).
     """
-    source = source or (annotations[0].source if annotations else kind)
-    by_id = {video_id_for(kind, key): row for key, row in consensus.items()}
+    source = source or (annotations[0].source if annotations else kind.KIND)
+    by_id = {kind.consensus_video_id(key): row for key, row in consensus.items()}
     known = {a.video_id for a in annotations}
     file = str(csv_path)
     out: list[Annotation] = []

@@ -12,20 +12,36 @@ frames 83, 92 and 90 at 30 fps (contact visible) and frames 55, 62 and 60 at 20 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from vlalert.config import SourceConfig
 from vlalert.sources.base import Annotation, Rejection
+from vlalert.sources.checks import FolderSpec, Problem, count_mp4, rel_tree
 from vlalert.sources.common import FieldError, provenance, reason, reject, times_from
+from vlalert.sources.plugin import SourceKind
 
 FPS = 20.0
+N_FRAMES = 100  # every DAD clip
 EVENT_FRAME = 90
 RISKY_LEAD_S = 2.0
+RISKY_LEAD_FRAMES = round(RISKY_LEAD_S * FPS)
 CONSENSUS_CLOCK_FPS = 30.0  # see the module docstring and README "Clocks"
 PEER_TEST_SPLITS: tuple[str, ...] = ("testing",)
 SPLITS: tuple[str, ...] = ("training", "testing")
 LABELS: tuple[str, ...] = ("positive", "negative")
 ID_DIGITS = 6
+DEFAULT_FILES: tuple[str, ...] = ()  # no annotation file: the folders say it all
+OBTAIN = (
+    "DAD (Dashcam Accident Dataset, Chan et al., ACCV 2016): download link on its project page "
+    "https://aliensunmin.github.io/project/dashcam/"
+)
+
+
+def default_times() -> tuple[float, float]:
+    """(t_risky_s, t_event_s) of a positive by DAD's construction, in seconds of its own 20 fps clock."""
+    return (EVENT_FRAME - RISKY_LEAD_FRAMES) / FPS, EVENT_FRAME / FPS
 
 
 def video_id(split: str, label: str, number: int) -> str:
@@ -37,9 +53,8 @@ def parse_file(name: str, video: Path, split: str, label: str) -> Annotation:
     if not video.stem.isdigit():
         raise FieldError("file name", f"{video.name!r} is not a clip number NNNNNN.mp4")
     positive = label == "positive"
-    t_event = EVENT_FRAME / FPS if positive else None
-    lead = round(RISKY_LEAD_S * FPS)
-    t_risky = (EVENT_FRAME - lead) / FPS if positive else None
+    t_risky, t_event = default_times() if positive else (None, None)
+    lead = RISKY_LEAD_FRAMES
     prov = {
         "t_risky_s": provenance(video, f"frame {EVENT_FRAME - lead} (event - {lead} frames)", "dad-default"),
         "t_event_s": provenance(video, f"frame {EVENT_FRAME} (DAD convention)", "dad-default"),
@@ -143,3 +158,46 @@ def read_annotations(
             except FieldError as err:
                 rejections.append(reject(name, f"{split}-{label}-{video.stem}", video, video, err))
     return annotations, rejections
+
+
+def check_layout(src: Any, problems: list[Problem], warnings: list[Problem]) -> dict[str, Any]:
+    """Clips in videos/{training,testing}/{positive,negative}/: one folder holding clips is enough."""
+    root = Path(src.root) / "videos"
+    counts = {f"{s}/{lab}": count_mp4(root / s / lab) for s in SPLITS for lab in LABELS}
+    empty = [key for key, n in counts.items() if n == 0]
+    what = "folder of NNNNNN.mp4 clips (DAD's published layout)"
+    if len(empty) == len(counts):
+        problems += [Problem(str(root / key), f"missing or empty: {what}", OBTAIN) for key in empty]
+    else:
+        warnings += [
+            Problem(str(root / key), f"missing or empty: {what} (the others hold clips)", OBTAIN)
+            for key in empty
+        ]
+    return {"videos": counts}
+
+
+def media_folders(src: Any) -> Iterator[FolderSpec]:
+    """Every file under the clip folders: the adapter records stray files in subfolders too."""
+    for split in SPLITS:
+        for label in LABELS:
+            for rel in rel_tree(src.root, f"videos/{split}/{label}"):
+                yield rel, None, False
+
+
+class Dad(SourceKind):
+    """The DAD plugin (vlalert.sources.plugin): the facts above and the functions of this module."""
+
+    KIND = "dad"
+    FPS = FPS
+    CONSENSUS_CLOCK_FPS = CONSENSUS_CLOCK_FPS
+    PEER_TEST_SPLITS = PEER_TEST_SPLITS
+    DEFAULT_FILES = DEFAULT_FILES
+    OBTAIN = OBTAIN
+    read_annotations = staticmethod(read_annotations)
+    check_layout = staticmethod(check_layout)
+    media_folders = staticmethod(media_folders)
+
+    @classmethod
+    def consensus_video_id(cls, key: str) -> str:
+        """The consensus CSV names DAD's test positives by their bare file number."""
+        return video_id("testing", "positive", int(key)) if key.isdigit() else key

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from vlalert.config import SourceConfig
 from vlalert.sources.base import Annotation, Rejection
+from vlalert.sources.checks import FolderSpec, Problem, frame_clip, need_one_of, rel_subdirs, subdirs
 from vlalert.sources.common import (
     FieldError,
     annotation_candidates,
@@ -29,11 +30,18 @@ from vlalert.sources.common import (
     require,
     times_from,
 )
+from vlalert.sources.plugin import SourceKind
+from vlalert.video import IMAGE_SUFFIXES
 
 FPS = 30.0
 CONSENSUS_CLOCK_FPS = 30.0  # the clips' own clock (no evidence of another; README "Clocks")
 PEER_TEST_SPLITS: tuple[str, ...] = ("test",)
 DEFAULT_FILES: tuple[str, ...] = ("DADA2000_video_annotations.xlsx", "DADA2000_video_annotations.csv")
+OBTAIN = (
+    "DADA-2000 is distributed by its authors, not by a hub: follow the download link and terms on "
+    "https://github.com/JWFangit/LOTVS-DADA (research use only; unpack the frames with its "
+    "python/extract_images.py); the annotation sheet DADA2000_video_annotations.xlsx comes with it"
+)
 EGO_CATEGORIES = range(1, 19)
 
 VIDEO = "video"
@@ -305,3 +313,54 @@ def read_annotations(
     if check_videos and root.is_dir():
         rejections += _unannotated(name, root, named, sheet)
     return annotations, rejections
+
+
+def check_layout(src: Any, problems: list[Problem], warnings: list[Problem]) -> dict[str, Any]:
+    """The annotation sheet, the split lists named in the config, and frame folders {type}/{NNN}/."""
+    root = Path(src.root)
+    sheets = need_one_of(
+        annotation_candidates(src, DEFAULT_FILES),
+        "the DADA-2000 annotation sheet (xlsx with the table on its second sheet, or its CSV export)",
+        OBTAIN,
+        problems,
+        warnings,
+        all_expected=False,
+    )
+    clips = sum(
+        1
+        for category in subdirs(root)
+        if category.name.isdigit()
+        for clip in subdirs(category)
+        if clip.name.isdigit() and frame_clip(clip)
+    )
+    for split, file in sorted((src.split_files or {}).items()):
+        if not Path(file).is_file():
+            problems.append(Problem(file, f"missing: the official {split} split list (split_files)", OBTAIN))
+    if clips == 0 and src.videos:
+        problems.append(
+            Problem(
+                str(root / "<type>" / "<NNN>" / "images"), "no clip frame folders (NNNN.jpg images)", OBTAIN
+            )
+        )
+    return {"annotation_files": [str(p) for p in sheets], "clips": clips}
+
+
+def media_folders(src: Any) -> Iterator[FolderSpec]:
+    for category in rel_subdirs(src.root, "", digits=True):
+        for clip in rel_subdirs(src.root, category, digits=True):
+            yield clip, IMAGE_SUFFIXES, True
+            yield f"{clip}/images", IMAGE_SUFFIXES, True
+
+
+class Dada2000(SourceKind):
+    """The DADA-2000 plugin (vlalert.sources.plugin): the facts above and the functions of this module."""
+
+    KIND = "dada2000"
+    FPS = FPS
+    CONSENSUS_CLOCK_FPS = CONSENSUS_CLOCK_FPS
+    PEER_TEST_SPLITS = PEER_TEST_SPLITS
+    DEFAULT_FILES = DEFAULT_FILES
+    OBTAIN = OBTAIN
+    read_annotations = staticmethod(read_annotations)
+    check_layout = staticmethod(check_layout)
+    media_folders = staticmethod(media_folders)

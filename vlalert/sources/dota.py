@@ -11,11 +11,22 @@ decides what a missing event time means).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from vlalert.config import SourceConfig
 from vlalert.sources.base import Annotation, Rejection
+from vlalert.sources.checks import (
+    MP4,
+    FolderSpec,
+    Problem,
+    count_mp4,
+    frame_clip,
+    need_one_of,
+    rel_subdirs,
+    subdirs,
+)
 from vlalert.sources.common import (
     FieldError,
     annotation_candidates,
@@ -30,6 +41,8 @@ from vlalert.sources.common import (
     require,
     times_from,
 )
+from vlalert.sources.plugin import SourceKind
+from vlalert.video import IMAGE_SUFFIXES
 
 FPS = 10.0
 # The BADAS consensus CSV for DoTA writes times on DoTA's own 10 fps clock: on the real val metadata
@@ -37,7 +50,20 @@ FPS = 10.0
 # 30 fps clock 511 of 598 would be past the end).
 CONSENSUS_CLOCK_FPS = 10.0
 PEER_TEST_SPLITS: tuple[str, ...] = ("val",)  # DoTA publishes train/val; peers report on val
-DEFAULT_FILES: tuple[str, ...] = ("metadata_train.json", "metadata_val.json")
+SUBSETS: tuple[str, ...] = ("train", "val")
+
+
+def metadata_file(subset: str) -> str:
+    """The metadata JSON DoTA publishes for one subset."""
+    return f"metadata_{subset}.json"
+
+
+DEFAULT_FILES: tuple[str, ...] = tuple(metadata_file(subset) for subset in SUBSETS)
+OBTAIN = (
+    "DoTA: follow the instructions of https://github.com/MoonBlvd/Detection-of-Traffic-Anomaly "
+    "(metadata_train.json / metadata_val.json are in its dataset/ folder; the frames from the "
+    "download link in its README, or extracted from the YouTube videos with its scripts at 10 fps)"
+)
 FIELDS: tuple[str, ...] = (
     "video_start",
     "video_end",
@@ -195,3 +221,47 @@ def read_annotations(
     if check_videos:
         rejections += _unannotated(name, root, named, files)
     return annotations, rejections
+
+
+def check_layout(src: Any, problems: list[Problem], warnings: list[Problem]) -> dict[str, Any]:
+    """A metadata JSON, and clips as frames/<clip>/ folders or videos/<clip>.mp4."""
+    root = Path(src.root)
+    metas = need_one_of(
+        annotation_candidates(src, DEFAULT_FILES),
+        "DoTA metadata JSON ({clip_name: {video_start, ..., anomaly_class, num_frames, subset}})",
+        OBTAIN,
+        problems,
+        warnings,
+        all_expected=not src.annotations,
+    )
+    frame_clips = sum(1 for clip in subdirs(root / "frames") if frame_clip(clip))
+    video_clips = count_mp4(root / "videos")
+    if frame_clips + video_clips == 0 and src.videos:
+        problems.append(
+            Problem(str(root / "frames"), "no clip frames: expected frames/<clip>/NNNNNN.jpg", OBTAIN)
+        )
+        problems.append(
+            Problem(str(root / "videos"), "or no clip videos: expected videos/<clip>.mp4", OBTAIN)
+        )
+    return {"annotation_files": [str(p) for p in metas], "clips": frame_clips + video_clips}
+
+
+def media_folders(src: Any) -> Iterator[FolderSpec]:
+    for clip in rel_subdirs(src.root, "frames"):
+        yield clip, IMAGE_SUFFIXES, True
+        yield f"{clip}/images", IMAGE_SUFFIXES, True
+    yield "videos", MP4, False
+
+
+class Dota(SourceKind):
+    """The DoTA plugin (vlalert.sources.plugin): the facts above and the functions of this module."""
+
+    KIND = "dota"
+    FPS = FPS
+    CONSENSUS_CLOCK_FPS = CONSENSUS_CLOCK_FPS
+    PEER_TEST_SPLITS = PEER_TEST_SPLITS
+    DEFAULT_FILES = DEFAULT_FILES
+    OBTAIN = OBTAIN
+    read_annotations = staticmethod(read_annotations)
+    check_layout = staticmethod(check_layout)
+    media_folders = staticmethod(media_folders)

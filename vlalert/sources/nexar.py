@@ -9,11 +9,13 @@ Nexar events always involve the ego vehicle, so positives are ego-involved and n
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from vlalert.config import SourceConfig
 from vlalert.sources.base import Annotation, Rejection
+from vlalert.sources.checks import MP4, FolderSpec, Problem, count_mp4, need_one_of
 from vlalert.sources.common import (
     FieldError,
     annotation_candidates,
@@ -25,12 +27,27 @@ from vlalert.sources.common import (
     require,
     times_from,
 )
+from vlalert.sources.plugin import SourceKind
 
 FPS = 30.0
 CONSENSUS_CLOCK_FPS: float | None = None  # no BADAS consensus file for Nexar: seconds of the video
 PEER_TEST_SPLITS: tuple[str, ...] = ("test-public", "test-private")
 SPLITS: tuple[str, ...] = ("train", "test-public", "test-private")
+
+
+def split_file(split: str) -> str:
+    """The annotation CSV of one split: its name is the split's (`test-public.csv`)."""
+    return f"{split}.csv"
+
+
+DEFAULT_FILES: tuple[str, ...] = tuple(split_file(split) for split in SPLITS)
 COLUMNS: tuple[str, ...] = ("id", "time_of_event", "time_of_alert", "target")
+HUB_URL = "https://huggingface.co"
+HUB_REPO = "nexar-ai/nexar_collision_prediction"
+OBTAIN = (
+    f"download it automatically with a `download` entry (repo_id: {HUB_REPO}, source: <this source>), "
+    f"or by hand from {HUB_URL}/datasets/{HUB_REPO}"
+)
 
 
 def normalise_id(value: Any) -> str:
@@ -125,9 +142,8 @@ def _row_id(row: dict[str, str], line: int) -> str:
 
 
 def _annotation_files(src: SourceConfig) -> list[tuple[str, Path]]:
-    if src.annotations:
-        return [(p.stem, p) for p in annotation_candidates(src, [])]
-    return [(split, Path(src.root) / f"{split}.csv") for split in SPLITS]
+    """(split, CSV): a CSV's split is its name (`test-public.csv` holds split test-public)."""
+    return [(p.stem, p) for p in annotation_candidates(src, DEFAULT_FILES)]
 
 
 def _unannotated(
@@ -145,7 +161,8 @@ def _unannotated(
                 if (split, video_id) in named:
                     continue
                 names = (
-                    " or ".join(str(f) for f in files if f.stem == split) or f"{root / split}.csv (absent)"
+                    " or ".join(str(f) for f in files if f.stem == split)
+                    or f"{root / split_file(split)} (absent)"
                 )
                 what = f"video file has no annotation row in {names}"
                 out.append(Rejection(video_id, name, str(video), reason(video, video_id, "id", what)))
@@ -167,7 +184,7 @@ def read_annotations(
         expected = ", ".join(str(p) for _, p in files)
         raise FileNotFoundError(
             f"Nexar source {name!r}: no annotation CSV found; expected at least one of {expected} "
-            f"(columns {','.join(COLUMNS)}, as published with nexar-ai/nexar_collision_prediction)"
+            f"(columns {','.join(COLUMNS)}, as published with {HUB_REPO})"
         )
     annotations: list[Annotation] = []
     rejections: list[Rejection] = []
@@ -195,3 +212,54 @@ def read_annotations(
         splits = sorted({s for s, _ in files} | set(SPLITS))
         rejections += _unannotated(name, root, splits, named, [p for _, p in present])
     return annotations, rejections
+
+
+def check_layout(src: Any, problems: list[Problem], warnings: list[Problem]) -> dict[str, Any]:
+    """At least one split CSV, and videos for each CSV present."""
+    root = Path(src.root)
+    csvs = need_one_of(
+        annotation_candidates(src, DEFAULT_FILES),
+        f"a Nexar annotation CSV (columns {','.join(COLUMNS)})",
+        OBTAIN,
+        problems,
+        warnings,
+        all_expected=not src.annotations,
+    )
+    videos = {}
+    for csv_path in csvs:
+        split = csv_path.stem
+        folders = [root / split / "positive", root / split / "negative", root / split]
+        videos[split] = sum(count_mp4(f) for f in folders)
+        if videos[split] == 0:
+            problems.append(
+                Problem(
+                    str(root / split),
+                    f"no videos for {csv_path.name}: expected {root / split}/{{positive,negative}}/NNNNN.mp4",
+                    OBTAIN,
+                )
+            )
+    return {"annotation_files": [str(p) for p in csvs], "videos": videos}
+
+
+def media_folders(src: Any) -> Iterator[FolderSpec]:
+    for split in sorted(set(SPLITS) | {p.stem for p in annotation_candidates(src, DEFAULT_FILES)}):
+        for rel in (split, f"{split}/positive", f"{split}/negative"):
+            yield rel, MP4, False
+
+
+class Nexar(SourceKind):
+    """The Nexar plugin (vlalert.sources.plugin): the facts above and the functions of this module."""
+
+    KIND = "nexar"
+    FPS = FPS
+    CONSENSUS_CLOCK_FPS = CONSENSUS_CLOCK_FPS
+    PEER_TEST_SPLITS = PEER_TEST_SPLITS
+    DEFAULT_FILES = DEFAULT_FILES
+    OBTAIN = OBTAIN
+    read_annotations = staticmethod(read_annotations)
+    check_layout = staticmethod(check_layout)
+    media_folders = staticmethod(media_folders)
+
+    @classmethod
+    def consensus_video_id(cls, key: str) -> str:
+        return f"{int(key):05d}" if key.isdigit() else key

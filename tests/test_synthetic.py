@@ -17,12 +17,20 @@ from openpyxl import load_workbook
 from PIL import Image, UnidentifiedImageError
 
 from vlalert.config import DemoConfig
-from vlalert.sources.synthetic import MANIFEST, MARKER, SCENE_TRUTH, make_demo_source, plan_demo
-from vlalert.synthetic import writers as W
+from vlalert.sources import consensus, dada2000
+from vlalert.sources.registry import KIND_FPS
+from vlalert.sources.synthetic import (
+    DADA_SHEET,
+    DEMOS,
+    MANIFEST,
+    MARKER,
+    SCENE_TRUTH,
+    make_demo_source,
+    plan_demo,
+)
 from vlalert.synthetic.render import Camera, render_clip_frame
 from vlalert.synthetic.scenarios import (
     EGO_SCENARIOS,
-    KIND_FPS,
     POSITIVE_SCENARIOS,
     Scenario,
     agent_tracks,
@@ -146,9 +154,9 @@ def test_nexar_layout(demo: dict) -> None:
 
 def test_dada2000_layout(demo: dict) -> None:
     root, manifest = demo["dada2000"]
-    wb = load_workbook(root / W.DADA_SHEET_FILE, read_only=True)
+    wb = load_workbook(root / DADA_SHEET, read_only=True)
     rows = list(wb.worksheets[1].iter_rows(values_only=True))
-    assert list(rows[0]) == list(W.DADA_COLUMNS)
+    assert list(rows[0]) == list(dada2000.COLUMNS)
     table = [dict(zip(rows[0], r, strict=True)) for r in rows[1:]]
     assert all(v is not None for r in table for v in r.values())
     truth = _truth(root)["clips"]
@@ -188,7 +196,7 @@ def test_dota_layout_matches_real_metadata_keys(demo: dict, real_data: Path) -> 
                 assert files[0].name == "000000.jpg"
                 assert Image.open(files[-1]).size == (160, 96)
             subsets[name] = subset
-    _, rows = _csv(root / W.CONSENSUS_FILES["dota"])
+    _, rows = _csv(root / DEMOS["dota"].consensus_file)
     assert rows and all(subsets[r["id"].removesuffix(".mp4")] == "val" for r in rows)
 
 
@@ -213,8 +221,8 @@ def test_mp4s_decode_with_right_fps_and_frame_count(demo: dict) -> None:
 def test_consensus_rows_are_second_annotations(demo: dict) -> None:
     for kind in ("dada2000", "dota", "dad"):
         root, manifest = demo[kind]
-        cols, rows = _csv(root / W.CONSENSUS_FILES[kind])
-        assert cols == list(W.CONSENSUS_COLUMNS)
+        cols, rows = _csv(root / DEMOS[kind].consensus_file)
+        assert cols == list(consensus.COLUMNS)
         truth = _truth(root)["clips"]
         positives = [v for v, s in manifest["clips"].items() if s in POSITIVE_SCENARIOS]
         assert 1 <= len(rows) < len(positives)
@@ -378,7 +386,7 @@ def test_fault_clips_are_unreadable_or_contradictory(demo: dict) -> None:
     assert len(contradicting) == 1
 
     d_root, d_man = demo["dada2000"]
-    table = load_workbook(d_root / W.DADA_SHEET_FILE, read_only=True).worksheets[1]
+    table = load_workbook(d_root / DADA_SHEET, read_only=True).worksheets[1]
     rows = list(table.iter_rows(values_only=True))
     faults = [dict(zip(rows[0], r, strict=True)) for r in rows[1:] if f"{r[5]}_{r[0]:03d}" in d_man["faults"]]
     assert sum(r["abnormal start frame"] > r["accident frame"] for r in faults) == 1

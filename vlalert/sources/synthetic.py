@@ -12,13 +12,16 @@ With `demo.faults` each source also gets one clip whose video cannot be read and
 annotation contradicts itself, so that every demo run exercises the rejection path.
 
 Everything is a pure function of (seed, kind): `plan_demo` decides ids, splits, scenarios,
-times and native annotation records; `make_demo_source` only renders and writes.
+times and native annotation records; `make_demo_source` only renders and writes. What differs per
+source kind is one `DemoKind` in `DEMOS`, which names the kind's plugin (vlalert.sources.<kind>) for
+every fact of the format (fps, file names, columns, the consensus clock).
 """
 
 from __future__ import annotations
 
 import shutil
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -27,11 +30,12 @@ import numpy as np
 
 from vlalert.atomic import write_json_atomic
 from vlalert.config import DemoConfig
+from vlalert.sources import consensus, dad, dada2000, dota, nexar
+from vlalert.sources.plugin import SourceKind
+from vlalert.sources.registry import KINDS
 from vlalert.synthetic import writers as W
 from vlalert.synthetic.render import Camera, look_for, render_clip
 from vlalert.synthetic.scenarios import (
-    KIND_CYCLE,
-    KIND_FPS,
     POSITIVE_SCENARIOS,
     Scenario,
     draw_times,
@@ -44,13 +48,6 @@ MANIFEST = "demo_manifest.json"
 SCENE_TRUTH = "scene_truth.json"
 MARKER = ".vlalert-demo"  # only a directory holding this file (or an empty one) is ever wiped
 
-# (scenario, fault) of the two extra clips per kind when demo.faults is on.
-FAULTS: dict[str, tuple[tuple[str, str], tuple[str, str]]] = {
-    "nexar": (("lead-braking", "truncated"), ("cut-in", "contradiction")),
-    "dada2000": (("cut-in", "empty-folder"), ("lead-braking", "contradiction")),
-    "dota": (("pedestrian-crossing", "corrupt-jpeg"), ("lead-braking", "contradiction")),
-    "dad": (("lead-braking", "truncated"), ("negative-following", "zero-length")),
-}
 # DADA-2000 categories 1-18 are the ego-involved group; others are not.
 DADA_TYPES: dict[str, tuple[int, ...]] = {
     "pedestrian-crossing": (1, 2),
@@ -124,45 +121,50 @@ def stable_rng(seed: int, kind: str, *stream: int) -> np.random.Generator:
 
 
 def _scenarios(kind: str, demo: DemoConfig) -> list[tuple[Scenario, str | None]]:
+    spec = DEMOS[kind]
     specs: list[tuple[str, str | None]] = [
-        (KIND_CYCLE[kind][i % len(KIND_CYCLE[kind])], None) for i in range(demo.clips_per_source)
+        (spec.cycle[i % len(spec.cycle)], None) for i in range(demo.clips_per_source)
     ]
     if demo.faults:
-        specs += list(FAULTS[kind])
+        specs += list(spec.faults)
+    fps = spec.source.FPS
     out = []
     for i, (name, fault) in enumerate(specs):
         rng = stable_rng(demo.seed, kind, i)
         positive = name in POSITIVE_SCENARIOS
-        # The first clip of the sources with prefix negatives is long, with a late event.
-        long = kind in ("dota", "dada2000") and i == 0
-        n_frames, t_r, t_e = draw_times(kind, rng, demo.max_duration_s, positive, long)
-        out.append((make_scenario(name, KIND_FPS[kind], n_frames, t_r, t_e, rng), fault))
+        if spec.times is not None:
+            n_frames, t_r, t_e = spec.times(positive)
+        else:
+            # The first clip of the sources with prefix negatives is long, with a late event.
+            long = spec.long_first and i == 0
+            n_frames, t_r, t_e = draw_times(fps, rng, demo.max_duration_s, positive, long)
+        out.append((make_scenario(name, fps, n_frames, t_r, t_e, rng), fault))
     return out
 
 
-def _consensus_row(clip_id: str, kind: str, s: Scenario, rng: np.random.Generator) -> dict[str, Any]:
+def _consensus_row(
+    clip_id: str, source: type[SourceKind], s: Scenario, rng: np.random.Generator
+) -> dict[str, Any]:
     """A second human annotation: alert time within +-0.3 s of the risky time, same collision time.
 
     Written as BADAS writes it: on the consensus file's own clock (the kind's CONSENSUS_CLOCK_FPS,
     30 fps for DAD whose clips play at 20 fps), so the demo exercises the same clock conversion.
     """
-    from vlalert.sources.registry import adapter_for
-
-    clock = adapter_for(kind).CONSENSUS_CLOCK_FPS
-    scale = KIND_FPS[kind] / clock if clock else 1.0  # seconds of the clip -> seconds on the clock
+    clock = source.CONSENSUS_CLOCK_FPS
+    scale = source.FPS / clock if clock else 1.0  # seconds of the clip -> seconds on the clock
     t_r, t_e = float(s.t_risky_s), float(s.t_event_s)  # type: ignore[arg-type]
     alert_s = min(max(t_r + rng.uniform(-0.3, 0.3), 0.0), t_e - 0.2)
     alert, collision = round(alert_s * scale, 2), round(t_e * scale, 2)
     return {
-        "id": f"{clip_id}.mp4",
+        consensus.ID: f"{clip_id}.mp4",
         "batch": None,
         "Event-type": "Collision",
-        "Nexar-vehicle-involved": "yes" if s.ego_involved else "no",
+        consensus.EGO: "yes" if s.ego_involved else "no",
         "min_support": int(rng.integers(5, 8)),
-        "Time-of-alert": alert,
-        "Time-of-collision": collision,
+        consensus.ALERT: alert,
+        consensus.COLLISION: collision,
         "Diff": round(collision - alert, 2),
-        "article_category": "pos-ego" if s.ego_involved else "pos-not-ego",
+        consensus.CATEGORY: "pos-ego" if s.ego_involved else "pos-not-ego",
     }
 
 
@@ -184,7 +186,8 @@ def _nexar(demo: DemoConfig, scns: list[tuple[Scenario, str | None]]) -> list[De
         if fault == "contradiction":
             row["time_of_alert"] = round(float(s.t_event_s) + 1.0, 1)  # type: ignore[arg-type]
             note = (
-                f"{split}.csv: time_of_alert {row['time_of_alert']} s is after time_of_event {s.t_event_s} s"
+                f"{nexar.split_file(split)}: time_of_alert {row['time_of_alert']} s is after "
+                f"time_of_event {s.t_event_s} s"
             )
         elif fault == "truncated":
             note = f"unreadable video: {rel} is cut to 40% of its bytes (no moov atom)"
@@ -261,7 +264,7 @@ def _dada2000(demo: DemoConfig, scns: list[tuple[Scenario, str | None]]) -> list
             tco, tae = row["accident frame"], row["abnormal end frame"]
             row.update(_dada_frames(tco + 30, tco, max(tae, tco + 45), s.n_frames))
             note = (
-                f"{W.DADA_SHEET_FILE}: abnormal start frame {row['abnormal start frame']} is after "
+                f"{DADA_SHEET}: abnormal start frame {row['abnormal start frame']} is after "
                 f"accident frame {tco}"
             )
         elif fault == "empty-folder":
@@ -296,7 +299,7 @@ def _dota(demo: DemoConfig, scns: list[tuple[Scenario, str | None]]) -> list[Dem
         note = ""
         if fault == "contradiction":
             entry["anomaly_start"], entry["anomaly_end"] = n + 12, n + 20
-            note = f"metadata_{subset}.json: anomaly_start {n + 12} is past the clip's {n} frames"
+            note = f"{dota.metadata_file(subset)}: anomaly_start {n + 12} is past the clip's {n} frames"
         elif fault == "corrupt-jpeg":
             note = f"unreadable video: every image in {rel} is corrupt (no JPEG data)"
         clips.append(DemoClip(name, s, rel, "frames", "{:06d}.jpg", 0, subset, entry, None, fault, note))
@@ -323,20 +326,24 @@ def _dad(demo: DemoConfig, scns: list[tuple[Scenario, str | None]]) -> list[Demo
     return clips
 
 
-_PLANNERS = {"nexar": _nexar, "dada2000": _dada2000, "dota": _dota, "dad": _dad}
+def _dad_times(positive: bool) -> tuple[int, float | None, float | None]:
+    """Every DAD clip has DAD's length, and a positive its accident at DAD's frame (max_duration_s aside)."""
+    t_r, t_e = dad.default_times() if positive else (None, None)
+    return dad.N_FRAMES, t_r, t_e
 
 
 def _with_consensus(kind: str, demo: DemoConfig, clips: list[DemoClip]) -> list[DemoClip]:
     """Consensus rows for some positives, never all: the test-split positives except the first (DoTA,
-    DAD); every third positive of DADA-2000, which has no official split (a consensus row moves its
-    clip to test, so rows for all of them would leave train without a DADA-2000 positive)."""
-    if kind not in W.CONSENSUS_FILES:
+    DAD); every third positive of a source without official splits, DADA-2000 (a consensus row moves
+    its clip to test, so rows for all of them would leave train without a DADA-2000 positive)."""
+    spec = DEMOS[kind]
+    if spec.consensus_file is None:
         return clips
-    if kind == "dada2000":
+    if all(c.split is None for c in clips):
         positives = [i for i, c in enumerate(clips) if c.fault is None and c.scenario.is_positive]
         chosen = set(positives[1::3])
     else:
-        test_split = {"dota": "val", "dad": "testing"}[kind]
+        test_split = spec.source.PEER_TEST_SPLITS[0]
         cands = [
             i
             for i, c in enumerate(clips)
@@ -346,8 +353,9 @@ def _with_consensus(kind: str, demo: DemoConfig, clips: list[DemoClip]) -> list[
     out = []
     for i, c in enumerate(clips):
         if i in chosen:
-            clip_id = c.video_id.rsplit("-", 1)[1] if kind == "dad" else c.video_id
-            row = _consensus_row(clip_id, kind, c.scenario, stable_rng(demo.seed, kind, i, 2))
+            row = _consensus_row(
+                spec.consensus_id(c), spec.source, c.scenario, stable_rng(demo.seed, kind, i, 2)
+            )
             c = replace(c, consensus=row)
         out.append(c)
     return out
@@ -355,9 +363,9 @@ def _with_consensus(kind: str, demo: DemoConfig, clips: list[DemoClip]) -> list[
 
 def plan_demo(kind: str, demo: DemoConfig) -> list[DemoClip]:
     """Every clip of one source's demo (faults last): a pure function of (demo config, kind)."""
-    if kind not in _PLANNERS:
-        raise ValueError(f"unknown source kind {kind!r}; known: {', '.join(_PLANNERS)}")
-    clips = _PLANNERS[kind](demo, _scenarios(kind, demo))
+    if kind not in DEMOS:
+        raise ValueError(f"unknown source kind {kind!r}; known: {', '.join(DEMOS)}")
+    clips = DEMOS[kind].plan(demo, _scenarios(kind, demo))
     return _with_consensus(kind, demo, clips)
 
 
@@ -366,7 +374,7 @@ def scene_truth(kind: str, clips: list[DemoClip]) -> dict[str, Any]:
     return {
         "format": SCENE_TRUTH_FORMAT,
         "source": kind,
-        "fps": KIND_FPS[kind],
+        "fps": DEMOS[kind].source.FPS,
         "clips": {c.video_id: truth_entry(c.scenario) for c in clips if c.fault is None},
     }
 
@@ -417,35 +425,41 @@ def _write_video(out: Path, c: DemoClip, cam: Camera) -> list[Path]:
     return W.write_jpeg_frames(path, frames, c.frame_pattern or "{:06d}.jpg", c.frame_start)
 
 
-def _write_annotations(kind: str, out: Path, clips: list[DemoClip]) -> list[Path]:
-    if kind == "nexar":
-        files = []
-        for split in ("train", "test-public"):
-            rows = [c.annotation for c in clips if c.split == split]
-            if rows:
-                W.write_csv(out / f"{split}.csv", W.NEXAR_COLUMNS, rows)
-                files.append(out / f"{split}.csv")
-        return files
-    if kind == "dada2000":
-        legend = [
-            ["DADA-2000 video annotations (synthetic demo written by vlalert)"],
-            ["the annotation table is on the second sheet; one row per clip {type}/{video:03d}"],
-            ["weather: 1 sunny, 2 rainy, 3 snowy, 4 foggy; light: 1 day, 2 night"],
-            ["scenes: 1 highway, 2 tunnel, 3 mountain, 4 urban, 5 rural"],
-            ["linear: 1 arterials, 2 curve, 3 intersection, 4 t-junction, 5 ramp"],
-            ["frames: abnormal start (tai), accident (tco), abnormal end (tae); -1: none"],
-        ]
-        W.write_xlsx_table(out / W.DADA_SHEET_FILE, W.DADA_COLUMNS, [c.annotation for c in clips], legend)
-        return [out / W.DADA_SHEET_FILE]
-    if kind == "dota":
-        files = []
-        for subset in ("train", "val"):
-            entries = {
-                c.video_id: c.annotation for c in sorted(clips, key=lambda c: c.video_id) if c.split == subset
-            }
-            W.write_json(out / f"metadata_{subset}.json", entries)
-            files.append(out / f"metadata_{subset}.json")
-        return files
+def _nexar_files(out: Path, clips: list[DemoClip]) -> list[Path]:
+    files = []
+    for split in ("train", "test-public"):
+        rows = [c.annotation for c in clips if c.split == split]
+        if rows:
+            W.write_csv(out / nexar.split_file(split), nexar.COLUMNS, rows)
+            files.append(out / nexar.split_file(split))
+    return files
+
+
+def _dada2000_files(out: Path, clips: list[DemoClip]) -> list[Path]:
+    legend = [
+        ["DADA-2000 video annotations (synthetic demo written by vlalert)"],
+        ["the annotation table is on the second sheet; one row per clip {type}/{video:03d}"],
+        ["weather: 1 sunny, 2 rainy, 3 snowy, 4 foggy; light: 1 day, 2 night"],
+        ["scenes: 1 highway, 2 tunnel, 3 mountain, 4 urban, 5 rural"],
+        ["linear: 1 arterials, 2 curve, 3 intersection, 4 t-junction, 5 ramp"],
+        ["frames: abnormal start (tai), accident (tco), abnormal end (tae); -1: none"],
+    ]
+    W.write_xlsx_table(out / DADA_SHEET, dada2000.COLUMNS, [c.annotation for c in clips], legend)
+    return [out / DADA_SHEET]
+
+
+def _dota_files(out: Path, clips: list[DemoClip]) -> list[Path]:
+    files = []
+    for subset in dota.SUBSETS:
+        entries = {
+            c.video_id: c.annotation for c in sorted(clips, key=lambda c: c.video_id) if c.split == subset
+        }
+        W.write_json(out / dota.metadata_file(subset), entries)
+        files.append(out / dota.metadata_file(subset))
+    return files
+
+
+def _dad_files(out: Path, clips: list[DemoClip]) -> list[Path]:
     return []  # DAD has no annotation file: labels are the folder names
 
 
@@ -458,10 +472,11 @@ def make_demo_source(kind: str, out_dir: str | Path, demo: DemoConfig) -> dict:
     files: list[Path] = [out / MARKER]
     for c in clips:
         files += _write_video(out, c, cam)
-    files += _write_annotations(kind, out, clips)
-    if kind in W.CONSENSUS_FILES:
-        path = out / W.CONSENSUS_FILES[kind]
-        W.write_csv(path, W.CONSENSUS_COLUMNS, [c.consensus for c in clips if c.consensus])
+    spec = DEMOS[kind]
+    files += spec.write_annotations(out, clips)
+    if spec.consensus_file is not None:
+        path = out / spec.consensus_file
+        W.write_csv(path, consensus.COLUMNS, [c.consensus for c in clips if c.consensus])
         files.append(path)
     W.write_json(out / SCENE_TRUTH, scene_truth(kind, clips), indent=None)
     files.append(out / SCENE_TRUTH)
@@ -474,3 +489,87 @@ def make_demo_source(kind: str, out_dir: str | Path, demo: DemoConfig) -> dict:
     }
     write_json_atomic(manifest, out / MANIFEST, indent=1)
     return manifest
+
+
+# ---------------------------------------------------------------- the kinds
+
+
+@dataclass(frozen=True)
+class DemoKind:
+    """How the demo renders and writes one source kind; the format's facts are its plugin's (`source`)."""
+
+    source: type[SourceKind]
+    cycle: tuple[str, ...]  # the scenarios of the clips, in turn
+    faults: tuple[tuple[str, str], ...]  # (scenario, fault) of the extra clips when demo.faults is on
+    plan: Callable[[DemoConfig, list[tuple[Scenario, str | None]]], list[DemoClip]]  # ids, splits, records
+    write_annotations: Callable[[Path, list[DemoClip]], list[Path]]  # the native annotation files
+    consensus_file: str | None = None  # the BADAS consensus CSV, where BADAS publishes one for the kind
+    consensus_id: Callable[[DemoClip], str] = lambda c: c.video_id  # the clip's `id` there, less `.mp4`
+    long_first: bool = False  # the first clip is maximal with a late event (room for a prefix negative)
+    times: Callable[[bool], tuple[int, float | None, float | None]] | None = None  # fixed (n, t_r, t_e)
+
+
+DADA_SHEET = dada2000.DEFAULT_FILES[0]  # the demo writes the xlsx, as published
+# Deterministic cycles: with 6 clips every source gets >= 3 positive kinds, and a negative where the
+# source has negatives (DoTA has none); DoTA and DADA-2000 also get a collision between two other road users.
+DEMOS: dict[str, DemoKind] = {
+    d.source.KIND: d
+    for d in (
+        DemoKind(
+            nexar.Nexar,
+            cycle=(
+                "lead-braking",
+                "cut-in",
+                "pedestrian-crossing",
+                "negative-following",
+                "negative-oncoming",
+            ),
+            faults=(("lead-braking", "truncated"), ("cut-in", "contradiction")),
+            plan=_nexar,
+            write_annotations=_nexar_files,
+        ),
+        DemoKind(
+            dada2000.Dada2000,
+            cycle=(
+                "lead-braking",
+                "cut-in",
+                "pedestrian-crossing",
+                "negative-following",
+                "other-collision",
+                "negative-oncoming",
+            ),
+            faults=(("cut-in", "empty-folder"), ("lead-braking", "contradiction")),
+            plan=_dada2000,
+            write_annotations=_dada2000_files,
+            consensus_file="badas_consensus_dada_test.csv",
+            long_first=True,
+        ),
+        DemoKind(
+            dota.Dota,
+            cycle=("lead-braking", "cut-in", "pedestrian-crossing", "other-collision"),
+            faults=(("pedestrian-crossing", "corrupt-jpeg"), ("lead-braking", "contradiction")),
+            plan=_dota,
+            write_annotations=_dota_files,
+            consensus_file="badas_consensus_dota_test.csv",
+            long_first=True,
+        ),
+        DemoKind(
+            dad.Dad,
+            cycle=(
+                "lead-braking",
+                "cut-in",
+                "pedestrian-crossing",
+                "negative-following",
+                "negative-oncoming",
+            ),
+            faults=(("lead-braking", "truncated"), ("negative-following", "zero-length")),
+            plan=_dad,
+            write_annotations=_dad_files,
+            consensus_file="badas_consensus_dad_test.csv",
+            consensus_id=lambda c: Path(c.video_rel).stem,  # DAD's consensus names the file: NNNNNN.mp4
+            times=_dad_times,
+        ),
+    )
+}
+if tuple(DEMOS) != KINDS:
+    raise ImportError(f"the demo writes the kinds {list(DEMOS)}, the registry has {list(KINDS)}: one each")

@@ -43,24 +43,6 @@ SCENARIOS: tuple[str, ...] = (
 EGO_SCENARIOS = frozenset({"cut-in", "pedestrian-crossing", "lead-braking"})
 POSITIVE_SCENARIOS = EGO_SCENARIOS | {"other-collision"}
 
-KIND_FPS: dict[str, float] = {"nexar": 30.0, "dada2000": 30.0, "dota": 10.0, "dad": 20.0}
-# Deterministic cycle per source: with 6 clips every source gets >= 3 positive kinds, and a
-# negative where the source has negatives (DoTA has none); DoTA and DADA-2000 also get a
-# collision between two other road users.
-KIND_CYCLE: dict[str, tuple[str, ...]] = {
-    "nexar": ("lead-braking", "cut-in", "pedestrian-crossing", "negative-following", "negative-oncoming"),
-    "dada2000": (
-        "lead-braking",
-        "cut-in",
-        "pedestrian-crossing",
-        "negative-following",
-        "other-collision",
-        "negative-oncoming",
-    ),
-    "dota": ("lead-braking", "cut-in", "pedestrian-crossing", "other-collision"),
-    "dad": ("lead-braking", "cut-in", "pedestrian-crossing", "negative-following", "negative-oncoming"),
-}
-DAD_FRAMES, DAD_EVENT_FRAME = 100, 90  # DAD clips: 100 frames at 20 fps, accident at frame 90
 CAR_COLORS: tuple[tuple[int, int, int], ...] = (
     (225, 225, 228),  # white
     (160, 164, 170),  # silver
@@ -142,18 +124,14 @@ def grid(t: float) -> float:
 
 
 def draw_times(
-    kind: str, rng: np.random.Generator, max_duration_s: float, positive: bool, long: bool = False
+    fps: float, rng: np.random.Generator, max_duration_s: float, positive: bool, long: bool = False
 ) -> tuple[int, float | None, float | None]:
-    """(n_frames, t_risky_s, t_event_s) for one clip of `kind`.
+    """(n_frames, t_risky_s, t_event_s) for one clip at `fps` (a source of fixed-length clips, DAD,
+    takes its clip's times from its plugin instead: vlalert.sources.synthetic).
 
     `long` puts the event late in a maximal clip so that the risky time is >= 8.5 s, leaving room
     for a prefix negative (DESIGN: the part before t_r - observe_s - 0.5 s must hold >= 4 s).
-    DAD ignores max_duration_s: its clips are fixed at 100 frames with the accident at frame 90.
     """
-    fps = KIND_FPS[kind]
-    if kind == "dad":
-        t_e = DAD_EVENT_FRAME / fps
-        return DAD_FRAMES, (grid(t_e - 2.0) if positive else None), (t_e if positive else None)
     cap = min(12.0, max_duration_s)
     if cap < 4.0:
         raise ValueError(f"demo.max_duration_s must be at least 4 s to hold a clip, got {max_duration_s}")

@@ -1,5 +1,8 @@
 """Writers for each real source's native files: mp4, JPEG frame folders, CSV, xlsx, JSON.
 
+What goes in them (columns, file names) is each source kind's plugin's (vlalert/sources/<kind>.py),
+read by the demo (vlalert.sources.synthetic); these writers only know the file formats.
+
 Every writer is deterministic: the same rows and frames give the same bytes, so a demo built
 twice from one seed is byte-identical (and Snakemake's checksums and the tests can rely on it).
 That is why the xlsx is re-zipped with fixed timestamps and why x264 runs single-threaded
@@ -21,19 +24,6 @@ from typing import Any
 
 import numpy as np
 
-from vlalert.sources import consensus, dada2000, dota, nexar
-
-# The native column/key sets are the adapters' own: the demo writes exactly what a real run reads.
-NEXAR_COLUMNS: tuple[str, ...] = nexar.COLUMNS
-DADA_COLUMNS: tuple[str, ...] = dada2000.COLUMNS
-DADA_SHEET_FILE = dada2000.DEFAULT_FILES[0]
-DOTA_KEYS: tuple[str, ...] = dota.FIELDS
-CONSENSUS_COLUMNS: tuple[str, ...] = consensus.COLUMNS
-CONSENSUS_FILES: dict[str, str] = {
-    "dada2000": "badas_consensus_dada_test.csv",
-    "dota": "badas_consensus_dota_test.csv",
-    "dad": "badas_consensus_dad_test.csv",
-}
 _FIXED_DT = datetime(2020, 1, 1, 0, 0, 0)
 
 

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -111,9 +112,9 @@ def test_val_loss_falls_and_the_parse_rate_is_reported(trained):
     assert metrics["n_generated"] == 4
     assert metrics["val_parse_rate"] * 4 == pytest.approx(round(metrics["val_parse_rate"] * 4))
     assert 0.0 <= metrics["val_parse_rate"] <= 1.0
-    assert json.loads(paths.metrics.read_text())["val_parse_rate"] == metrics["val_parse_rate"]
+    assert json.loads(Path(paths.metrics).read_text())["val_parse_rate"] == metrics["val_parse_rate"]
     assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json"} <= {
-        p.name for p in paths.adapter.iterdir()
+        p.name for p in Path(paths.adapter).iterdir()
     }
 
 
@@ -174,7 +175,7 @@ def _kill_after_first_checkpoint(job: SFTJob) -> None:
         proc.wait(timeout=30)
         proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
-    assert not job.paths.metrics.exists(), "the run finished before it could be killed"
+    assert not Path(job.paths.metrics).exists(), "the run finished before it could be killed"
 
 
 @pytest.mark.slow  # a second process killed mid-run, then the resumed and the clean run
@@ -186,18 +187,18 @@ def test_resume_after_kill_equals_the_uninterrupted_run(trained, bench, tmp_path
     last_step = done[-1][0]
     assert last_step in (10, 20, 30)
     # leftovers of a kill during a later save: the Trainer's files of a checkpoint never sealed
-    half = job.paths.checkpoints / "checkpoint-35"
+    half = Path(job.paths.checkpoints) / "checkpoint-35"
     shutil.copytree(done[-1][1], half)
     (half / ckpt.SEAL).unlink()
     (half / "optimizer.pt").write_bytes(b"half")
-    (job.paths.checkpoints / "checkpoint-36").mkdir()
+    (Path(job.paths.checkpoints) / "checkpoint-36").mkdir()
 
     metrics = run_sft(job)
     assert metrics["resumed_from_step"] == last_step
     assert metrics["steps"] == ref["steps"] == 40
-    assert not job.paths.checkpoints.exists()  # cleaned once the outputs are written
-    ours = load_file(str(job.paths.adapter / "adapter_model.safetensors"))
-    theirs = load_file(str(ref_job.paths.adapter / "adapter_model.safetensors"))
+    assert not Path(job.paths.checkpoints).exists()  # cleaned once the outputs are written
+    ours = load_file(job.paths.adapter_model)
+    theirs = load_file(ref_job.paths.adapter_model)
     assert sorted(ours) == sorted(theirs)
     # bit-identical on CPU: the Trainer restores weights, AdamW, schedule and the RNG exactly, and
     # the data order is a function of the step
@@ -228,8 +229,8 @@ def test_a_checkpoint_of_another_config_is_not_resumed(trained, bench, tmp_path)
     )
     # a complete checkpoint from the reference run (another config): copied in, must be ignored
     ref_ckpts = ckpt.complete_checkpoints(ref_job.paths.checkpoints)
-    shutil.copytree(ref_ckpts[0][1], job.paths.checkpoints / ref_ckpts[0][1].name)
-    (job.paths.checkpoints / "checkpoint-99").mkdir()  # and an incomplete one
+    shutil.copytree(ref_ckpts[0][1], Path(job.paths.checkpoints) / ref_ckpts[0][1].name)
+    (Path(job.paths.checkpoints) / "checkpoint-99").mkdir()  # and an incomplete one
     metrics = run_sft(job)
     assert metrics["resumed_from_step"] is None and metrics["steps"] == 12
     assert metrics["val_parse_rate"] is None and metrics["n_generated"] == 0

@@ -86,8 +86,8 @@ def test_two_gloo_ranks_train_the_single_process_adapter(sft_bench, tmp_path):
             assert (x[key] is None) == (y[key] is None)
             if x[key] is not None:
                 assert x[key] == pytest.approx(y[key], rel=1e-4)
-    ours = load_file(str(ddp_job.paths.adapter / "adapter_model.safetensors"))
-    theirs = load_file(str(single_job.paths.adapter / "adapter_model.safetensors"))
+    ours = load_file(ddp_job.paths.adapter_model)
+    theirs = load_file(single_job.paths.adapter_model)
     assert sorted(ours) == sorted(theirs)
     for name in ours:
         torch.testing.assert_close(ours[name], theirs[name], atol=2e-5, rtol=1e-4)

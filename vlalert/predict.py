@@ -9,11 +9,10 @@ the cache stores them), the heads as the score stage loads and runs them (`score
 `fsm.rollout` with `heads.fsm` of the config), and `score.vlm_actions`' parsing for the VLM's own
 action (here null when unparsable instead of SILENT: a prediction file should not invent one).
 
-Where a run lives follows the workflow's layout under RESULTS_DIR (the `results:` key is replaced
-by it, so a run can be used from wherever it was copied): the model is
-`RESULTS_DIR/models/tiny-qwen3vl` for the demo model, else `model.name_or_path`; the adapter is
-`RESULTS_DIR/sft/{run}/adapter` (or none / a path, as `cache.adapter` says); the heads are
-`RESULTS_DIR/heads/{run}/{danger,policy}/seed{seed}`.
+Where a run lives is the workflow's layout (vlalert.layout) under RESULTS_DIR (the `results:` key
+is replaced by it, so a run can be used from wherever it was copied): the model (the demo model's
+directory, else `model.name_or_path`), the adapter (this run's SFT adapter, none or a path, as
+`cache.adapter` says) and the heads of the seed.
 
 Everything that can be wrong with the inputs (a run not trained yet, an unreadable video, a video
 shorter than one window, heads that do not fit the model) is checked before the VLM is loaded and
@@ -38,12 +37,11 @@ import numpy as np
 import pyarrow as pa
 
 from vlalert.actions import ACTIONS, Action, action_names
-from vlalert.cache.config import CacheConfig
 from vlalert.config import TicksConfig, WindowConfig, WorkflowConfig
+from vlalert.layout import HeadFiles, Layout, adapter_config_file
 from vlalert.schemas import SCHEMAS
 from vlalert.ticks import tick_times, window_frames
 from vlalert.video import VideoError, VideoInfo, probe_video
-from vlalert.vlm.config import model_location
 
 if TYPE_CHECKING:
     import torch
@@ -75,26 +73,17 @@ class RunPaths:
     seed: int
 
 
-def _adapter_dir(cache: CacheConfig, results_dir: str, run: str) -> str | None:
-    mode = cache.adapter_mode()
-    if mode == "none":
-        return None
-    if mode == "sft":
-        return f"{results_dir}/sft/{run}/adapter"
-    return cache.adapter
-
-
 def run_paths(cfg: WorkflowConfig, results_dir: str | os.PathLike[str], seed: int | None = None) -> RunPaths:
     """Where the run of `cfg` keeps its model, adapter and heads of `seed` (default: the first configured)."""
     results = str(results_dir).rstrip("/") or "/"
     seed = cfg.heads.seeds[0] if seed is None else int(seed)
-    heads = Path(results) / "heads" / cfg.run
+    layout = Layout(results, cfg.run)
     return RunPaths(
         results=Path(results),
-        model=model_location(cfg.model, results),
-        adapter=_adapter_dir(cfg.cache, results, cfg.run),
-        danger=heads / "danger" / f"seed{seed}",
-        policy=heads / "policy" / f"seed{seed}",
+        model=layout.model(cfg.model),
+        adapter=layout.adapter(cfg.cache),
+        danger=Path(layout.head("danger", seed).dir),
+        policy=Path(layout.head("policy", seed).dir),
         seed=seed,
     )
 
@@ -124,9 +113,10 @@ def missing_run_file(paths: RunPaths, *, model_is_tiny: bool) -> str | None:
     if model_is_tiny or Path(paths.model).is_dir():
         needed.append((Path(paths.model) / "config.json", "tiny_model" if model_is_tiny else ""))
     if paths.adapter is not None:
-        needed.append((Path(paths.adapter) / "adapter_config.json", "sft"))
+        needed.append((Path(adapter_config_file(paths.adapter)), "sft"))
     for head_dir in (paths.danger, paths.policy):
-        needed += [(head_dir / "config.json", "heads"), (head_dir / "model.safetensors", "heads")]
+        head = HeadFiles(str(head_dir))
+        needed += [(Path(head.config), "heads"), (Path(head.model), "heads")]
     for path, rule in needed:
         if not path.is_file():
             what = "directory" if not path.parent.is_dir() else "file"

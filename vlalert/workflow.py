@@ -55,7 +55,8 @@ STAGES = (
 # vlalert/beliefs/); the parent packages' __init__.py come with each entry. The list is every
 # vlalert module reachable from the script through imports (those inside functions included), except
 # vlalert.config and vlalert.workflow: what they do reaches a stage through its params (its config
-# slice) or does not change its outputs (logging, the params check). tests/test_tracking.py
+# slice) or does not change its outputs (logging, the params check), and vlalert.layout: where a job
+# reads and writes is its declared inputs and outputs, which Snakemake tracks. tests/test_tracking.py
 # recomputes that reach from the scripts' imports and fails when an entry is missing.
 _TABLES = ("actions", "schemas", "atomic", "devices", "strict")
 _TICKS = ("labels", "splits", "ticks", *_TABLES)

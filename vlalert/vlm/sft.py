@@ -23,8 +23,9 @@ with prefetch (`sft.num_workers`, `sft.prefetch_factor`), checkpoints and their 
   run restarted after a kill continues from the newest complete checkpoint of its own config and
   ends with the same adapter (bit-identical on CPU: tests/test_sft.py).
 
-Outputs under the run directory: `adapter/` (peft `save_pretrained`, with the tokenizer),
-`train_log.parquet` (vlalert.schemas.SFT_TRAIN_LOG), `metrics.json`; `checkpoints/` beside them.
+Outputs under the run directory (vlalert.layout.SFTFiles): `adapter/` (peft `save_pretrained`, with
+the tokenizer), `train_log.parquet` (vlalert.schemas.SFT_TRAIN_LOG), `metrics.json`; `checkpoints/`
+beside them.
 
 Why one module of ~750 lines: it is the SFT stage on transformers.Trainer end to end (processes, the
 loss, generation for the val parse rate, outputs, the Trainer subclass and its launch), sectioned in
@@ -56,6 +57,7 @@ from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArgu
 from vlalert.atomic import atomic_dir, write_json_atomic
 from vlalert.beliefs.text import parse_generation
 from vlalert.devices import resolve_device, to_device
+from vlalert.layout import SFTFiles
 from vlalert.schemas import SFT_TRAIN_LOG, read_table, write_table
 from vlalert.strict import StrictModel
 from vlalert.vlm import checkpoint as ckpt
@@ -68,12 +70,6 @@ from vlalert.vlm.tokenizer import ENDOFTEXT, IM_END
 
 log = logging.getLogger("vlalert.vlm.sft")  # not __main__ under `python -m`
 
-ADAPTER_DIR = "adapter"
-TRAIN_LOG = "train_log.parquet"
-METRICS = "metrics.json"
-CHECKPOINTS = "checkpoints"
-JOB_FILE = "job.json"
-
 # FSDP units: one per decoder layer of the language model and per block of the vision tower
 FSDP_UNITS = ("Qwen3VLTextDecoderLayer", "Qwen3VLVisionBlock")
 
@@ -84,38 +80,13 @@ class SFTJob(StrictModel):
     model_path: str  # a model directory or hub id (vlalert.vlm.config.model_location)
     train: str  # results/benchmark/train.parquet
     val: str  # results/benchmark/val.parquet
-    run_dir: str  # results/sft/{run}
+    run_dir: str  # results/sft/{run}: vlalert.layout.Layout.sft
     sft: SFTConfig
     model: VLMConfig
 
     @property
-    def paths(self) -> SFTPaths:
-        return SFTPaths(Path(self.run_dir))
-
-
-@dataclass(frozen=True)
-class SFTPaths:
-    run_dir: Path
-
-    @property
-    def adapter(self) -> Path:
-        return self.run_dir / ADAPTER_DIR
-
-    @property
-    def train_log(self) -> Path:
-        return self.run_dir / TRAIN_LOG
-
-    @property
-    def metrics(self) -> Path:
-        return self.run_dir / METRICS
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.run_dir / CHECKPOINTS
-
-    @property
-    def job(self) -> Path:
-        return self.run_dir / JOB_FILE
+    def paths(self) -> SFTFiles:
+        return SFTFiles(self.run_dir)
 
 
 # --------------------------------------------------------------------------------------- processes
@@ -281,11 +252,11 @@ def parse_counts(texts: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> tup
 # ------------------------------------------------------------------------------------------ outputs
 
 
-def write_train_log(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
+def write_train_log(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]) -> None:
     write_table("sft_train_log", pa.Table.from_pylist([dict(r) for r in rows], schema=SFT_TRAIN_LOG), path)
 
 
-def save_adapter(model: Any, tokenizer: Any, out: Path, state_dict: Any = None) -> None:
+def save_adapter(model: Any, tokenizer: Any, out: str | os.PathLike[str], state_dict: Any = None) -> None:
     """peft `save_pretrained` plus the tokenizer in the same directory, moved into place at the end
     (`vlalert.atomic.atomic_dir`, which also gives the weights save_pretrained writes 0600 the usual mode)."""
     with atomic_dir(out) as tmp:
@@ -312,7 +283,7 @@ def training_arguments(job: SFTJob, device: str, world: int = 1) -> dict[str, An
     cfg = job.sft
     on_gpu = device.startswith("cuda")
     kwargs: dict[str, Any] = {
-        "output_dir": str(job.paths.checkpoints),
+        "output_dir": job.paths.checkpoints,
         "max_steps": cfg.max_steps,
         "per_device_train_batch_size": cfg.micro_batch,
         "per_device_eval_batch_size": cfg.eval_batch,
@@ -696,7 +667,7 @@ def run_sft(job: SFTJob) -> dict[str, Any]:
 
 
 def write_job(job: SFTJob) -> Path:
-    path = job.paths.job
+    path = Path(job.paths.job)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(job.model_dump(mode="json"), path)
     return path
@@ -730,7 +701,7 @@ def launch(job: SFTJob, stream: IO[str] | None = None) -> dict[str, Any]:
     )
     if res.returncode != 0:
         raise RuntimeError(f"torchrun exited with status {res.returncode}: {' '.join(cmd)}")
-    return json.loads(job.paths.metrics.read_text())
+    return json.loads(Path(job.paths.metrics).read_text())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

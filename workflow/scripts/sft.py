@@ -3,21 +3,23 @@
 import sys
 from pathlib import Path
 
-from vlalert.vlm.sft import SFTJob, SFTPaths, launch
+from vlalert.layout import Layout
+from vlalert.vlm.sft import SFTJob, launch
 from vlalert.workflow import config_for_job, job_logging
 
 snakemake = globals()["snakemake"]
 with job_logging(snakemake.log[0]) as log:
     cfg = config_for_job(snakemake, "sft")
-    paths = SFTPaths(Path(snakemake.output.metrics).parent)
-    declared = (Path(snakemake.output.adapter_config).parent, Path(snakemake.output.train_log))
-    if declared != (paths.adapter, paths.train_log):
-        raise ValueError(f"sft outputs {declared} do not follow the run layout of {paths.run_dir}")
+    files = Layout.of(cfg).sft
+    names = ("adapter_config", "adapter_model", "train_log", "metrics")
+    declared = [Path(getattr(snakemake.output, n)) for n in names]
+    if declared != [Path(getattr(files, n)) for n in names]:
+        raise ValueError(f"sft outputs {declared} are not the run's layout under {files.dir}")
     job = SFTJob(
         model_path=snakemake.params.model,
         train=snakemake.input.train,
         val=snakemake.input.val,
-        run_dir=str(paths.run_dir),
+        run_dir=files.dir,
         sft=cfg.sft,
         model=cfg.model,
     )

@@ -5,6 +5,8 @@ from pathlib import Path
 import pyarrow as pa
 
 from vlalert.baselines import fit_time_only
+from vlalert.heads.train import HEADS
+from vlalert.layout import Layout
 from vlalert.schemas import read_table, write_table
 from vlalert.score import score_counts, score_split
 from vlalert.workflow import config_for_job, job_logging
@@ -12,10 +14,8 @@ from vlalert.workflow import config_for_job, job_logging
 snakemake = globals()["snakemake"]
 with job_logging(snakemake.log[0]) as log:
     cfg = config_for_job(snakemake, "score")
-    heads = [Path(p).parent for p in snakemake.input.heads]
-    heads_dirs = {
-        seed: {d.parent.name: d for d in heads if d.name == f"seed{seed}"} for seed in cfg.heads.seeds
-    }
+    layout = Layout.of(cfg)  # the rule's `heads` input: each head's metrics.json in these folders
+    heads_dirs = {seed: {h: Path(layout.head(h, seed).dir) for h in HEADS} for seed in cfg.heads.seeds}
     gate = pa.concat_tables([read_table("gate", p) for p in snakemake.input.gate])
     benchmark = read_table("benchmark", snakemake.input.benchmark)
     time_only = fit_time_only(read_table("benchmark", snakemake.input.train), cfg.heads)

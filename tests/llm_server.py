@@ -27,6 +27,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -440,3 +441,47 @@ def small_llm_clips() -> list[dict[str, Any]]:
         clip_row("pos_dota", event_type="turning", meta={"anomaly_class": "ego: turning"}),
         clip_row("neg_nexar", fps=30.0, n_frames=150, positive=False, ego=False),
     ]
+
+
+# ---------------------------------------------------------------- shared by the llm and batch tests
+
+KEY = "sk-test-SECRET-0123456789abcdef"
+ENV = "VLALERT_TEST_LLM_KEY"
+ROW_COST = PROMPT_TOKENS / 1000 * 0.0025 + COMPLETION_TOKENS / 1000 * 0.01  # default prices: $0.0035
+N_TICKS = 8  # pos_dota: 3 OBSERVE + 2 ALERT (+1 post-event, excluded); neg_nexar: 3 SILENT
+
+
+def llm_config(tmp_path: Path, server: FakeLLMServer, **llm: Any) -> Any:
+    """A validated workflow config whose beliefs use the `llm` provider against `server`."""
+    from vlalert.config import validate_config
+
+    settings = {
+        "base_url": server.base_url,
+        "model": "test-model",
+        "api_key_env": ENV,
+        "cache_dir": str(tmp_path / "cache"),
+        "max_concurrency": 2,
+        "timeout_s": 5.0,
+    }
+    settings.update(llm)
+    return validate_config(base_config(provider="llm", progress=False, llm=settings))
+
+
+def llm_source(cfg: Any) -> tuple[Any, Any]:
+    """(labels, videos) of small_llm_clips under `cfg`."""
+    import pyarrow as pa
+
+    from vlalert.labels import label_source
+
+    videos = pa.Table.from_pylist(small_llm_clips())
+    return label_source(videos, None, "mix", cfg), videos
+
+
+def is_tick(request: dict[str, Any], action: str, danger: float) -> bool:
+    """Whether `request` asks about the tick labelled (action, danger)."""
+    return f"action={action} danger={danger:.2f}" in user_text(request)
+
+
+def is_retry(request: dict[str, Any]) -> bool:
+    """Whether `request` is the one re-ask after a rejected reply."""
+    return "previous answer was rejected" in user_text(request)

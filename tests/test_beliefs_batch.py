@@ -9,8 +9,21 @@ from __future__ import annotations
 import collections
 
 import pytest
-from llm_server import COMPLETION_TOKENS, PROMPT_TOKENS, FakeLLMServer, Reply, contradicting_reply
-from test_beliefs_llm import ENV, KEY, N_TICKS, ROW_COST, _config, _is_retry, _is_tick, _source
+from llm_server import (
+    COMPLETION_TOKENS,
+    ENV,
+    KEY,
+    N_TICKS,
+    PROMPT_TOKENS,
+    ROW_COST,
+    FakeLLMServer,
+    Reply,
+    contradicting_reply,
+    is_retry,
+    is_tick,
+    llm_config,
+    llm_source,
+)
 
 from vlalert.beliefs.batch import BatchRunner
 from vlalert.beliefs.cache import ResponseCache
@@ -22,8 +35,8 @@ BATCH = {"mode": "batch", "batch_poll_s": 0.01}
 
 
 def _run(tmp_path, server, **llm):
-    cfg = _config(tmp_path, server, **{**BATCH, **llm})
-    labels, videos = _source(cfg)
+    cfg = llm_config(tmp_path, server, **{**BATCH, **llm})
+    labels, videos = llm_source(cfg)
     return generate_beliefs(labels, videos, cfg, frames_loader=_frames(), environ={ENV: KEY})
 
 
@@ -34,8 +47,8 @@ def _frames():
 
 
 def _online(tmp_path, server):
-    cfg = _config(tmp_path, server)
-    labels, videos = _source(cfg)
+    cfg = llm_config(tmp_path, server)
+    labels, videos = llm_source(cfg)
     return generate_beliefs(labels, videos, cfg, frames_loader=_frames(), environ={ENV: KEY})
 
 
@@ -144,9 +157,9 @@ def test_rejected_batch_answers_are_asked_again_online(tmp_path):
     def script(n, req):
         calls[0] += 1
         in_batch = calls[0] <= N_TICKS  # the batch's lines are answered first, before anything online
-        if _is_tick(req, "ALERT", 0.75) and not _is_retry(req):
+        if is_tick(req, "ALERT", 0.75) and not is_retry(req):
             return Reply(content=contradicting_reply(req))
-        if _is_tick(req, "SILENT", 0.0) and in_batch:
+        if is_tick(req, "SILENT", 0.0) and in_batch:
             return Reply(status=500)  # the batch does not answer it: it goes online
         return Reply()
 
@@ -155,8 +168,8 @@ def test_rejected_batch_answers_are_asked_again_online(tmp_path):
         assert len(out) == N_TICKS and set(out.column("provider").to_pylist()) == {"llm"}
         assert len(server.batch_lines) == N_TICKS
         online = [s.request for s in server.seen]
-        assert sum(_is_retry(r) for r in online) == 1  # the re-ask of the contradicting ALERT tick
-        n_silent = sum(_is_tick(r, "SILENT", 0.0) and not _is_retry(r) for r in online)
+        assert sum(is_retry(r) for r in online) == 1  # the re-ask of the contradicting ALERT tick
+        n_silent = sum(is_tick(r, "SILENT", 0.0) and not is_retry(r) for r in online)
         # the SILENT ticks of neg_nexar whose batch line failed went online once each, at full price
         assert n_silent >= 1 and len(online) == 1 + n_silent
         costs = {r["prompt_sha256"]: r["cost_usd"] for r in out.to_pylist()}

@@ -24,14 +24,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from llm_server import (
-    COMPLETION_TOKENS,
-    PROMPT_TOKENS,
+    ENV,
+    KEY,
+    N_TICKS,
+    ROW_COST,
     FakeLLMServer,
     Reply,
     agreeing_reply,
-    base_config,
     contradicting_reply,
     fake_frames,
+    is_retry,
+    is_tick,
+    llm_config,
+    llm_source,
     small_llm_clips,
     user_text,
 )
@@ -52,43 +57,20 @@ from vlalert.beliefs.request import (
 from vlalert.beliefs.rules import rules_reply
 from vlalert.beliefs.schema import Belief
 from vlalert.beliefs.stage import belief_contexts, generate_beliefs
-from vlalert.config import LLMConfig, validate_config
+from vlalert.config import LLMConfig
 from vlalert.labels import label_source
 from vlalert.schemas import check_table
 
-KEY = "sk-test-SECRET-0123456789abcdef"
-ENV = "VLALERT_TEST_LLM_KEY"
-ROW_COST = PROMPT_TOKENS / 1000 * 0.0025 + COMPLETION_TOKENS / 1000 * 0.01  # default prices: $0.0035
-N_TICKS = 8  # pos_dota: 3 OBSERVE + 2 ALERT (+1 post-event, excluded); neg_nexar: 3 SILENT
-
-
-def _config(tmp_path: Path, server: FakeLLMServer, **llm):
-    settings = {
-        "base_url": server.base_url,
-        "model": "test-model",
-        "api_key_env": ENV,
-        "cache_dir": str(tmp_path / "cache"),
-        "max_concurrency": 2,
-        "timeout_s": 5.0,
-    }
-    settings.update(llm)
-    return validate_config(base_config(provider="llm", progress=False, llm=settings))
-
-
-def _source(cfg):
-    videos = pa.Table.from_pylist(small_llm_clips())
-    return label_source(videos, None, "mix", cfg), videos
-
 
 def _run(tmp_path, server, **llm):
-    cfg = _config(tmp_path, server, **llm)
-    labels, videos = _source(cfg)
+    cfg = llm_config(tmp_path, server, **llm)
+    labels, videos = llm_source(cfg)
     return generate_beliefs(labels, videos, cfg, frames_loader=fake_frames, environ={ENV: KEY})
 
 
 def _provider(tmp_path, server, concurrency=None, **llm):
-    cfg = _config(tmp_path, server, **llm)
-    labels, videos = _source(cfg)
+    cfg = llm_config(tmp_path, server, **llm)
+    labels, videos = llm_source(cfg)
     provider = LLMBeliefProvider(
         cfg.beliefs.llm,
         cfg.labels,
@@ -104,19 +86,11 @@ def _rows(table) -> dict[tuple[str, int], dict]:
     return {(r["video_id"], r["tick"]): r for r in table.to_pylist()}
 
 
-def _is_tick(request, action, danger) -> bool:
-    return f"action={action} danger={danger:.2f}" in user_text(request)
-
-
 def _key_of(request) -> str:
     """The cache key of a request as the server received it (model, prompt text, frame bytes)."""
     images = [c["image_url"]["url"] for c in request["messages"][1]["content"] if c["type"] == "image_url"]
     jpegs = [base64.b64decode(u.split(",", 1)[1]) for u in images]
     return request_key(request["model"], prompt_text(user_text(request)), jpegs)
-
-
-def _is_retry(request) -> bool:
-    return "previous answer was rejected" in user_text(request)
 
 
 # ---------------------------------------------------------------- happy path, cache, requests
@@ -271,11 +245,11 @@ def test_retries_are_bounded_and_failures_are_not_cached(tmp_path):
 
 
 def test_an_oversized_reply_fails_its_tick_by_name(tmp_path):
-    script = lambda n, req: Reply(pad_bytes=2 << 20) if _is_tick(req, "ALERT", 0.75) else Reply()  # noqa: E731
+    script = lambda n, req: Reply(pad_bytes=2 << 20) if is_tick(req, "ALERT", 0.75) else Reply()  # noqa: E731
     with FakeLLMServer(script) as server:
         with pytest.raises(RequestsFailed, match="1 of 8 ticks failed: pos_dota tick 4") as info:
             _run(tmp_path, server, max_retries=0)
-    cfg = _config(tmp_path, server)
+    cfg = llm_config(tmp_path, server)
     assert f"exceeds {max_reply_bytes(cfg.beliefs.llm):,} bytes" in str(info.value) or "over the" in str(
         info.value
     )
@@ -284,7 +258,7 @@ def test_an_oversized_reply_fails_its_tick_by_name(tmp_path):
 
 
 def test_a_refused_request_fails_the_tick_loudly(tmp_path):
-    script = lambda n, req: Reply(400) if _is_tick(req, "ALERT", 0.75) else Reply()  # noqa: E731
+    script = lambda n, req: Reply(400) if is_tick(req, "ALERT", 0.75) else Reply()  # noqa: E731
     with FakeLLMServer(script) as server:
         with pytest.raises(RequestsFailed, match="1 of 8 ticks failed: pos_dota tick 4") as info:
             _run(tmp_path, server)
@@ -314,7 +288,7 @@ def test_a_refused_request_fails_the_tick_loudly(tmp_path):
 )
 def test_bad_reply_is_asked_again_once(tmp_path, bad, reason):
     def script(n, req):
-        if _is_tick(req, "ALERT", 0.75) and not _is_retry(req):
+        if is_tick(req, "ALERT", 0.75) and not is_retry(req):
             return Reply(content=bad(req) if callable(bad) else bad)
         return Reply()
 
@@ -323,7 +297,7 @@ def test_bad_reply_is_asked_again_once(tmp_path, bad, reason):
     row = _rows(out)[("pos_dota", 4)]
     assert row["provider"] == "llm"
     assert row["cost_usd"] == pytest.approx(2 * ROW_COST)  # both answers were paid
-    retries = [s for s in server.seen if _is_retry(s.request)]
+    retries = [s for s in server.seen if is_retry(s.request)]
     assert len(retries) == 1 and len(server.seen) == N_TICKS + 1
     assert reason in user_text(retries[0].request)
     # the row names the answer it used: the key of exactly what the retry sent
@@ -333,15 +307,15 @@ def test_bad_reply_is_asked_again_once(tmp_path, bad, reason):
 
 def test_twice_bad_reply_falls_back_to_rules_and_a_rerun_pays_nothing(tmp_path):
     def script(n, req):
-        if _is_tick(req, "ALERT", 0.75):
+        if is_tick(req, "ALERT", 0.75):
             return Reply(content=contradicting_reply(req))
-        if _is_tick(req, "SILENT", 0.0) and not _is_retry(req):
+        if is_tick(req, "SILENT", 0.0) and not is_retry(req):
             return Reply(content=contradicting_reply(req))  # danger 0.9 on SILENT, fixed on retry
         return Reply()
 
     with FakeLLMServer(script) as server:
-        cfg = _config(tmp_path, server)
-        labels, videos = _source(cfg)
+        cfg = llm_config(tmp_path, server)
+        labels, videos = llm_source(cfg)
         out = generate_beliefs(labels, videos, cfg, frames_loader=fake_frames, environ={ENV: KEY})
         rows = _rows(out)
         fb = rows[("pos_dota", 4)]
@@ -421,7 +395,7 @@ def test_the_cap_holds_across_concurrent_source_jobs(tmp_path):
     """4 sources' beliefs jobs as concurrent processes share one cap: the total paid stays within it."""
     cap = 0.05  # 32 ticks at $0.0035 would cost $0.112
     with FakeLLMServer(lambda n, req: Reply(delay_s=0.05)) as server:
-        cfg = _config(tmp_path, server, max_cost_usd=cap, max_concurrency=2)
+        cfg = llm_config(tmp_path, server, max_cost_usd=cap, max_concurrency=2)
         (tmp_path / "cfg.json").write_text(json.dumps(cfg.model_dump(mode="json")))
         for name in ("nexar", "dota", "dada", "dad"):
             rows = [{**r, "path": f"/videos/{name}/{r['video_id']}.mp4"} for r in small_llm_clips()]
@@ -488,12 +462,12 @@ def test_a_finished_job_leaves_no_partial_file(tmp_path):
 
     out = tmp_path / "beliefs" / "mix.parquet"
     with FakeLLMServer() as server:
-        cfg = _config(tmp_path, server, max_cost_usd=0.02, max_concurrency=1)
-        labels, videos = _source(cfg)
+        cfg = llm_config(tmp_path, server, max_cost_usd=0.02, max_concurrency=1)
+        labels, videos = llm_source(cfg)
         with pytest.raises(BudgetExceeded):
             write_beliefs_job(out, labels, videos, cfg, frames_loader=fake_frames, environ={ENV: KEY})
         assert partial_path(out).exists() and not out.exists()
-        cfg = _config(tmp_path, server, max_cost_usd=1.0)
+        cfg = llm_config(tmp_path, server, max_cost_usd=1.0)
         write_beliefs_job(out, labels, videos, cfg, frames_loader=fake_frames, environ={ENV: KEY})
     assert out.exists() and not partial_path(out).exists()
     assert sorted(p.name for p in out.parent.iterdir()) == ["mix.parquet"]
@@ -519,7 +493,7 @@ def test_key_is_redacted_from_errors_and_logs(tmp_path, caplog):
     def script(n, req):
         if n == 0:
             return Reply(500, body=echo)
-        if _is_tick(req, "SILENT", 0.0):
+        if is_tick(req, "SILENT", 0.0):
             return Reply(400, body=echo)
         return Reply()
 
@@ -537,8 +511,8 @@ def test_key_is_redacted_from_errors_and_logs(tmp_path, caplog):
 
 def test_missing_key_names_the_variable(tmp_path):
     with FakeLLMServer() as server:
-        cfg = _config(tmp_path, server)
-        labels, videos = _source(cfg)
+        cfg = llm_config(tmp_path, server)
+        labels, videos = llm_source(cfg)
         with pytest.raises(LLMError, match=f"environment variable {ENV} is not set"):
             generate_beliefs(labels, videos, cfg, frames_loader=fake_frames, environ={})
         assert server.seen == []
@@ -564,8 +538,8 @@ pq.write_table(out, f"{work}/out.parquet")
 def test_kill_mid_stage_then_resume_pays_no_answer_twice(tmp_path):
     answered_before_kill = 3
     with FakeLLMServer(hold_after=answered_before_kill) as server:
-        cfg = _config(tmp_path, server, max_concurrency=1)
-        labels, videos = _source(cfg)
+        cfg = llm_config(tmp_path, server, max_concurrency=1)
+        labels, videos = llm_source(cfg)
         (tmp_path / "cfg.json").write_text(json.dumps(cfg.model_dump(mode="json")))
         pq.write_table(labels, tmp_path / "labels.parquet")
         pq.write_table(videos, tmp_path / "videos.parquet")

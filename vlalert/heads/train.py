@@ -37,11 +37,15 @@ from vlalert.heads.config import DangerHeadConfig, FSMConfig, HeadsTrainConfig, 
 from vlalert.heads.danger import DangerHead, danger_loss
 from vlalert.heads.data import ClipBatch, ClipSet, iter_batches, load_clips
 from vlalert.heads.policy import PolicyHead, policy_loss, scheduled_forward, teacher_prev_actions
+from vlalert.layout import HeadFiles
 from vlalert.schemas import HEADS_TRAIN_LOG, write_table
 
 HeadKind = Literal["danger", "policy"]
 HEADS: tuple[str, ...] = ("danger", "policy")
-OUTPUT_FILES: tuple[str, ...] = ("model.safetensors", "config.json", "metrics.json", "train_log.parquet")
+# The job's four files, named by the layout (vlalert.layout.HeadFiles).
+OUTPUT_FILES: tuple[str, ...] = tuple(
+    Path(getattr(HeadFiles("."), name)).name for name in ("model", "config", "metrics", "train_log")
+)
 
 
 def vectors_for(kind: str) -> tuple[str, ...]:
@@ -375,8 +379,9 @@ def save_outputs(
     (and, for the DangerHead, the calibration in metrics["calibration"] that the score stage applies)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    files = HeadFiles(str(out))
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(out / "model.safetensors") as tmp:
+    with atomic_path(files.model) as tmp:
         save_file(state, str(tmp), metadata={"head": kind})
     head_cfg = cfg.danger if kind == "danger" else cfg.policy
     in_dim = model.z_dim if kind == "danger" else model.r_dim
@@ -391,26 +396,24 @@ def save_outputs(
     }
     if "calibration" in metrics:
         config["calibration"] = metrics["calibration"]
-    write_json_atomic(config, out / "config.json")
-    write_table(
-        "heads_train_log", pa.Table.from_pylist(log, schema=HEADS_TRAIN_LOG), out / "train_log.parquet"
-    )
-    write_json_atomic(metrics, out / "metrics.json")  # last: its presence means the job finished
+    write_json_atomic(config, files.config)
+    write_table("heads_train_log", pa.Table.from_pylist(log, schema=HEADS_TRAIN_LOG), files.train_log)
+    write_json_atomic(metrics, files.metrics)  # last: its presence means the job finished
     return out
 
 
 def load_head(out_dir: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a trained head from its directory (for scoring); returns (model in eval mode, config.json)."""
-    out = Path(out_dir)
-    config = json.loads((out / "config.json").read_text())
+    files = HeadFiles(str(out_dir))
+    config = json.loads(Path(files.config).read_text())
     kind = config["head"]
     if kind == "danger":
         model: nn.Module = DangerHead(DangerHeadConfig(**config["head_config"]), config["dims"]["z_dim"])
     elif kind == "policy":
         model = PolicyHead(PolicyHeadConfig(**config["head_config"]), config["dims"]["r_dim"])
     else:
-        raise ValueError(f"{out}: unknown head {kind!r}")
-    model.load_state_dict(load_file(out / "model.safetensors"))
+        raise ValueError(f"{out_dir}: unknown head {kind!r}")
+    model.load_state_dict(load_file(files.model))
     model.eval()
     config["fsm_config"] = FSMConfig(**config["fsm"])
     return model, config

@@ -15,6 +15,11 @@ Everything is a pure function of (seed, kind): `plan_demo` decides ids, splits, 
 times and native annotation records; `make_demo_source` only renders and writes. What differs per
 source kind is one `DemoKind` in `DEMOS`, which names the kind's plugin (vlalert.sources.<kind>) for
 every fact of the format (fps, file names, columns, the consensus clock).
+
+Why one module of ~580 lines: the plan (ids, splits, native records) and the writer of each kind
+must read the same `DemoKind` and the same random streams, in the same order, or the demo's bytes
+would depend on which module was imported first; split, the four kinds' planners and writers
+would each need the other half's private record shapes.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ FOUNDATION = (
     "vlalert.devices",
     "vlalert.strict",
     "vlalert.layout",
+    "vlalert.log_lines",
     "vlalert.schemas",
     "vlalert.video",
     "vlalert.config",

@@ -12,23 +12,27 @@ action (here null when unparsable instead of SILENT: a prediction file should no
 Where a run lives is the workflow's layout (vlalert.layout) under RESULTS_DIR (the `results:` key
 is replaced by it, so a run can be used from wherever it was copied): the model (the demo model's
 directory, else `model.name_or_path`), the adapter (this run's SFT adapter, none or a path, as
-`cache.adapter` says) and the heads of the seed.
+`cache.adapter` says) and the heads of the seed. A run exported with `vlalert export-run`
+(vlalert.run_package) names the same pieces inside its own folder; `vlalert.alerter.Alerter`
+reads either and goes through the same `Predictor` as `predict_video`, so both give one table.
 
 Everything that can be wrong with the inputs (a run not trained yet, an unreadable video, a video
 shorter than one window, heads that do not fit the model) is checked before the VLM is loaded and
 raised as `PredictError` with a one-line message that names the path; the CLI turns it into exit
 code 2.
 
-Why one module of ~580 lines: it is the whole single-video path (check the run, read the video, run the
-VLM and the heads, write the outputs and the figure) in the order a user reads it; each step is a
-function of its own section and the stage code it reuses lives in cache/, heads/ and score.
+Why one module of ~750 lines: it is the whole prediction path (check the run, read the video, run the
+VLM and the heads, write the outputs and the figure, name several clips' outputs, keep the
+libraries quiet) in the order a user reads it; each step is a function of its own section and the
+stage code it reuses lives in cache/, heads/ and score.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -422,6 +426,168 @@ def save_figure(fig: Figure, path: str | os.PathLike[str]) -> Path:
     return path
 
 
+# ----------------------------------------------------------------------------- the loaded run
+
+
+@dataclass(frozen=True)
+class SeedHeads:
+    """The DangerHead and PolicyHead of one seed, loaded from `paths`."""
+
+    paths: RunPaths
+    danger: Any
+    policy: Any
+
+    @property
+    def seed(self) -> int:
+        return self.paths.seed
+
+
+class Predictor:
+    """A run ready to predict: its config, the heads of one or more seeds (loaded and checked against
+    the model's config) and, from the first clip on, the VLM with its adapter.
+
+    The one inference path of vlalert: `predict_video` (a seed of the workflow's results tree) and
+    `vlalert.alerter.Alerter` (an exported run, or the results tree with every seed) both build one
+    with `Predictor.load` and call `predict` per clip. With several seeds, each seed's PolicyHead is
+    rolled out through the FSM on its own (as the score stage scores it); the table holds the mean
+    p_danger and action probabilities over the seeds, and `action` is the FSM's decoding of those
+    mean probabilities (for one seed, exactly that seed's rollout).
+    """
+
+    def __init__(self, cfg: WorkflowConfig, heads: Sequence[SeedHeads], device: str) -> None:
+        if not heads:
+            raise ValueError("a Predictor needs the heads of at least one seed")
+        self.cfg = cfg
+        self.heads = tuple(heads)
+        self.device = device
+        self._extractor: Any = None
+
+    @classmethod
+    def load(cls, cfg: WorkflowConfig, runs: Sequence[RunPaths], device: str | None = None) -> Predictor:
+        """The heads of every seed of `runs` (one model and adapter), checked against the model's
+        config and layer lists, and the device resolved; the VLM itself is loaded by the first clip.
+        `device`: "auto" / "cpu" / "cuda"; default: `cache.device` of the config."""
+        from vlalert.cache.stage import check_layers, read_model_spec
+        from vlalert.devices import resolve_device
+
+        if not runs:
+            raise ValueError("no seed to predict with")
+        if len({(r.model, r.adapter) for r in runs}) != 1:
+            raise ValueError("the seeds of one Predictor must share the model and the adapter")
+        heads = [SeedHeads(paths, *load_heads(paths)) for paths in runs]
+        model = runs[0].model
+        try:
+            spec = read_model_spec(model)
+        except (OSError, ValueError) as err:
+            raise PredictError(f"{model}: cannot read the model config: {_first_line(err)}") from None
+        try:
+            check_layers(cfg.cache, spec)
+        except ValueError as err:
+            raise PredictError(f"{model}: {err}") from None
+        for h in heads:
+            check_head_widths(
+                h.danger, h.policy, h.paths, cfg.cache.z_width(spec.hidden_size), spec.hidden_size
+            )
+        try:
+            dev = resolve_device(device or cfg.cache.device, "--device" if device else "cache.device")
+        except RuntimeError as err:  # cuda asked for, no GPU here
+            raise PredictError(str(err)) from None
+        return cls(cfg, heads, dev)
+
+    @property
+    def paths(self) -> RunPaths:
+        """The first seed's files (the model and the adapter are every seed's)."""
+        return self.heads[0].paths
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        return tuple(h.seed for h in self.heads)
+
+    def plan(self, video: str | os.PathLike[str], fps: float | None = None) -> TickPlan:
+        """Open the clip and lay out its ticks; a PredictError before anything heavy runs."""
+        info = probe(video, fps)
+        return plan_ticks(info.n_frames, float(info.fps), self.cfg.ticks, self.cfg.window, video)
+
+    def extractor(self) -> Any:
+        """The VLM with its adapter, as a cache shard job builds it: loaded once, on first use."""
+        if self._extractor is None:
+            from vlalert.cache.stage import load_extractor
+
+            self._extractor, _ = load_extractor(self.paths.model, self.paths.adapter, self.cfg, self.device)
+        return self._extractor
+
+    def release(self) -> None:
+        """Drop the VLM (the next clip loads it again)."""
+        self._extractor = None
+
+    def predict(
+        self,
+        video: str | os.PathLike[str],
+        plan: TickPlan,
+        *,
+        progress: bool = False,
+        desc: str | None = None,
+    ) -> pa.Table:
+        """The VLM on every tick of `video`, then every seed's heads and the FSM: the PREDICTIONS table."""
+        from tqdm import tqdm
+
+        ex = self.extractor()
+        bar = tqdm(
+            total=plan.n_ticks, unit="tick", disable=not progress, desc=desc or Path(video).name, leave=False
+        )
+        try:
+            vectors = vlm_vectors(
+                ex, video, plan, self.cfg, batch_size=self.cfg.cache.batch_size, on_batch=bar.update
+            )
+        finally:
+            bar.close()
+        z, r = as_cached(vectors, "z"), as_cached(vectors, "r")
+        outs = [head_outputs(h.danger, h.policy, z, r, self.cfg.heads.fsm) for h in self.heads]
+        if len(outs) == 1:
+            p_danger, probs, actions = outs[0]
+        else:
+            from vlalert.heads import fsm
+
+            p_danger = np.mean([o[0] for o in outs], axis=0)
+            probs = np.mean([o[1] for o in outs], axis=0)
+            actions = fsm.decode(probs, self.cfg.heads.fsm)
+        texts = [v.generated_text for v in vectors]
+        return predictions_table(plan, texts, [v.belief_parsed for v in vectors], p_danger, probs, actions)
+
+    def metadata(self, video: str | os.PathLike[str], plan: TickPlan) -> dict[str, Any]:
+        """What a prediction file records of its inputs (Parquet schema metadata)."""
+        cfg, paths = self.cfg, self.paths
+        one = len(self.heads) == 1
+        return {
+            "video": str(video),
+            "fps": plan.fps,
+            "n_frames": plan.n_frames,
+            "run": cfg.run,
+            "seed": paths.seed if one else None,
+            "seeds": list(self.seeds),
+            "model": paths.model,
+            "adapter": paths.adapter,
+            "danger_head": str(paths.danger) if one else None,
+            "policy_head": str(paths.policy) if one else None,
+            "heads": {
+                str(h.seed): {"danger": str(h.paths.danger), "policy": str(h.paths.policy)}
+                for h in self.heads
+            },
+            "tick_hz": cfg.ticks.hz,
+            "window": cfg.window.model_dump(),
+            "fsm": cfg.heads.fsm.model_dump(),
+        }
+
+    def title(self, video: str | os.PathLike[str], plan: TickPlan) -> str:
+        seeds = (
+            f"seed {self.seeds[0]}"
+            if len(self.seeds) == 1
+            else f"mean of seeds {', '.join(map(str, self.seeds))}"
+        )
+        ticks = f"{plan.n_ticks} ticks at {self.cfg.ticks.hz:g} Hz"
+        return f"{Path(video).name}: run {self.cfg.run}, {seeds} ({ticks})"
+
+
 # ----------------------------------------------------------------------------- the whole thing
 
 
@@ -434,6 +600,7 @@ class PredictResult:
     fps: float
     n_frames: int
     device: str
+    seeds: tuple[int, ...] = ()
 
 
 def _first_line(err: BaseException) -> str:
@@ -441,85 +608,28 @@ def _first_line(err: BaseException) -> str:
     return lines[0] if lines else type(err).__name__
 
 
-@dataclass(frozen=True)
-class _Checked:
-    """A prediction's inputs once every check has passed (before the VLM is loaded)."""
-
-    paths: RunPaths
-    plan: Any  # plan_ticks
-    danger: Any
-    policy: Any
-
-
-def _check_inputs(
+def write_outputs(
+    predictor: Predictor,
     video: str | os.PathLike[str],
-    results_dir: str | os.PathLike[str],
-    cfg: WorkflowConfig,
-    seed: int | None,
-    fps: float | None,
-) -> _Checked:
-    """The run's files, the video, its length, the heads against the model's config: cheapest first."""
-    from vlalert.cache.stage import check_layers, read_model_spec
-
-    paths = run_paths(cfg, results_dir, seed)
-    if problem := missing_run_file(paths, model_is_tiny=cfg.model.is_tiny):
-        raise PredictError(problem)
-    info = probe(video, fps)
-    plan = plan_ticks(info.n_frames, float(info.fps), cfg.ticks, cfg.window, video)
-    danger, policy = load_heads(paths)
-    try:
-        spec = read_model_spec(paths.model)
-    except (OSError, ValueError) as err:
-        raise PredictError(f"{paths.model}: cannot read the model config: {_first_line(err)}") from None
-    try:
-        check_layers(cfg.cache, spec)
-    except ValueError as err:
-        raise PredictError(f"{paths.model}: {err}") from None
-    check_head_widths(danger, policy, paths, cfg.cache.z_width(spec.hidden_size), spec.hidden_size)
-    return _Checked(paths, plan, danger, policy)
-
-
-def _predict_table(
-    video: str | os.PathLike[str], checked: _Checked, cfg: WorkflowConfig, dev: str, progress: bool
-) -> pa.Table:
-    """The VLM on every tick, then the heads and the FSM: the PREDICTIONS table."""
-    from tqdm import tqdm
-
-    from vlalert.cache.stage import load_extractor
-
-    plan = checked.plan
-    ex, _ = load_extractor(checked.paths.model, checked.paths.adapter, cfg, dev)
-    bar = tqdm(total=plan.n_ticks, unit="tick", disable=not progress, desc=Path(video).name, leave=False)
-    try:
-        vectors = vlm_vectors(ex, video, plan, cfg, batch_size=cfg.cache.batch_size, on_batch=bar.update)
-    finally:
-        bar.close()
-    del ex
-    p_danger, probs, actions = head_outputs(
-        checked.danger, checked.policy, as_cached(vectors, "z"), as_cached(vectors, "r"), cfg.heads.fsm
+    plan: TickPlan,
+    table: pa.Table,
+    out_prefix: str | os.PathLike[str],
+    fmt: OutputFormat = "parquet",
+) -> PredictResult:
+    """Write one clip's PREDICTIONS table (`{prefix}.{fmt}`) and its timeline (`{prefix}.png`)."""
+    table_path, png_path = output_paths(out_prefix, fmt)
+    write_predictions(table, table_path, fmt, predictor.metadata(video, plan))
+    save_figure(timeline_figure(table, predictor.cfg.ticks.hz, predictor.title(video, plan)), png_path)
+    return PredictResult(
+        table_path=table_path,
+        png_path=png_path,
+        table=table,
+        paths=predictor.paths,
+        fps=plan.fps,
+        n_frames=plan.n_frames,
+        device=predictor.device,
+        seeds=predictor.seeds,
     )
-    texts = [v.generated_text for v in vectors]
-    return predictions_table(plan, texts, [v.belief_parsed for v in vectors], p_danger, probs, actions)
-
-
-def _prediction_metadata(
-    video: str | os.PathLike[str], checked: _Checked, cfg: WorkflowConfig
-) -> dict[str, Any]:
-    paths, plan = checked.paths, checked.plan
-    return {
-        "video": str(video),
-        "fps": plan.fps,
-        "n_frames": plan.n_frames,
-        "run": cfg.run,
-        "seed": paths.seed,
-        "model": paths.model,
-        "adapter": paths.adapter,
-        "danger_head": str(paths.danger),
-        "policy_head": str(paths.policy),
-        "tick_hz": cfg.ticks.hz,
-        "window": cfg.window.model_dump(),
-        "fsm": cfg.heads.fsm.model_dump(),
-    }
 
 
 def predict_video(
@@ -540,37 +650,123 @@ def predict_video(
     the model's config) before the VLM is loaded. `device`: "auto" / "cpu" / "cuda"; default:
     `cache.device` of the config.
     """
-    from vlalert.devices import resolve_device
+    prefix = out_prefix if out_prefix is not None else default_prefix(video)
+    output_paths(prefix, fmt)  # an unknown format fails before anything runs
+    paths = run_paths(cfg, results_dir, seed)
+    if problem := missing_run_file(paths, model_is_tiny=cfg.model.is_tiny):
+        raise PredictError(problem)
+    info = probe(video, fps)
+    plan = plan_ticks(info.n_frames, float(info.fps), cfg.ticks, cfg.window, video)
+    predictor = Predictor.load(cfg, [paths], device)
+    table = predictor.predict(video, plan, progress=progress)
+    return write_outputs(predictor, video, plan, table, prefix, fmt)
 
-    table_path, png_path = output_paths(out_prefix if out_prefix is not None else default_prefix(video), fmt)
-    checked = _check_inputs(video, results_dir, cfg, seed, fps)
+
+# ----------------------------------------------------------------------------- several videos
+
+
+_GLOB_CHARS = frozenset("*?[")
+
+
+def expand_videos(items: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """The clips named by `items`: paths as given, and each glob pattern that names no existing path
+    expanded (sorted; `**` reaches into folders). A pattern that matches nothing is an error; a clip
+    named twice is predicted once."""
+    import glob
+
+    if isinstance(items, (str, os.PathLike)):
+        items = [items]
+    out: list[Path] = []
+    for item in items:
+        text = os.fspath(item)
+        if not os.path.exists(text) and _GLOB_CHARS & set(text):
+            matches = sorted(glob.glob(text, recursive=True))
+            if not matches:
+                raise PredictError(f"{text}: no file matches this pattern")
+            out += [Path(m) for m in matches]
+        else:
+            out.append(Path(text))
+    if not out:
+        raise PredictError("no video given")
+    return list(dict.fromkeys(out))
+
+
+def output_prefixes(
+    videos: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str] | None = None,
+    out_dir: str | os.PathLike[str] | None = None,
+) -> list[Path]:
+    """Each clip's output prefix: `out` for a single clip, else `{out_dir or .}/{name}.vlalert`;
+    two clips that would write the same files are an error before anything runs."""
+    if out is not None and out_dir is not None:
+        raise PredictError("--out and --out-dir exclude each other: --out names one clip's files")
+    if out is not None:
+        if len(videos) != 1:
+            raise PredictError(
+                f"--out names the files of one clip, but {len(videos)} videos were given: use --out-dir"
+            )
+        return [Path(out)]
+    prefixes = [default_prefix(v) for v in videos]
+    if out_dir is not None:
+        prefixes = [Path(out_dir) / p.name for p in prefixes]
+    seen: dict[Path, str] = {}
+    for video, prefix in zip(videos, prefixes, strict=True):
+        if prefix in seen:
+            raise PredictError(
+                f"{video}: would overwrite the outputs of {seen[prefix]} ({prefix}.*): "
+                "give the clips different names or predict them separately"
+            )
+        seen[prefix] = str(video)
+    return prefixes
+
+
+# ----------------------------------------------------------------------------- the terminal
+
+
+@contextmanager
+def library_output(verbose: bool = False) -> Iterator[None]:
+    """Keep the libraries' own chatter (Python warnings, transformers / peft / hub log lines and
+    weight-loading progress bars) out of the terminal unless `verbose`; restored on exit."""
+    if verbose:
+        yield
+        return
+    import logging
+    import warnings
+
+    loggers = [
+        logging.getLogger(n) for n in ("transformers", "peft", "huggingface_hub", "accelerate", "torch")
+    ]
+    levels = [lg.level for lg in loggers]
+    tf_logging = None
     try:
-        dev = resolve_device(device or cfg.cache.device, "--device" if device else "cache.device")
-    except RuntimeError as err:  # cuda asked for, no GPU here
-        raise PredictError(str(err)) from None
-    table = _predict_table(video, checked, cfg, dev, progress)
-    write_predictions(table, table_path, fmt, _prediction_metadata(video, checked, cfg))
-    plan, paths = checked.plan, checked.paths
-    title = (
-        f"{Path(video).name}: run {cfg.run}, seed {paths.seed} ({plan.n_ticks} ticks at {cfg.ticks.hz:g} Hz)"
-    )
-    save_figure(timeline_figure(table, cfg.ticks.hz, title), png_path)
-    return PredictResult(
-        table_path=table_path,
-        png_path=png_path,
-        table=table,
-        paths=paths,
-        fps=plan.fps,
-        n_frames=plan.n_frames,
-        device=dev,
-    )
+        from transformers.utils import logging as tf_logging
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        pass
+    tf_state = (tf_logging.get_verbosity(), tf_logging.is_progress_bar_enabled()) if tf_logging else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        if tf_logging is not None:
+            tf_logging.set_verbosity_error()
+            tf_logging.disable_progress_bar()
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels, strict=True):
+                lg.setLevel(level)
+            if tf_logging is not None and tf_state is not None:
+                tf_logging.set_verbosity(tf_state[0])
+                if tf_state[1]:
+                    tf_logging.enable_progress_bar()
 
 
-def summary_line(result: PredictResult) -> str:
+def summary_line(result: PredictResult | pa.Table) -> str:
     """What the CLI prints: ticks, how many of each decoded action, the first ALERT."""
-    actions = result.table.column("action").to_pylist()
+    table = result.table if isinstance(result, PredictResult) else result
+    actions = table.column("action").to_pylist()
     counts = ", ".join(f"{a} {actions.count(a)}" for a in ACTIONS)
-    t = result.table.column("t_s").to_pylist()
+    t = table.column("t_s").to_pylist()
     first = next((ts for ts, a in zip(t, actions, strict=True) if a == "ALERT"), None)
     alert = f"first ALERT at {first:g} s" if first is not None else "no ALERT"
     return f"{len(actions)} ticks ({counts}); {alert}"

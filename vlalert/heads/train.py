@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ from vlalert.heads.data import ClipBatch, ClipSet, iter_batches, load_clips
 from vlalert.heads.policy import PolicyHead, policy_loss, scheduled_forward, teacher_prev_actions
 from vlalert.layout import HeadFiles
 from vlalert.schemas import HEADS_TRAIN_LOG, write_table
+
+logger = logging.getLogger("vlalert.heads")
 
 HeadKind = Literal["danger", "policy"]
 HEADS: tuple[str, ...] = ("danger", "policy")
@@ -338,12 +341,26 @@ def fit(
         )
         if not math.isfinite(train_loss):
             raise FloatingPointError(f"{kind} head, seed {seed}: train loss is {train_loss} at epoch {epoch}")
-        if ev["val_loss"] < best_loss - cfg.min_delta:
+        improved = ev["val_loss"] < best_loss - cfg.min_delta
+        logger.info(
+            "%s head, seed %d: epoch %d/%d, train loss %.4f, val loss %.4f%s, lr %.2e, %.2f s",
+            kind,
+            seed,
+            epoch + 1,
+            cfg.epochs,
+            train_loss,
+            ev["val_loss"],
+            " (best)" if improved else "",
+            lr,
+            log[-1]["seconds"],
+        )
+        if improved:
             best_loss, best_epoch, best_eval, wait = ev["val_loss"], epoch, ev, 0
             best_state = copy.deepcopy(model.state_dict())
         else:
             wait += 1
             if wait >= cfg.patience:
+                logger.info("%s head, seed %d: stopped early, best epoch %d", kind, seed, best_epoch + 1)
                 break
     assert best_state is not None  # epoch 0 always improves on +inf unless val_loss is nan
     model.load_state_dict(best_state)

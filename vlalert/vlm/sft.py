@@ -344,9 +344,16 @@ class SFTRun:
     rows: list[dict[str, Any]]
     elapsed0: float = 0.0
     started: float = 0.0
+    step0: int = 0  # the step this process started from (a resumed run's checkpoint)
 
     def seconds(self) -> float:
         return self.elapsed0 + time.monotonic() - self.started
+
+    def pace(self, step: int) -> tuple[float, float]:
+        """(steps per second in this process, seconds left to max_steps at that rate; inf if unknown)."""
+        spent = time.monotonic() - self.started
+        rate = (step - self.step0) / spent if spent > 0 and step > self.step0 else 0.0
+        return rate, (self.cfg.max_steps - step) / rate if rate > 0 else math.inf
 
     def epoch(self, step: int) -> float:
         return step * self.cfg.batch_size / self.n_train
@@ -439,13 +446,16 @@ class SFTTrainer(Trainer):
             row = {"step": step, "epoch": run.epoch(step), "lr": lr, "train_loss": loss, "val_loss": None}
             run.rows.append(row | {"seconds": run.seconds()})
             if step % 10 == 0 or step == 1:
+                rate, eta = run.pace(step)
                 log.info(
-                    "step %d/%d: train %.4f, lr %.2e, %.1f s",
+                    "step %d/%d: train %.4f, lr %.2e, %.1f s, %.2f steps/s, ETA %.0f s",
                     step,
                     run.cfg.max_steps,
                     loss,
                     lr,
                     run.seconds(),
+                    rate,
+                    eta,
                 )
         super().log(logs, start_time)
 
@@ -605,6 +615,7 @@ def _latest(trainer: SFTTrainer) -> Path | None:
         state = ckpt.read_state(latest)
         assert state is not None
         run.rows, run.elapsed0 = list(state["log"]), float(state["elapsed_s"])
+        run.step0 = int(state["step"])
         log.info("resuming from %s (step %d of %d)", latest, state["step"], run.cfg.max_steps)
     return latest
 

@@ -4,15 +4,31 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install lint clean
+# The lock (README, "Setup in detail"): exact versions of everything `make install` installs. `make lock`
+# resolves pyproject.toml afresh and rewrites it and envs/vlalert.yaml; CI installs from it as is.
+LOCK := requirements/lock-dev.txt
+LOCKS := requirements/lock-runtime.txt $(LOCK)
 
-$(STAMP): pyproject.toml
+.PHONY: demo test install lint lock clean
+
+# The locked pip first, then the locked packages, then the project itself without dependencies and
+# without build isolation (setuptools is in the lock). tests/test_envs.py checks that the lock pins the
+# whole closure of pyproject.toml's requirements, within their ranges (not `pip check`: it refuses
+# decord's wheel, tagged cp36 inside though installable on any Python 3).
+$(STAMP): pyproject.toml $(LOCKS)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -e ".[dev]"
+	$(BIN)/python -m pip install "$$(grep -m1 '^pip==' $(LOCK))"
+	$(BIN)/pip install -r $(LOCK)
+	$(BIN)/pip install --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Regenerate the lock from pyproject.toml's ranges (newest matching versions; needs the package index),
+# then `make install` installs them and `make test` tests them: commit the three files together.
+lock:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python requirements/lock.py
 
 demo: $(STAMP)
 	$(BIN)/snakemake --cores all

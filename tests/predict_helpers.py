@@ -3,7 +3,8 @@
 Built without the DAG: the tiny model copied where the workflow puts it, a random LoRA adapter saved
 where the sft stage puts it, and untrained heads of the right widths saved by the heads stage's own
 `save_outputs`. The video is a real H.264 mp4 written with PyAV. conftest.py builds the run once per
-session (fixture `tiny_run`).
+session (fixture `tiny_run`); `two_seed_run` copies it with the heads of the second seed too (what
+an exported run holds: every seed).
 """
 
 from __future__ import annotations
@@ -68,8 +69,6 @@ def make_run(root: Path, model_dir: Path) -> dict[str, Path]:
     from peft import LoraConfig, get_peft_model
 
     from vlalert.config import load_config
-    from vlalert.heads.train import build_head, save_outputs
-    from vlalert.vlm.config import VLMConfig
     from vlalert.vlm.loading import load_model
 
     results = root / "results"
@@ -80,9 +79,29 @@ def make_run(root: Path, model_dir: Path) -> dict[str, Path]:
     torch.manual_seed(9)
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
     get_peft_model(load_model(model, device="cpu"), lora).save_pretrained(results / "sft" / RUN / "adapter")
+    save_heads(results, cfg, SEED)
+    return {"results": results, "config": config_path, "root": root}
+
+
+def save_heads(results: Path, cfg: Any, seed: int) -> None:
+    """Untrained heads of `seed` (initialised with that seed) where the heads stage saves them."""
+    import torch
+
+    from vlalert.heads.train import build_head, save_outputs
+    from vlalert.vlm.config import VLMConfig
+
     hidden = VLMConfig().tiny.hidden_size
     for kind, width in (("danger", 4 * hidden), ("policy", hidden)):
-        torch.manual_seed(SEED)
+        torch.manual_seed(seed)
         head = build_head(kind, cfg.heads, width)
-        save_outputs(results / "heads" / RUN / kind / f"seed{SEED}", kind, SEED, head, cfg.heads, {}, [])
-    return {"results": results, "config": config_path, "root": root}
+        save_outputs(results / "heads" / RUN / kind / f"seed{seed}", kind, seed, head, cfg.heads, {}, [])
+
+
+def two_seed_run(tiny_run: dict[str, Path], root: Path) -> dict[str, Path]:
+    """A copy of the session's run under `root` with the heads of both configured seeds (3 and 4)."""
+    from vlalert.config import load_config
+
+    results = shutil.copytree(tiny_run["results"], root / "results")
+    config = shutil.copy(tiny_run["config"], root / "config.yaml")
+    save_heads(results, load_config(config), 4)
+    return {"results": results, "config": Path(config), "root": root, "video": tiny_run["video"]}

@@ -16,7 +16,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "vlalert"
 
 # Foundation: what every stage may import. The `*.config` modules are the config models of each
-# stage; the workflow config (vlalert.config) nests them all, so they sit below every stage.
+# stage; the workflow config (vlalert.config) nests them all, and each stage's slice of it
+# (vlalert.stage_config) is made of them, so they sit below every stage.
 FOUNDATION = (
     "vlalert",
     "vlalert.actions",
@@ -28,6 +29,7 @@ FOUNDATION = (
     "vlalert.schemas",
     "vlalert.video",
     "vlalert.config",
+    "vlalert.stage_config",
     "vlalert.download_config",
     "vlalert.ticks",
     "vlalert.splits",
@@ -60,7 +62,9 @@ STAGES: tuple[tuple[int, tuple[str, ...]], ...] = (
     (8, ("vlalert.heads",)),
     (9, ("vlalert.metrics",)),
     (10, ("vlalert.baselines", "vlalert.score", "vlalert.summary", "vlalert.report")),
-    (11, ("vlalert.predict", "vlalert.cli", "vlalert.workflow")),
+    # predict's Predictor is the one inference path; run_package (export-run) and alerter (the Python
+    # API) build on it, the CLI on all three
+    (11, ("vlalert.predict", "vlalert.run_package", "vlalert.alerter", "vlalert.cli", "vlalert.workflow")),
 )
 
 

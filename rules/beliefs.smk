@@ -8,6 +8,7 @@ rule beliefs:
         beliefs=LAYOUT.beliefs(),
     params:
         stage=lambda wildcards: stage_params(CFG, "beliefs", wildcards.source),
+        untracked=lambda wildcards: stage_untracked(CFG, "beliefs", wildcards.source),
         code=code("beliefs"),
     log:
         LAYOUT.log("beliefs"),

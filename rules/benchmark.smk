@@ -15,6 +15,7 @@ rule benchmark:
         manifest=LAYOUT.benchmark_manifest,
     params:
         stage=stage_params(CFG, "benchmark"),
+        untracked=stage_untracked(CFG, "benchmark"),
         sources=SOURCES,
         code=code("benchmark"),
     log:

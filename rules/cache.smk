@@ -26,6 +26,7 @@ rule cache_shard:
         summary=LAYOUT.cache_part_summary(),
     params:
         stage=lambda wildcards: stage_params(CFG, "cache"),
+        untracked=lambda wildcards: stage_untracked(CFG, "cache"),
         code=code("cache_shard"),
     log:
         LAYOUT.log("cache_shard"),
@@ -51,6 +52,7 @@ rule cache_gather:
         index=LAYOUT.cache_index(),
     params:
         stage=lambda wildcards: stage_params(CFG, "cache"),
+        untracked=lambda wildcards: stage_untracked(CFG, "cache"),
         code=code("cache_gather"),
     log:
         LAYOUT.log("cache_gather"),

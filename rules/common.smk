@@ -7,7 +7,8 @@ from vlalert.config import validate_config
 from vlalert.download_config import download_for_source
 from vlalert.layout import Layout
 from vlalert.source_files import annotation_files, source_fingerprint
-from vlalert.workflow import code_sha256, source_origin, stage_params
+from vlalert.stage_config import source_origin
+from vlalert.workflow import code_sha256, stage_params, stage_untracked
 
 CFG = validate_config(config)
 LAYOUT = Layout.of(CFG)  # every path under the run's results folder: vlalert/layout.py

@@ -6,6 +6,7 @@ rule demo_source:
         manifest=LAYOUT.demo_manifest(),
     params:
         stage=lambda wildcards: stage_params(CFG, "demo", wildcards.source),
+        untracked=lambda wildcards: stage_untracked(CFG, "demo", wildcards.source),
         code=code("make_demo"),
     log:
         LAYOUT.log("demo_source"),

@@ -26,6 +26,7 @@ rule download_hub:
         marker=LAYOUT.download_marker(),
     params:
         stage=lambda wildcards: stage_params(CFG, "download", wildcards.name),
+        untracked=lambda wildcards: stage_untracked(CFG, "download", wildcards.name),
         code=code("download_hub"),
     log:
         LAYOUT.log("download_hub"),
@@ -54,6 +55,7 @@ rule check_source:
         layout=LAYOUT.source_manifest(),
     params:
         stage=lambda wildcards: stage_params(CFG, "check_source", wildcards.source),
+        untracked=lambda wildcards: stage_untracked(CFG, "check_source", wildcards.source),
         files=lambda wildcards: source_fingerprint(source_cfg(wildcards)),
         code=code("check_source"),
     log:

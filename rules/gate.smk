@@ -8,6 +8,7 @@ rule gate:
         gate=LAYOUT.gate(),
     params:
         stage=lambda wildcards: stage_params(CFG, "gate", wildcards.source),
+        untracked=lambda wildcards: stage_untracked(CFG, "gate", wildcards.source),
         code=code("gate"),
     log:
         LAYOUT.log("gate"),

@@ -18,6 +18,7 @@ rule heads:
         train_log=LAYOUT.head().train_log,
     params:
         stage=stage_params(CFG, "heads"),
+        untracked=stage_untracked(CFG, "heads"),
         code=code("heads"),
     log:
         LAYOUT.log("heads"),

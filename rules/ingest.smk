@@ -10,6 +10,7 @@ rule ingest:
         consensus=LAYOUT.ingest_consensus(),
     params:
         stage=lambda wildcards: stage_params(CFG, "ingest", wildcards.source),
+        untracked=lambda wildcards: stage_untracked(CFG, "ingest", wildcards.source),
         code=code("ingest"),
     log:
         LAYOUT.log("ingest"),

@@ -16,6 +16,7 @@ if CFG.model.is_tiny:
             tokenizer=f"{VLM_DIR}/tokenizer.json",
         params:
             stage=stage_params(CFG, "tiny_model"),
+            untracked=stage_untracked(CFG, "tiny_model"),
             code=code("tiny_model"),
         log:
             LAYOUT.log("tiny_model"),

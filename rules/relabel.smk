@@ -9,6 +9,7 @@ rule relabel:
         labels=LAYOUT.labels(),
     params:
         stage=lambda wildcards: stage_params(CFG, "relabel", wildcards.source),
+        untracked=lambda wildcards: stage_untracked(CFG, "relabel", wildcards.source),
         code=code("relabel"),
     log:
         LAYOUT.log("relabel"),

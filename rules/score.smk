@@ -16,6 +16,7 @@ rule score:
         scores=LAYOUT.scores(),
     params:
         stage=stage_params(CFG, "score"),
+        untracked=stage_untracked(CFG, "score"),
         code=code("score"),
     log:
         LAYOUT.log("score"),
@@ -44,6 +45,7 @@ rule summary:
         ),
     params:
         stage=stage_params(CFG, "summary"),
+        untracked=stage_untracked(CFG, "summary"),
         code=code("summary"),
     log:
         LAYOUT.log("summary"),
@@ -75,6 +77,7 @@ rule report_figures:
         ),
     params:
         stage=stage_params(CFG, "summary"),
+        untracked=stage_untracked(CFG, "summary"),
         code=code("report_figures"),
     log:
         LAYOUT.log("report_figures"),

@@ -20,6 +20,7 @@ rule sft:
         metrics=SFT.metrics,
     params:
         stage=stage_params(CFG, "sft"),
+        untracked=stage_untracked(CFG, "sft"),
         model=VLM_DIR,
         code=code("sft"),
     log:

@@ -204,7 +204,7 @@ def test_params_leave_out_speed_keys_and_check_the_tiny_models_depth():
     params = stage_params(config(batch_size=16, patch_embed="none"), "cache")
     assert params == stage_params(config(), "cache")
     assert "batch_size" not in params["cache"] and "patch_embed" not in params["cache"]
-    assert params["cache"]["belief_layers"] == (1, 2, 3, 4)
+    assert params["cache"]["belief_layers"] == [1, 2, 3, 4]
     bad = validate_config(config().model_dump() | {"cache": {}})  # the 4B defaults: layers 20..33
     with pytest.raises(ConfigError, match="outside \\[0, 4\\]"):
         stage_params(bad, "cache")

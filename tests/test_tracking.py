@@ -135,7 +135,7 @@ def _imports(path: Path, package: str) -> set[str]:
 def reach(script: Path) -> set[Path]:
     """The vlalert files a script can run: its imports, theirs, and the packages around them."""
     # reach a stage through its params (STAGE_CODE), or (the layout) through its input and output paths
-    stop = {"vlalert.config", "vlalert.workflow", "vlalert.layout"}
+    stop = {"vlalert.config", "vlalert.stage_config", "vlalert.workflow", "vlalert.layout"}
     seen: set[str] = set()
     todo = list(_imports(script, "vlalert"))
     while todo:

@@ -189,6 +189,11 @@ class BeliefsConfig(StrictModel):
     llm: LLMConfig = Field(default_factory=LLMConfig)
 
 
+def gate_chain(src: SourceConfig, gate: GateConfig) -> list[str]:
+    """A source's gate providers, in the order they are tried for each clip: its own, else `gate.provider`."""
+    return list(src.gate_provider or gate.provider)
+
+
 class WorkflowConfig(StrictModel):
     run: str = Field("demo", pattern=r"^[A-Za-z0-9_.-]+$")
     # Every output of the run lives here; unset: results/<run>, so two runs never share tables.
@@ -273,7 +278,7 @@ class WorkflowConfig(StrictModel):
 
     def gate_chain(self, source: str) -> list[str]:
         """The gate providers of a source, in the order they are tried for each clip."""
-        return list(self.sources[source].gate_provider or self.gate.provider)
+        return gate_chain(self.sources[source], self.gate)
 
     def uses_badas(self, source: str) -> bool:
         return "badas" in self.gate_chain(source)

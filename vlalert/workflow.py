@@ -1,10 +1,13 @@
-"""The glue between Snakemake and the library: which config keys each stage depends on, and logging.
+"""The glue between Snakemake and the library: each stage's config slice and code, and logging.
 
-`stage_params` is the single declaration of a stage's config dependencies. The rules pass it as
-`params`, so Snakemake's params rerun-trigger reruns a stage exactly when one of its own keys
-changes (changing `labels.alert_s` reruns relabel and what follows, never ingest). The scripts
-check that the params they were given equal what the config says, so a stage can never read a
-key that is not part of its params.
+A stage's slice of the config is a typed model (vlalert.stage_config.SLICES). Its rule passes it as
+two params: `stage` (`stage_params`), the fields Snakemake's params rerun-trigger compares, so a
+stage reruns exactly when one of its own keys changes (changing `labels.alert_s` reruns relabel and
+what follows, never ingest), and `untracked` (`stage_untracked`), the fields that are no rerun
+trigger (speed keys, and facts that reach the stage through its files), wrapped in `Untracked` so
+that Snakemake records nothing of them. The script rebuilds its slice from those two params alone
+(`job_slice`), which validates them against the slice model: a rule that passes a wrong slice stops
+its job with the rule, the field and the problem named.
 
 `STAGE_CODE` is the single declaration of the library code each rule's script runs; the rules pass
 `code_sha256(script)` as a `code` param, so a stage reruns when the *content* of that code changes
@@ -24,40 +27,24 @@ import os
 import shutil
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, TypeVar
 
-from vlalert.cache.config import SPEED_KEYS as CACHE_SPEED_KEYS
-from vlalert.config import ConfigError, WorkflowConfig, validate_config
-from vlalert.download import layout_params
-from vlalert.download_config import download_for_source, download_params
+from pydantic import ValidationError
 
-STAGES = (
-    "download",
-    "check_source",
-    "demo",
-    "ingest",
-    "gate",
-    "relabel",
-    "beliefs",
-    "benchmark",
-    "tiny_model",
-    "sft",
-    "cache",
-    "heads",
-    "score",
-    "summary",
-)
-
+from vlalert.config import ConfigError, WorkflowConfig
+from vlalert.stage_config import StageSlice, slice_of
 
 # Rule script (workflow/scripts/<name>.py) -> the vlalert modules it runs, relative to the package:
 # a module ("labels", "synthetic.truth") or a whole package ("beliefs": every module under
 # vlalert/beliefs/); the parent packages' __init__.py come with each entry. The list is every
 # vlalert module reachable from the script through imports (those inside functions included), except
-# vlalert.config and vlalert.workflow: what they do reaches a stage through its params (its config
-# slice) or does not change its outputs (logging, the params check), and vlalert.layout: where a job
-# reads and writes is its declared inputs and outputs, which Snakemake tracks. tests/test_tracking.py
-# recomputes that reach from the scripts' imports and fails when an entry is missing.
+# vlalert.config, vlalert.stage_config and vlalert.workflow: what they do reaches a stage through its
+# params (its config slice) or does not change its outputs (logging, the slice check), and
+# vlalert.layout: where a job reads and writes is its declared inputs and outputs, which Snakemake
+# tracks. tests/test_tracking.py recomputes that reach from the scripts' imports and fails when an
+# entry is missing.
 _TABLES = ("actions", "schemas", "atomic", "devices", "strict")
 _TICKS = ("labels", "splits", "ticks", *_TABLES)
 _BELIEFS = ("beliefs", "video", *_TICKS)
@@ -141,115 +128,76 @@ def code_sha256(script: str, scripts_dir: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def source_origin(cfg: WorkflowConfig, source: str) -> Literal["demo", "hub", "hand"]:
-    """How a source's files get on disk: rendered by the demo, downloaded from the hub, or placed by hand."""
-    if cfg.demo.enabled:
-        return "demo"
-    return "hub" if download_for_source(cfg.download, source) is not None else "hand"
+@dataclass(frozen=True)
+class Untracked:
+    """A rule's `untracked` param: handed to the script, but no rerun trigger.
+
+    Snakemake's params trigger records a job's params of builtin types only (None, numbers, str,
+    list, tuple, dict, set); a value of another type is passed to the script and recorded nowhere.
+    """
+
+    values: dict[str, Any]
 
 
-def stage_params(cfg: WorkflowConfig, stage: str, source: str | None = None) -> dict[str, Any]:
-    """The config slice that `stage` (for `source`) reads; nothing more, so nothing else reruns it."""
-    if stage == "download":  # `source` names a hub dataset of cfg.download here
-        assert source is not None
-        return download_params(cfg.download[source])
-    src = cfg.sources[source] if source is not None else None
-    if stage == "check_source":
-        assert src is not None and source is not None
-        return layout_params(src) | {"origin": source_origin(cfg, source)}
-    if stage == "demo":
-        assert src is not None
-        return {"kind": src.kind, "root": src.root, "demo": cfg.demo.model_dump()}
-    if stage == "ingest":
-        assert src is not None
-        return {
-            "kind": src.kind,
-            "root": src.root,
-            "annotations": src.annotations,
-            "consensus": src.consensus,
-            "consensus_clock_fps": src.consensus_clock_fps,
-            "split_files": src.split_files,
-            "videos": src.videos,
-            "strict": cfg.strict,
-        }
-    if stage == "gate":
-        assert src is not None and source is not None
-        chain = cfg.gate_chain(source)
-        return {
-            "provider": chain,
-            "scene_truth": src.scene_truth if "scene" in chain else None,
-            "gate_scores": src.gate_scores if "scores_file" in chain else None,
-            "consensus_ramp_s": cfg.gate.consensus_ramp_s if "consensus" in chain else None,
-            # what changes the scores (weights, windows, temperature), not how fast they are computed
-            "badas": {
-                k: v
-                for k, v in cfg.gate.badas.model_dump().items()
-                if k not in ("progress", "batch_size", "cache_dir", "device")
-            }
-            if "badas" in chain
-            else None,
-            "ticks": cfg.ticks.model_dump(),
-            "window": cfg.window.model_dump(),
-        }
-    if stage == "relabel":
-        assert src is not None and source is not None
-        return {
-            "labels": cfg.labels.model_dump(),
-            "gate": {
-                k: v
-                for k, v in cfg.gate.model_dump().items()
-                if k in ("alert_min", "observe_min", "lookback_s")
-            },
-            "ticks": cfg.ticks.model_dump(),
-            "window": cfg.window.model_dump(),
-            "prefix_negatives": src.prefix_negatives,
-        }
-    if stage == "beliefs":
-        assert src is not None
-        return {
-            "beliefs": cfg.beliefs.model_dump(),
-            "labels": cfg.labels.model_dump(),
-            "window": cfg.window.model_dump(),
-            "scene_truth": src.scene_truth,
-        }
-    if stage == "cache":
-        # The tiny model's depth is known now: bad layer lists stop the run at parse time.
-        if cfg.model.is_tiny and (problem := cfg.cache.layer_problem(cfg.model.tiny.num_hidden_layers)):
-            raise ConfigError(problem)
-        return {
-            "model": cfg.model.model_dump(),
-            "cache": {k: v for k, v in cfg.cache.model_dump().items() if k not in CACHE_SPEED_KEYS},
-        }
-    if stage == "heads":
-        return {"heads": cfg.heads.model_dump()}
-    if stage == "score":
-        return {"heads": cfg.heads.model_dump()}
-    if stage == "summary":
-        return {"scoring": cfg.scoring.model_dump(), "ticks": cfg.ticks.model_dump()}
-    if stage == "benchmark":
-        return {
-            "splits": cfg.splits.model_dump(),
-            "split_maps": {name: cfg.sources[name].split_map for name in cfg.enabled_sources()},
-            "strict": cfg.strict,
-        }
-    if stage == "tiny_model":
-        # what build_tiny_model reads: widths and seed, the prompt texts (tokenizer corpus), geometry
-        keys = {"tiny", "system_prompt", "instruction", "image_height", "image_width", "patch_size"}
-        keys |= {"temporal_patch_size", "spatial_merge_size", "image_mean", "image_std"}
-        return {"model": cfg.model.model_dump(mode="json", include=keys)}
-    if stage == "sft":
-        return {"model": cfg.model.model_dump(mode="json"), "sft": cfg.sft.result_keys()}
-    raise ValueError(f"unknown stage {stage!r}; known: {STAGES}")
+def stage_params(cfg: WorkflowConfig, stage: str, key: str | None = None) -> dict[str, Any]:
+    """A rule's `stage` param: its slice's tracked fields (`key`: the job's source or hub dataset)."""
+    return slice_of(cfg, stage, key).tracked()
 
 
-def config_for_job(snakemake: Any, stage: str, source: str | None = None) -> WorkflowConfig:
-    """Validate the job's config and check its params are the stage's declared slice."""
-    cfg = validate_config(snakemake.config)
-    expected = stage_params(cfg, stage, source)
-    given = snakemake.params.stage
-    if given != expected:
-        raise ConfigError(f"{stage}: params {given!r} differ from the config slice {expected!r}")
-    return cfg
+def stage_untracked(cfg: WorkflowConfig, stage: str, key: str | None = None) -> Untracked:
+    """A rule's `untracked` param: the rest of its slice (the slice model's UNTRACKED)."""
+    return Untracked(slice_of(cfg, stage, key).untracked())
+
+
+S = TypeVar("S", bound=StageSlice)
+
+
+def _given(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _differences(a: Any, b: Any, path: str = "") -> list[str]:
+    """The dotted paths where two params differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [p for k in {**a, **b} for p in _differences(a.get(k), b.get(k), f"{path}.{k}".lstrip("."))]
+    return [] if a == b else [path or "(all)"]
+
+
+def job_slice(snakemake: Any, model: type[S]) -> S:
+    """The job's config slice, rebuilt from its `stage` and `untracked` params alone.
+
+    Params that are not a valid `model` (another stage's slice, a field missing, unknown or out of
+    bounds, a field in the wrong one of the two params) stop the job naming the rule, each field and
+    its problem.
+    """
+    rule = getattr(snakemake, "rule", None) or "?"
+    where = f"rule {rule}: params of the {model.STAGE} slice ({model.__name__})"
+    tracked = getattr(snakemake.params, "stage", None)
+    untracked = getattr(snakemake.params, "untracked", None)
+    if not isinstance(tracked, dict):
+        raise ConfigError(f"{where}: `stage` must be the slice's tracked fields, got {_given(tracked)}")
+    if not isinstance(untracked, Untracked):
+        raise ConfigError(
+            f"{where}: `untracked` must be vlalert.workflow.Untracked (stage_untracked), got "
+            f"{_given(untracked)}; a plain value would make those fields a rerun trigger"
+        )
+    try:
+        job = model.from_params(tracked, untracked.values)
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            field = ".".join(str(p) for p in e["loc"]) or "(slice)"
+            given = "" if e["type"] == "missing" else f" (given {_given(e['input'])})"
+            lines.append(f"  {field}: {e['msg'].removeprefix('Value error, ')}{given}")
+        raise ConfigError(f"{where} are not valid:\n" + "\n".join(lines)) from None
+    misplaced = _differences(job.tracked(), tracked) + _differences(job.untracked(), untracked.values)
+    if misplaced:
+        raise ConfigError(
+            f"{where}: {sorted(set(misplaced))} passed in the wrong param: `stage` holds the tracked "
+            f"fields, `untracked` those of {model.__name__}.UNTRACKED"
+        )
+    return job
 
 
 LOG_RESERVE_BYTES = 1 << 20

@@ -2,11 +2,12 @@
 
 from vlalert.benchmark import build_benchmark, finalize_manifest, write_manifest
 from vlalert.schemas import read_table, write_table
-from vlalert.workflow import config_for_job, job_logging
+from vlalert.stage_config import BenchmarkSlice
+from vlalert.workflow import job_logging, job_slice
 
 snakemake = globals()["snakemake"]
 with job_logging(snakemake.log[0]) as log:
-    cfg = config_for_job(snakemake, "benchmark")
+    job = job_slice(snakemake, BenchmarkSlice)
     sources = snakemake.params.sources
     labels = {s: read_table("labels", p) for s, p in zip(sources, snakemake.input.labels, strict=True)}
     videos = {s: read_table("videos", p) for s, p in zip(sources, snakemake.input.videos, strict=True)}
@@ -15,7 +16,7 @@ with job_logging(snakemake.log[0]) as log:
     consensus = {
         s: read_table("consensus", p) for s, p in zip(sources, snakemake.input.consensus, strict=True)
     }
-    tables, manifest = build_benchmark(labels, videos, rejected, cfg, beliefs, consensus)
+    tables, manifest = build_benchmark(labels, videos, rejected, job, beliefs, consensus)
     for warning in manifest["warnings"]:
         log.warning("%s", warning)
     for source, moved in manifest["moved_to_test"].items():

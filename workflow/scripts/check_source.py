@@ -2,14 +2,15 @@
 
 from vlalert.download import check_source_layout, format_problems, write_json
 from vlalert.source_files import listing_fingerprint, listing_summary, source_listing
-from vlalert.workflow import config_for_job, job_logging
+from vlalert.stage_config import CheckSourceSlice
+from vlalert.workflow import job_logging, job_slice
 
 snakemake = globals()["snakemake"]
 source = snakemake.wildcards.source
 with job_logging(snakemake.log[0]) as log:
-    cfg = config_for_job(snakemake, "check_source", source)
-    origin = snakemake.params.stage["origin"]
-    report = check_source_layout(source, cfg.sources[source])
+    job = job_slice(snakemake, CheckSourceSlice)
+    origin = job.origin
+    report = check_source_layout(source, job.source)
     for warning in report.warnings:
         log.warning("%s", warning)
     if not report.ok:
@@ -19,7 +20,7 @@ with job_logging(snakemake.log[0]) as log:
             raise SystemExit(message)
         # rendered by the demo or fetched at a pinned commit: ingest rejects what is missing, clip by clip
         log.warning("%s", message)
-    listing = source_listing(cfg.sources[source])
+    listing = source_listing(job.source)
     files = listing_fingerprint(listing)
     if files != snakemake.params.files:
         # Snakemake records the fingerprint it computed before this job: the next run sees the change

@@ -1,14 +1,15 @@
 """Fetch one hub dataset at its pinned commit, verify it, write the completion marker (files + sha256)."""
 
 from vlalert.download import DownloadError, hub_download, token_from_env, write_json
-from vlalert.workflow import config_for_job, job_logging
+from vlalert.stage_config import DownloadSlice
+from vlalert.workflow import job_logging, job_slice
 
 snakemake = globals()["snakemake"]
 name = snakemake.wildcards.name
 with job_logging(snakemake.log[0]) as log:
-    cfg = config_for_job(snakemake, "download", name)
+    job = job_slice(snakemake, DownloadSlice)
     try:
-        record = hub_download(name, cfg.download[name], token=token_from_env())
+        record = hub_download(name, job.download, token=token_from_env())
     except DownloadError as err:
         log.error("%s", err)
         raise SystemExit(f"download {name}: {err}") from None

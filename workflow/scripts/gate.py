@@ -2,15 +2,16 @@
 
 from vlalert.gate import gate_scores
 from vlalert.schemas import read_table, write_table
-from vlalert.workflow import config_for_job, job_logging
+from vlalert.stage_config import GateSlice
+from vlalert.workflow import job_logging, job_slice
 
 snakemake = globals()["snakemake"]
 source = snakemake.wildcards.source
 with job_logging(snakemake.log[0]) as log:
-    cfg = config_for_job(snakemake, "gate", source)
+    job = job_slice(snakemake, GateSlice)
     videos = read_table("videos", snakemake.input.videos)
-    chain = cfg.gate_chain(source)
-    table = gate_scores(videos, chain, cfg.sources[source], cfg)
+    chain = job.provider
+    table = gate_scores(videos, chain, job.source, job)
     write_table("gate", table, snakemake.output.gate)
     by_provider = table.group_by("provider").aggregate([("video_id", "count_distinct")]).to_pylist()
     log.info(

@@ -3,11 +3,12 @@
 from pathlib import Path
 
 from vlalert.heads.train import train_head
-from vlalert.workflow import config_for_job, job_logging
+from vlalert.stage_config import HeadsSlice
+from vlalert.workflow import job_logging, job_slice
 
 snakemake = globals()["snakemake"]
 with job_logging(snakemake.log[0]) as log:
-    cfg = config_for_job(snakemake, "heads")
+    job = job_slice(snakemake, HeadsSlice)
     metrics = train_head(
         snakemake.wildcards.head,
         int(snakemake.wildcards.seed),
@@ -15,7 +16,7 @@ with job_logging(snakemake.log[0]) as log:
         Path(snakemake.input.val_cache).parent,
         snakemake.input.train_labels,
         snakemake.input.val_labels,
-        cfg.heads,
+        job.heads,
         Path(snakemake.output.model).parent,
     )
     log.info("heads %s seed %s: %s", snakemake.wildcards.head, snakemake.wildcards.seed, metrics)

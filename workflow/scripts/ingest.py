@@ -1,13 +1,14 @@
 """Ingest one source: adapters + video probing -> videos.parquet and rejected.parquet."""
 
 from vlalert.ingest import ingest_source, write_ingest
-from vlalert.workflow import config_for_job, job_logging
+from vlalert.stage_config import IngestSlice
+from vlalert.workflow import job_logging, job_slice
 
 snakemake = globals()["snakemake"]
 source = snakemake.wildcards.source
 with job_logging(snakemake.log[0]) as log:
-    cfg = config_for_job(snakemake, "ingest", source)
-    clips, rejections, decisions = ingest_source(source, cfg.sources[source], strict=cfg.strict)
+    job = job_slice(snakemake, IngestSlice)
+    clips, rejections, decisions = ingest_source(source, job.source, strict=job.strict)
     write_ingest(
         clips,
         rejections,

@@ -2,14 +2,15 @@
 
 from vlalert.labels import label_source
 from vlalert.schemas import read_table, write_table
-from vlalert.workflow import config_for_job, job_logging
+from vlalert.stage_config import RelabelSlice
+from vlalert.workflow import job_logging, job_slice
 
 snakemake = globals()["snakemake"]
 source = snakemake.wildcards.source
 with job_logging(snakemake.log[0]) as log:
-    cfg = config_for_job(snakemake, "relabel", source)
+    job = job_slice(snakemake, RelabelSlice)
     videos = read_table("videos", snakemake.input.videos)
     gate = read_table("gate", snakemake.input.gate)
-    labels = label_source(videos, gate, source, cfg)
+    labels = label_source(videos, gate, source, job)
     write_table("labels", labels, snakemake.output.labels)
     log.info("relabel %s: %d ticks", source, labels.num_rows)

@@ -4,17 +4,18 @@ from pathlib import Path
 
 from vlalert.report import write_report
 from vlalert.schemas import read_table
-from vlalert.workflow import config_for_job, job_logging
+from vlalert.stage_config import SummarySlice
+from vlalert.workflow import job_logging, job_slice
 
 snakemake = globals()["snakemake"]
 with job_logging(snakemake.log[0]) as log:
-    cfg = config_for_job(snakemake, "summary")
+    job = job_slice(snakemake, SummarySlice)
     paths = write_report(
         read_table("scores", snakemake.input.scores),
         read_table("benchmark", snakemake.input.benchmark),
         read_table("summary", snakemake.input.summary),
         snakemake.output.figures,
-        tick_hz=cfg.ticks.hz,
+        tick_hz=job.ticks.hz,
     )
     tables = Path(snakemake.output.tables)
     tables.mkdir(parents=True, exist_ok=True)

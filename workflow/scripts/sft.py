@@ -4,13 +4,14 @@ import sys
 from pathlib import Path
 
 from vlalert.layout import Layout
+from vlalert.stage_config import SFTSlice
 from vlalert.vlm.sft import SFTJob, launch
-from vlalert.workflow import config_for_job, job_logging
+from vlalert.workflow import job_logging, job_slice
 
 snakemake = globals()["snakemake"]
 with job_logging(snakemake.log[0]) as log:
-    cfg = config_for_job(snakemake, "sft")
-    files = Layout.of(cfg).sft
+    job = job_slice(snakemake, SFTSlice)
+    files = Layout.of(job).sft
     names = ("adapter_config", "adapter_model", "train_log", "metrics")
     declared = [Path(getattr(snakemake.output, n)) for n in names]
     if declared != [Path(getattr(files, n)) for n in names]:
@@ -20,8 +21,8 @@ with job_logging(snakemake.log[0]) as log:
         train=snakemake.input.train,
         val=snakemake.input.val,
         run_dir=files.dir,
-        sft=cfg.sft,
-        model=cfg.model,
+        sft=job.sft,
+        model=job.model,
     )
     metrics = launch(job, stream=sys.stderr)
     log.info(

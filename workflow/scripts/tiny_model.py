@@ -3,13 +3,14 @@
 from pathlib import Path
 
 from vlalert.schemas import read_table
+from vlalert.stage_config import TinyModelSlice
 from vlalert.vlm.data import target_corpus, trainable_rows
 from vlalert.vlm.tiny import build_tiny_model
-from vlalert.workflow import config_for_job, job_logging
+from vlalert.workflow import job_logging, job_slice
 
 snakemake = globals()["snakemake"]
 with job_logging(snakemake.log[0]) as log:
-    cfg = config_for_job(snakemake, "tiny_model")
+    job = job_slice(snakemake, TinyModelSlice)
     corpus = target_corpus(trainable_rows(read_table("benchmark", snakemake.input.train)))
-    out = build_tiny_model(Path(snakemake.output.config).parent, corpus, cfg.model, seed=cfg.model.tiny.seed)
+    out = build_tiny_model(Path(snakemake.output.config).parent, corpus, job.model, seed=job.model.tiny.seed)
     log.info("tiny model in %s from %d train targets", out, len(corpus))

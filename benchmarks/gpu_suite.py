@@ -526,6 +526,7 @@ def sec_cache_stage(
 
     from vlalert.cache.stage import run_shard
     from vlalert.config import validate_config
+    from vlalert.stage_config import CacheSlice
 
     rows = _stage_rows(paths, ticks)
     schema = pa.schema(
@@ -574,7 +575,7 @@ def sec_cache_stage(
         bench,
         tmp / "cache" / "part-00000.parquet",
         tmp / "cache" / "part-00000.summary.json",
-        cfg=cfg,
+        cfg=CacheSlice.of(cfg),
         split="test",
         shard=0,
         model_path=str(model_dir),

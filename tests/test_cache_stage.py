@@ -26,6 +26,7 @@ from vlalert.cache.stage import load_extractor, prepare_examples, read_split_row
 from vlalert.cache.store import chunk_dir, fixed_size_list_to_numpy, gather_split, read_cache
 from vlalert.config import ConfigError, validate_config
 from vlalert.schemas import table_from_rows, write_table
+from vlalert.stage_config import CacheSlice
 from vlalert.vlm.loading import load_model
 from vlalert.workflow import stage_params
 
@@ -117,7 +118,7 @@ def _run(world, out, cfg, shard=0, split="val"):
         world["bench"],
         part,
         out / f"part-{shard:05d}.summary.json",
-        cfg=cfg,
+        cfg=CacheSlice.of(cfg),
         split=split,
         shard=shard,
         model_path=world["model"],
@@ -210,6 +211,35 @@ def test_params_leave_out_speed_keys_and_check_the_tiny_models_depth():
         stage_params(bad, "cache")
 
 
+def test_the_chunks_fingerprints_hold_the_cache_slices_tracked_fields(tmp_path, monkeypatch):
+    """A resumed shard takes a chunk computed for the same tracked slice, whatever the speed keys and
+    the run's folders; a tracked key of the model or the cache makes every chunk new."""
+    from vlalert.cache import stage
+
+    monkeypatch.setattr(stage, "read_model_spec", lambda path: stage.ModelSpec(128, 4))
+    bench = tmp_path / "val.parquet"
+    write_table("benchmark", table_from_rows("benchmark", [_row(tmp_path, "a", t) for t in range(3)]), bench)
+
+    def fingerprints(cfg):
+        plan = stage.plan_shard(
+            bench,
+            tmp_path / "part-00000.parquet",
+            cfg=CacheSlice.of(cfg),
+            split="val",
+            shard=0,
+            model_path="Qwen/Qwen3-VL-4B-Instruct",
+            adapter_dir=None,
+        )
+        return [c.fingerprint for c in plan.chunks]
+
+    base = fingerprints(config())
+    assert len(set(base)) == 1 and fingerprints(config(batch_size=5, workers=1, device="cpu")) == base
+    assert fingerprints(validate_config(config().model_dump() | {"run": "r2", "results": "out"})) == base
+    assert fingerprints(config(merge_adapter=False)) != base
+    other_model = validate_config(config().model_dump() | {"model": {"max_new_tokens": 9}})
+    assert fingerprints(other_model) != base
+
+
 KILLED_SCRIPT = textwrap.dedent(
     """
     import os, sys
@@ -217,10 +247,11 @@ KILLED_SCRIPT = textwrap.dedent(
     sys.path.insert(0, sys.argv[1])
     from test_cache_stage import config
     from vlalert.cache.stage import run_shard
+    from vlalert.stage_config import CacheSlice
 
     bench, out, model, adapter = sys.argv[2:6]
     run_shard(bench, f"{out}/part-00000.parquet", f"{out}/part-00000.summary.json",
-              cfg=config(patch_embed="library", chunk_ticks=1), split="val", shard=0,
+              cfg=CacheSlice.of(config(patch_embed="library", chunk_ticks=1)), split="val", shard=0,
               model_path=model, adapter_dir=adapter)
     """
 )

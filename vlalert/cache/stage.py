@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -38,7 +38,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from vlalert.atomic import write_json_atomic
-from vlalert.cache.config import SPEED_KEYS, CacheConfig
+from vlalert.cache.config import CacheConfig
 from vlalert.cache.rows import ROW_COLUMNS, chunk_bounds, select_rows, shard_rows
 from vlalert.cache.store import (
     cache_table,
@@ -49,11 +49,23 @@ from vlalert.cache.store import (
     remove_chunks,
     write_chunk,
 )
-from vlalert.config import WorkflowConfig
 from vlalert.devices import resolve_device
+from vlalert.stage_config import CacheSlice
 from vlalert.video import FrameReadError
+from vlalert.vlm.config import VLMConfig
 
 log = logging.getLogger("vlalert.cache")
+
+
+class ModelSettings(Protocol):
+    """What loading the model and building its inputs read of a config: the cache stage's slice
+    (vlalert.stage_config.CacheSlice), or the workflow config (predict)."""
+
+    @property
+    def model(self) -> VLMConfig: ...
+
+    @property
+    def cache(self) -> CacheConfig: ...
 
 
 # ------------------------------------------------------------------------------------------- model
@@ -113,7 +125,7 @@ def adapter_identity(adapter_dir: str | None) -> dict[str, Any] | None:
 
 
 def load_extractor(
-    model_path: str, adapter_dir: str | None, cfg: WorkflowConfig, device: str
+    model_path: str, adapter_dir: str | None, cfg: ModelSettings, device: str
 ) -> tuple[Any, dict[str, Any]]:
     """(Extractor, facts for the summary): model fused as configured, adapter attached (and merged)."""
     from vlalert.cache.extract import Extractor
@@ -195,7 +207,7 @@ def has_target(row: Mapping[str, Any]) -> bool:
 def prepare_examples(
     rows: Sequence[Mapping[str, Any]],
     tokenizer: Any,
-    cfg: WorkflowConfig,
+    cfg: ModelSettings | None,
     teacher_forced: bool,
     pool: Executor,
 ) -> list[dict[str, Any]]:
@@ -300,7 +312,7 @@ def plan_shard(
     benchmark_path: str | os.PathLike[str],
     part_path: str | os.PathLike[str],
     *,
-    cfg: WorkflowConfig,
+    cfg: CacheSlice,
     split: str,
     shard: int,
     model_path: str,
@@ -312,9 +324,9 @@ def plan_shard(
     check_layers(cache, spec)
     split_rows, selection = read_split_rows(benchmark_path)
     rows = shard_rows(split_rows, cache.shards, shard)
+    # the stage's tracked slice: what changes the cache (its speed keys may differ within one resume)
     identity = {
-        "model_cfg": cfg.model.model_dump(mode="json"),
-        "cache_cfg": {k: v for k, v in cache.model_dump(mode="json").items() if k not in SPEED_KEYS},
+        "stage": cfg.tracked(),
         "model": model_files_identity(model_path),
         "adapter": adapter_identity(adapter_dir),
         "split": split,
@@ -339,7 +351,7 @@ def _compute_chunks(
     plan: _ShardPlan,
     part_path: str | os.PathLike[str],
     *,
-    cfg: WorkflowConfig,
+    cfg: CacheSlice,
     label: str,
     model_path: str,
     adapter_dir: str | None,
@@ -413,7 +425,7 @@ def _shard_summary(
     chunk_stats: dict[int, dict[str, Any]],
     merged: pa.Table,
     *,
-    cfg: WorkflowConfig,
+    cfg: CacheSlice,
     split: str,
     shard: int,
     model_path: str,
@@ -464,7 +476,7 @@ def run_shard(
     part_path: str | os.PathLike[str],
     summary_path: str | os.PathLike[str],
     *,
-    cfg: WorkflowConfig,
+    cfg: CacheSlice,
     split: str,
     shard: int,
     model_path: str,

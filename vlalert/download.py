@@ -14,9 +14,10 @@ each kind needs and where to get it are its plugin's (`check_layout`, `OBTAIN` i
 vlalert/sources/<kind>.py); this module adds what every kind shares (the root, the consensus CSV,
 the gate scores) and the report.
 
-The Snakefile imports this module at parse time (`layout_params`), so it imports nothing heavy at
-module level (huggingface_hub and the source adapters are imported where they are used). The
-`download:` config section's model is in vlalert.download_config, which the config imports.
+It imports nothing heavy at module level (huggingface_hub and the source adapters are imported
+where they are used). The `download:` config section's model is in vlalert.download_config, which
+the config imports; what check_source and download_hub depend on is their slice
+(vlalert.stage_config).
 """
 
 from __future__ import annotations
@@ -344,19 +345,6 @@ def format_problems(report: LayoutReport) -> str:
     ]
     lines += [f"  - {p}" for p in report.problems]
     return "\n".join(lines)
-
-
-def layout_params(src: SourceLike) -> dict[str, Any]:
-    """What `check_source` depends on."""
-    return {
-        "kind": src.kind,
-        "root": src.root,
-        "annotations": src.annotations,
-        "consensus": src.consensus,
-        "gate_scores": src.gate_scores,
-        "videos": src.videos,
-        "split_files": src.split_files,
-    }
 
 
 def check_source_layout(name: str, src: SourceLike) -> LayoutReport:

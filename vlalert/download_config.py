@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -47,18 +47,6 @@ class DownloadConfig(StrictModel):
         if self.allow_patterns is not None and not self.allow_patterns:
             raise ValueError("allow_patterns is empty: it would select no file (omit it for the whole repo)")
         return self
-
-
-def download_params(dl: DownloadConfig) -> dict[str, Any]:
-    """What `download_hub` depends on: a change reruns the download (`enabled` and `source` do not)."""
-    return {
-        "repo_id": dl.repo_id,
-        "repo_type": dl.repo_type,
-        "revision": dl.revision,
-        "allow_unpinned": dl.allow_unpinned,
-        "allow_patterns": dl.allow_patterns,
-        "local_dir": dl.local_dir,
-    }
 
 
 def download_config_errors(

@@ -1,15 +1,18 @@
-"""The `vlalert` command line: `predict` on a tiny trained run and its one-line errors (exit code 2),
-and `check-config` with the Snakemake dry run's job table."""
+"""The `vlalert` command line: `predict` on a tiny trained run (one video, several, a glob, an exported
+run) and its one-line errors (exit code 2), `export-run`, and `check-config` with the Snakemake dry
+run's job table."""
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import yaml
 from predict_helpers import SEED, raw_config, write_mp4
@@ -134,6 +137,130 @@ def test_bad_config(run, capsys, tmp_path):
     missing = tmp_path / "absent.yaml"
     assert predict(run, str(run["video"]), "--run", str(run["results"]), "--config", str(missing)) == 2
     assert f"{missing}: config file not found" in one_error_line(capsys)
+
+
+def test_predict_several_videos_into_a_folder(run, capsys, tmp_path):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    shutil.copy(run["video"], clips / "a.mp4")
+    write_mp4(clips / "b.mp4", seconds=4.0)
+    out = tmp_path / "out"
+    args = [str(clips / "a.mp4"), str(clips / "b.mp4"), "--run", str(run["results"])]
+    assert predict(run, *args, "--config", str(run["config"]), "--out-dir", str(out)) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"{clips / 'a.mp4'}: 3 ticks") and lines[3].startswith(
+        f"{clips / 'b.mp4'}: 2 ticks"
+    )
+    for name, ticks in (("a", 3), ("b", 2)):
+        assert pq.read_table(out / f"{name}.vlalert.parquet").num_rows == ticks
+        assert (out / f"{name}.vlalert.png").is_file()
+
+
+def test_predict_a_quoted_glob(run, capsys, monkeypatch, tmp_path):
+    (tmp_path / "v").mkdir()
+    shutil.copy(run["video"], tmp_path / "v" / "one.mp4")
+    shutil.copy(run["video"], tmp_path / "v" / "two.mp4")
+    monkeypatch.chdir(tmp_path)
+    assert predict(run, "v/*.mp4", "--run", str(run["results"]), "--config", str(run["config"])) == 0
+    out = capsys.readouterr().out
+    assert out.count("3 ticks") == 2 and "v/one.mp4:" in out and "v/two.mp4:" in out
+    assert (tmp_path / "one.vlalert.parquet").is_file() and (tmp_path / "two.vlalert.png").is_file()
+
+
+def test_several_videos_are_checked_before_anything_runs(run, capsys, tmp_path):
+    base = ["--run", str(run["results"]), "--config", str(run["config"])]
+    assert predict(run, str(run["video"]), str(run["video"]), "--out", str(tmp_path / "x"), *base) == 0
+    capsys.readouterr()  # the same clip twice is one clip: --out fits
+    two = [str(run["video"]), str(run["short"])]
+    assert predict(run, *two, "--out", str(tmp_path / "x"), *base) == 2
+    assert "--out names the files of one clip, but 2 videos were given: use --out-dir" in one_error_line(
+        capsys
+    )
+    assert predict(run, *two, "--out-dir", str(tmp_path / "o"), *base) == 2
+    assert f"{run['short']}: video too short" in one_error_line(capsys)
+    assert not (tmp_path / "o").exists()  # the long clip was not predicted either
+    assert predict(run, str(tmp_path / "none-*.mp4"), *base) == 2
+    assert "none-*.mp4: no file matches this pattern" in one_error_line(capsys)
+    same_name = tmp_path / "other" / run["video"].name
+    same_name.parent.mkdir()
+    shutil.copy(run["video"], same_name)
+    assert predict(run, str(run["video"]), str(same_name), *base) == 2
+    assert "would overwrite the outputs of" in one_error_line(capsys)
+
+
+# ----------------------------------------------------------------------------- export-run
+
+
+@pytest.fixture(scope="module")
+def exported(run, tmp_path_factory):
+    """The session's run exported (seed 3, the one it trains) through the CLI, and the predictions
+    of `vlalert predict` on the results tree to compare with."""
+    root = tmp_path_factory.mktemp("export")
+    args = ["export-run", str(run["results"]), str(root / "pkg"), "--config", str(run["config"])]
+    assert main([*args, "--seeds", "3"]) == 0
+    base = ["--run", str(run["results"]), "--config", str(run["config"]), "--out", str(root / "tree")]
+    assert main(["predict", str(run["video"]), *base]) == 0
+    return {"pkg": root / "pkg", "tree": pq.read_table(root / "tree.parquet"), "root": root}
+
+
+def test_export_run_then_predict_without_the_tree_or_config(run, exported, capsys, monkeypatch, tmp_path):
+    moved = Path(shutil.copytree(exported["pkg"], tmp_path / "elsewhere" / "run"))
+    monkeypatch.chdir(tmp_path)  # no config/config.yaml here
+    assert main(["predict", str(run["video"]), "--run", "elsewhere/run", "--out", "p"]) == 0
+    assert "3 ticks" in capsys.readouterr().out
+    table, tree = pq.read_table(tmp_path / "p.parquet"), exported["tree"]
+    for col in ("p_danger", "p_silent", "p_observe", "p_alert"):
+        assert table.column(col).to_pylist() == pytest.approx(tree.column(col).to_pylist(), abs=1e-6)
+    assert table.column("action").to_pylist() == tree.column("action").to_pylist()
+    meta = json.loads(table.schema.metadata[b"vlalert.predict"])
+    assert meta["seeds"] == [3] and meta["model"] == str(Path("elsewhere/run/model"))
+    code = main(["predict", str(run["video"]), "--run", str(moved), "--config", str(run["config"])])
+    assert code == 2 and "an exported run carries its own config" in one_error_line(capsys)
+
+
+def test_export_run_prints_what_it_wrote(exported, capsys, run, tmp_path):
+    args = ["export-run", str(run["results"]), str(tmp_path / "p2"), "--config", str(run["config"])]
+    assert main([*args, "--seeds", "3", "--run", "t"]) == 0
+    out = capsys.readouterr().out
+    assert f"exported run 't' to {tmp_path / 'p2'}: model ./model, seeds 3" in out
+    assert f"vlalert predict VIDEO --run {tmp_path / 'p2'}" in out
+    assert (tmp_path / "p2" / "run.json").is_file() and (tmp_path / "p2" / "README.md").is_file()
+
+
+def test_export_run_errors_are_one_line(run, capsys, tmp_path):
+    args = ["export-run", str(run["results"]), str(tmp_path / "p"), "--config", str(run["config"])]
+    assert main(args) == 2  # seed 4 is configured but never trained
+    msg = one_error_line(capsys)
+    assert "heads/t/danger/seed4: directory missing" in msg and "--seeds" in msg
+    raw = raw_config()
+    raw["model"]["name_or_path"] = "SomeOrg/Some-VL"
+    hub = tmp_path / "hub.yaml"
+    hub.write_text(yaml.safe_dump(raw))
+    hub_args = ["export-run", str(run["results"]), str(tmp_path / "h"), "--config", str(hub), "--seeds", "3"]
+    assert main(hub_args) == 2
+    assert "hub id without a pinned revision" in one_error_line(capsys)
+    assert main([*hub_args, "--revision", "0123abc"]) == 0
+    assert "model SomeOrg/Some-VL@0123abc" in capsys.readouterr().out
+    assert main([*hub_args]) == 2  # h exists now
+    assert "already exists and is not an empty folder" in one_error_line(capsys)
+
+
+def test_predict_keeps_library_warnings_out(run, exported, tmp_path):
+    """In a terminal-less run nothing but our own lines reaches stderr (the libraries warn: see below)."""
+    exe = str(Path(sys.executable).with_name("vlalert"))
+    cmd = [exe, "predict", str(run["video"]), "--run", str(exported["pkg"]), "--out", str(tmp_path / "q")]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "default"}
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr == "" and "3 ticks" in res.stdout
+
+
+def test_verbose_lets_the_libraries_warn(run, exported, recwarn, tmp_path):
+    args = ["predict", str(run["video"]), "--run", str(exported["pkg"])]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert [str(w.message) for w in recwarn] == []
+    assert main([*args, "--out", str(tmp_path / "b"), "--verbose"]) == 0
+    assert any(issubclass(w.category, FutureWarning) for w in recwarn), [str(w.message) for w in recwarn]
 
 
 # ----------------------------------------------------------------------------- check-config

@@ -1,12 +1,16 @@
 """The `vlalert` command line: small tools around the workflow (the workflow itself is `snakemake`).
 
 - `vlalert check-config FILE`: validate a config, then show what `snakemake` would run with it;
-- `vlalert predict VIDEO --run RESULTS_DIR`: run a trained run on any video (vlalert.predict);
+- `vlalert predict VIDEO... --run RUN`: run a trained run (an exported one, or the workflow's results
+  directory) on videos or glob patterns (vlalert.alerter, vlalert.predict);
+- `vlalert export-run RESULTS --run NAME OUT/`: a trained run as a self-contained folder
+  (vlalert.run_package);
 - `vlalert convert-badas IN.pth OUT_DIR`: Open-BADAS's released checkpoint -> safetensors
   (vlalert.badas.convert).
 
 Exit codes: 0 success, 2 an input that cannot be used (invalid config, missing run, unreadable or
-too short video; one line on stderr naming the path), 1 the Snakemake dry run failed.
+too short video, a tampered exported run; one line on stderr naming the path), 1 the Snakemake dry
+run failed.
 """
 
 from __future__ import annotations
@@ -136,30 +140,75 @@ def _check_config(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- predict
 
 
+def _alerter(args: argparse.Namespace):
+    """The run `--run` names: an exported run (its own config) or the workflow's results tree."""
+    from vlalert.alerter import Alerter
+    from vlalert.run_package import is_packaged_run
+
+    if is_packaged_run(args.run):
+        if args.config is not None:
+            raise ConfigError(f"{args.run}: an exported run carries its own config: leave --config out")
+        seeds = [args.seed] if args.seed is not None else None
+        return Alerter.from_run(args.run, seeds=seeds, device=args.device, verbose=args.verbose)
+    cfg = _load(args.config or DEFAULT_CONFIG)
+    seed = args.seed if args.seed is not None else cfg.heads.seeds[0]
+    return Alerter.from_results(args.run, cfg, seeds=[seed], device=args.device, verbose=args.verbose)
+
+
 def _predict(args: argparse.Namespace) -> int:
-    from vlalert.predict import PredictError, predict_video, summary_line
+    from vlalert.predict import PredictError, expand_videos, output_prefixes, summary_line
+
+    try:
+        videos = expand_videos(args.video)
+        prefixes = output_prefixes(videos, args.out, args.out_dir)
+        alerter = _alerter(args)
+        clips = alerter.iter_predict(videos, fps=args.fps, progress=sys.stderr.isatty())
+        for clip, prefix in zip(clips, prefixes, strict=True):
+            result = alerter.write(clip, prefix, args.format)
+            print(f"{clip.video}: {summary_line(result)}")
+            print(f"wrote {result.table_path}")
+            print(f"wrote {result.png_path}")
+    except (ConfigError, OSError) as err:
+        return _fail(_one_line(err))
+    except PredictError as err:
+        return _fail(str(err))
+    return 0
+
+
+# ----------------------------------------------------------------------------- export-run
+
+
+def _export_run(args: argparse.Namespace) -> int:
+    from vlalert.run_package import RunPackageError, export_run, read_manifest
 
     try:
         cfg = _load(args.config)
+        out = export_run(
+            args.results,
+            args.run,
+            args.out,
+            cfg,
+            seeds=args.seeds,
+            revision=args.revision,
+            allow_unpinned=args.allow_unpinned,
+        )
+        manifest = read_manifest(out)
     except (ConfigError, OSError) as err:
         return _fail(_one_line(err))
-    try:
-        result = predict_video(
-            args.video,
-            args.run,
-            cfg,
-            seed=args.seed,
-            out_prefix=args.out,
-            fmt=args.format,
-            fps=args.fps,
-            device=args.device,
-            progress=sys.stderr.isatty(),
-        )
-    except PredictError as err:
+    except RunPackageError as err:
         return _fail(str(err))
-    print(f"{args.video}: {summary_line(result)}")
-    print(f"wrote {result.table_path}")
-    print(f"wrote {result.png_path}")
+    ref = manifest["model"]
+    model = (
+        ref["path"]
+        if ref["source"] == "directory"
+        else f"{ref['name_or_path']}@{ref['revision'] or 'UNPINNED'}"
+    )
+    seeds = ", ".join(map(str, manifest["seeds"]))
+    print(
+        f"exported run {manifest['run']!r} to {out}: model {model}, seeds {seeds}, "
+        f"{len(manifest['files'])} files"
+    )
+    print(f"use it: vlalert predict VIDEO --run {out}   (Python: Alerter.from_run({str(out)!r}))")
     return 0
 
 
@@ -190,22 +239,99 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.set_defaults(func=_check_config)
 
-    pred = sub.add_parser("predict", help="run a trained run on a video: per-tick table and timeline PNG")
-    pred.add_argument("video", help="a video file (mp4, ...) or a folder of frame images (needs --fps)")
-    pred.add_argument("--run", required=True, metavar="RESULTS_DIR", help="the workflow's results directory")
-    pred.add_argument("--config", default=DEFAULT_CONFIG, help=f"workflow config (default: {DEFAULT_CONFIG})")
-    pred.add_argument("--seed", type=int, default=None, help="heads seed (default: the first in heads.seeds)")
+    pred = sub.add_parser(
+        "predict", help="run a trained run on videos: per-tick table and timeline PNG for each"
+    )
     pred.add_argument(
-        "--out", default=None, metavar="OUT_PREFIX", help="writes OUT_PREFIX.{parquet,csv} and OUT_PREFIX.png"
+        "video",
+        nargs="+",
+        help="video files (mp4, ...), folders of frame images (need --fps), or quoted glob patterns "
+        '("videos/*.mp4", "**" reaches into folders)',
+    )
+    pred.add_argument(
+        "--run",
+        required=True,
+        metavar="RUN",
+        help="a run exported with `vlalert export-run`, or the workflow's results directory",
+    )
+    pred.add_argument(
+        "--config",
+        default=None,
+        help=f"workflow config of a results directory (default: {DEFAULT_CONFIG}); "
+        "an exported run carries its own",
+    )
+    pred.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="heads seed (default: the mean over every seed of an exported run; the first in "
+        "heads.seeds of a results directory)",
+    )
+    pred.add_argument(
+        "--out",
+        default=None,
+        metavar="OUT_PREFIX",
+        help="one video: writes OUT_PREFIX.{parquet,csv} and OUT_PREFIX.png",
+    )
+    pred.add_argument(
+        "--out-dir",
+        default=None,
+        metavar="DIR",
+        help="writes DIR/<video name>.vlalert.{parquet,csv,png} for each video "
+        "(default: the working directory)",
     )
     pred.add_argument(
         "--format", choices=("parquet", "csv"), default="parquet", help="per-tick table (default: parquet)"
     )
     pred.add_argument("--fps", type=float, default=None, help="frame rate of a frame folder")
     pred.add_argument(
-        "--device", choices=("auto", "cpu", "cuda"), default=None, help="default: cache.device of the config"
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default=None,
+        help="default: cache.device of the run's config",
+    )
+    pred.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show the libraries' own warnings, log lines and loading bars (hidden by default)",
     )
     pred.set_defaults(func=_predict)
+
+    export = sub.add_parser(
+        "export-run",
+        help="copy a trained run into a self-contained folder (model or its pinned hub reference, adapter, "
+        "heads of every seed, config, model card) that `predict` and `Alerter.from_run` use on their own",
+    )
+    export.add_argument("results", metavar="RESULTS", help="the workflow's results directory holding the run")
+    export.add_argument("out", metavar="OUT", help="the new folder to write (must not exist, or be empty)")
+    export.add_argument(
+        "--run", default=None, metavar="NAME", help="the run to export (default: the config's run)"
+    )
+    export.add_argument(
+        "--config",
+        default=DEFAULT_CONFIG,
+        help=f"the config the run was trained with (default: {DEFAULT_CONFIG})",
+    )
+    export.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="heads seeds to include (default: every seed in heads.seeds)",
+    )
+    export.add_argument(
+        "--revision",
+        default=None,
+        metavar="COMMIT",
+        help="the hub revision a hub model was trained with (default: model.revision of the config, if any)",
+    )
+    export.add_argument(
+        "--allow-unpinned",
+        action="store_true",
+        help="export a hub model without a revision (recorded as unpinned: it loads whatever "
+        "the hub holds when used)",
+    )
+    export.set_defaults(func=_export_run)
 
     conv = sub.add_parser(
         "convert-badas",

@@ -26,6 +26,7 @@ from vlalert.beliefs.text import parse_belief_text, parse_generation, target_tex
 from vlalert.config import validate_config
 from vlalert.labels import label_source
 from vlalert.schemas import check_table, table_from_rows
+from vlalert.stage_config import BeliefsSlice
 from vlalert.synthetic.truth import read_scene_truth
 
 
@@ -143,6 +144,14 @@ def test_one_row_per_trainable_tick(source, beliefs):
     assert beliefs.column("model").null_count == len(want)
     keys = list(zip(beliefs.column("video_id").to_pylist(), beliefs.column("tick").to_pylist(), strict=True))
     assert keys == sorted(keys)
+
+
+def test_the_beliefs_slice_stands_in_for_the_config(source, cfg, beliefs):
+    """The beliefs script hands its slice where generate_beliefs takes the workflow config."""
+    videos, labels = source
+    job = BeliefsSlice.of(cfg, "mix")
+    job = BeliefsSlice.from_params(job.tracked(), job.untracked())
+    assert generate_beliefs(labels, videos, job, scene_truth=SCENE_TRUTH).equals(beliefs)
 
 
 def test_hand_computed_beliefs(beliefs):

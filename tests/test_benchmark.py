@@ -10,6 +10,7 @@ from vlalert.config import SPLITS, WorkflowConfig
 from vlalert.labels import label_source
 from vlalert.schemas import read_table, table_from_rows, write_table
 from vlalert.splits import assign_split
+from vlalert.stage_config import BenchmarkSlice, RelabelSlice
 
 
 def make_cfg(tmp_path):
@@ -167,6 +168,20 @@ def test_manifest_counts_match_tables(tmp_path):
     assert manifest["config"]["labels"]["alert_s"] == 2.0
     assert manifest["config"]["sources"]["dota"]["gate_provider"] == ["consensus"]
     json.dumps(manifest)  # serialisable as is
+
+
+def test_the_relabel_and_benchmark_slices_stand_in_for_the_config(tmp_path):
+    """The scripts hand their slice where label_source and build_benchmark take the workflow config:
+    the same tables and manifest, and reading a key outside the slice would fail."""
+    cfg = make_cfg(tmp_path)
+    labels, videos, rejected = corpus(cfg)
+    for s, v in videos.items():
+        given = RelabelSlice.of(cfg, s)
+        job = RelabelSlice.from_params(given.tracked(), given.untracked())
+        assert label_source(v, high_gate(v), s, job).equals(labels[s])
+    job = BenchmarkSlice.of(cfg)
+    job = BenchmarkSlice.from_params(job.tracked(), job.untracked())
+    assert build_benchmark(labels, videos, rejected, job) == build_benchmark(labels, videos, rejected, cfg)
 
 
 def test_prefix_and_no_event_rows(tmp_path):

@@ -7,6 +7,7 @@ import pytest
 from vlalert.config import ConfigError, WorkflowConfig, validate_config
 from vlalert.gate import gate_scores
 from vlalert.schemas import check_table, table_from_rows
+from vlalert.stage_config import GateSlice
 
 
 def clip(vid, n_frames=301, fps=30.0, meta=None, ego=True):
@@ -120,6 +121,20 @@ def consensus_row(alert, collision, involved):
         # seconds of the clip, as ingest writes them after moving the CSV's clock to the video's
         "consensus_s": {"Time-of-alert": alert, "Time-of-collision": collision},
     }
+
+
+def test_the_gate_slice_stands_in_for_the_source_and_the_config(tmp_path):
+    """The gate script hands its slice where gate_scores takes the source and the workflow config."""
+    truth = tmp_path / "scene_truth.json"
+    ttc = timeline(lambda t: round(7.0 - t, 6) if 1.0 <= t < 7.0 else None)
+    write_scene(truth, {"other": {"ego_involved": True, "t_risky_s": 5.0, "t_event_s": 7.0, "timeline": ttc}})
+    src, cfg = make(tmp_path, ["consensus", "scene"], consensus="c.csv", scene_truth=str(truth))
+    videos = table_from_rows("videos", [clip("ego", meta=consensus_row(5.0, 7.0, "yes")), clip("other")])
+    expected = gate_scores(videos, cfg.gate_chain("dota"), src, cfg)
+    assert set(expected.column("provider").to_pylist()) == {"consensus", "scene"}
+    job = GateSlice.of(cfg, "dota")
+    job = GateSlice.from_params(job.tracked(), job.untracked())
+    assert gate_scores(videos, job.provider, job.source, job).equals(expected)
 
 
 def test_consensus_provider(tmp_path):

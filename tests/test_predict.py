@@ -29,8 +29,10 @@ from vlalert.predict import (
     PredictError,
     RunPaths,
     csv_ready,
+    expand_videos,
     missing_run_file,
     output_paths,
+    output_prefixes,
     plan_ticks,
     predict_video,
     predictions_table,
@@ -167,6 +169,35 @@ def test_timeline_draws_probabilities_and_both_action_strips():
     gids = {c.get_gid() for c in ax_a.collections}
     assert {"strip-action-SILENT", "strip-action-OBSERVE", "strip-action-ALERT"} <= gids
     assert {"strip-vlm_action-ALERT", "strip-vlm_action-none", "strip-vlm_action-OBSERVE"} <= gids
+
+
+def test_expand_videos_keeps_paths_and_expands_patterns(tmp_path):
+    for name in ("b.mp4", "a.mp4", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "c.mp4").write_bytes(b"")
+    assert expand_videos(tmp_path / "b.mp4") == [tmp_path / "b.mp4"]
+    assert expand_videos(str(tmp_path / "*.mp4")) == [tmp_path / "a.mp4", tmp_path / "b.mp4"]
+    nested = expand_videos([str(tmp_path / "**" / "*.mp4"), tmp_path / "a.mp4"])
+    assert nested == [tmp_path / "a.mp4", tmp_path / "b.mp4", tmp_path / "sub" / "c.mp4"]  # a.mp4 once
+    assert expand_videos(["missing.mp4"]) == [Path("missing.mp4")]  # opening it says what is wrong
+    with pytest.raises(PredictError, match=r"\*\.avi: no file matches this pattern"):
+        expand_videos([str(tmp_path / "*.avi")])
+    with pytest.raises(PredictError, match="no video given"):
+        expand_videos([])
+
+
+def test_output_prefixes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert output_prefixes(["x/a.mp4"], out="o/clip") == [Path("o/clip")]
+    assert output_prefixes(["x/a.mp4", "y/b.mp4"]) == [tmp_path / "a.vlalert", tmp_path / "b.vlalert"]
+    assert output_prefixes(["x/a.mp4"], out_dir="d") == [Path("d") / "a.vlalert"]
+    with pytest.raises(PredictError, match="use --out-dir"):
+        output_prefixes(["a.mp4", "b.mp4"], out="o")
+    with pytest.raises(PredictError, match="exclude each other"):
+        output_prefixes(["a.mp4"], out="o", out_dir="d")
+    with pytest.raises(PredictError, match=r"^y/a\.mp4: would overwrite the outputs of x/a\.mp4"):
+        output_prefixes([Path("x/a.mp4"), Path("y/a.mp4")], out_dir="d")
 
 
 # ----------------------------------------------------------------------------- end to end

@@ -44,6 +44,7 @@ from vlalert.predict import (
     expand_videos,
     library_output,
     missing_run_file,
+    one_line,
     run_paths,
     write_outputs,
 )
@@ -120,7 +121,7 @@ class Alerter:
             try:
                 config = load_config(config)
             except ConfigError as err:
-                raise PredictError("; ".join(str(err).split("\n"))) from None
+                raise PredictError(one_line(err)) from None
         runs = [run_paths(config, results, s) for s in (config.heads.seeds if seeds is None else seeds)]
         for paths in runs:
             if problem := missing_run_file(paths, model_is_tiny=config.model.is_tiny):

@@ -608,6 +608,16 @@ def _first_line(err: BaseException) -> str:
     return lines[0] if lines else type(err).__name__
 
 
+def one_line(err: BaseException) -> str:
+    """A multi-line error (a config's list of keys) as one line: "head: a; b"."""
+    parts = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    if not parts:
+        return type(err).__name__
+    if parts[0].endswith(":") and len(parts) > 1:
+        return f"{parts[0]} {'; '.join(parts[1:])}"
+    return "; ".join(parts)
+
+
 def write_outputs(
     predictor: Predictor,
     video: str | os.PathLike[str],

@@ -46,7 +46,7 @@ from typing import Any
 
 from vlalert.config import ConfigError, WorkflowConfig, validate_config
 from vlalert.layout import HeadFiles, Layout
-from vlalert.predict import PredictError, RunPaths, missing_run_file, run_paths
+from vlalert.predict import PredictError, RunPaths, missing_run_file, one_line, run_paths
 
 FORMAT = "vlalert-run"
 FORMAT_VERSION = 1
@@ -96,17 +96,7 @@ def _run_config(cfg: WorkflowConfig, run: str | None, results: Path) -> Workflow
     try:
         return validate_config(raw)
     except ConfigError as err:
-        raise RunPackageError(f"--run {run!r}: {_one_line(err)}") from None
-
-
-def _one_line(err: BaseException) -> str:
-    """A multi-line error (a config's list of keys) as one line: "head: a; b"."""
-    parts = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
-    if not parts:
-        return type(err).__name__
-    if parts[0].endswith(":") and len(parts) > 1:
-        return f"{parts[0]} {'; '.join(parts[1:])}"
-    return "; ".join(parts)
+        raise RunPackageError(f"--run {run!r}: {one_line(err)}") from None
 
 
 def _model_reference(
@@ -150,7 +140,7 @@ def _rewrite_adapter_config(path: Path, model_ref: dict[str, Any]) -> None:
     try:
         conf = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise RunPackageError(f"{path}: cannot read the adapter config: {_one_line(err)}") from None
+        raise RunPackageError(f"{path}: cannot read the adapter config: {one_line(err)}") from None
     if model_ref["source"] == "directory":
         conf["base_model_name_or_path"] = MODEL_REF
         conf["revision"] = None
@@ -425,7 +415,7 @@ def read_manifest(folder: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise RunPackageError(f"{path}: unreadable manifest: {_one_line(err)}") from None
+        raise RunPackageError(f"{path}: unreadable manifest: {one_line(err)}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise RunPackageError(f"{path}: not a {FORMAT} manifest")
     version = manifest.get("format_version")
@@ -492,7 +482,7 @@ def resolve_model(folder: Path, ref: dict[str, Any]) -> str:
     except Exception as err:  # offline, unknown revision, no access: the hub says which
         raise RunPackageError(
             f"{folder / MANIFEST}: cannot get model {ref['name_or_path']} at revision {ref['revision']}: "
-            f"{_one_line(err)}"
+            f"{one_line(err)}"
         ) from None
 
 
@@ -502,7 +492,7 @@ def _check_adapter(folder: Path, adapter: Path, ref: dict[str, Any]) -> None:
     try:
         base = json.loads(conf_path.read_text(encoding="utf-8")).get("base_model_name_or_path")
     except (OSError, ValueError) as err:
-        raise RunPackageError(f"{conf_path}: unreadable adapter config: {_one_line(err)}") from None
+        raise RunPackageError(f"{conf_path}: unreadable adapter config: {one_line(err)}") from None
     want = ref.get("path") if ref.get("source") == "directory" else ref.get("name_or_path")
     if base != want:
         raise RunPackageError(
@@ -521,7 +511,7 @@ def load_run(folder: str | os.PathLike[str], *, verify: bool = True) -> Packaged
     try:
         cfg = validate_config(manifest["config"])
     except ConfigError as err:
-        raise RunPackageError(f"{folder / MANIFEST}: config: {_one_line(err)}") from None
+        raise RunPackageError(f"{folder / MANIFEST}: config: {one_line(err)}") from None
     _check_facts(folder, manifest, cfg)
     ref = manifest["model"]
     adapter = None

@@ -115,3 +115,17 @@ def test_a_job_runs_without_its_reserve_when_the_disk_is_already_full(tmp_path, 
     text = log.read_text()
     assert "INFO vlalert: working" in text and "ValueError: bad row" in text
     assert sorted(p.name for p in tmp_path.iterdir()) == ["job.log"]
+
+
+def test_a_progress_bar_lands_in_the_log_as_lines_not_carriage_returns(tmp_path):
+    from tqdm import tqdm
+
+    log = tmp_path / "cache.log"
+    with job_logging(log):
+        for _ in tqdm(range(300), desc="cache test", unit="tick", mininterval=0):
+            pass
+    text = log.read_text()
+    assert "\r" not in text
+    bar = [line for line in text.splitlines() if line.startswith("cache test")]
+    assert bar[-1].startswith("cache test: 100%") and "300/300" in bar[-1]
+    assert len(bar) <= 3  # the first frame, at most one periodic line, the final frame

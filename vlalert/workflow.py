@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from vlalert.config import ConfigError, WorkflowConfig
+from vlalert.log_lines import ProgressLines
 from vlalert.stage_config import StageSlice, slice_of
 
 # Rule script (workflow/scripts/<name>.py) -> the vlalert modules it runs, relative to the package:
@@ -241,13 +242,19 @@ def _failure_lines(err: BaseException) -> list[str]:
 def job_logging(log_path: str | Path) -> Iterator[logging.Logger]:
     """Send logging, warnings and progress bars (stderr) of one job to its rule's log file.
 
+    Progress bars arrive as one line per interval with their rate and ETA (vlalert.log_lines).
+
     Every way a job can fail ends up in that file: an exception with its traceback (a full disk
     named as such), and a `SystemExit` with its message.
     """
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     ballast = _reserve_space(log_path.with_name(f".{log_path.name}.reserve"))
-    with open(log_path, "w") as fh, contextlib.redirect_stderr(fh):
+    with (
+        open(log_path, "w") as fh,
+        contextlib.closing(ProgressLines(fh)) as stderr_lines,  # bars as periodic lines, not \r frames
+        contextlib.redirect_stderr(stderr_lines),
+    ):
         handler = logging.StreamHandler(fh)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root = logging.getLogger()

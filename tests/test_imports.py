@@ -64,7 +64,17 @@ STAGES: tuple[tuple[int, tuple[str, ...]], ...] = (
     (10, ("vlalert.baselines", "vlalert.score", "vlalert.summary", "vlalert.report")),
     # predict's Predictor is the one inference path; run_package (export-run) and alerter (the Python
     # API) build on it, the CLI on all three
-    (11, ("vlalert.predict", "vlalert.run_package", "vlalert.alerter", "vlalert.cli", "vlalert.workflow")),
+    (
+        11,
+        (
+            "vlalert.predict",
+            "vlalert.predict_outputs",
+            "vlalert.run_package",
+            "vlalert.alerter",
+            "vlalert.cli",
+            "vlalert.workflow",
+        ),
+    ),
 )
 
 

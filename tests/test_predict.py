@@ -28,18 +28,16 @@ from vlalert.predict import (
     PREDICTIONS,
     PredictError,
     RunPaths,
-    csv_ready,
     expand_videos,
     missing_run_file,
-    output_paths,
     output_prefixes,
     plan_ticks,
     predict_video,
     predictions_table,
     run_paths,
-    timeline_figure,
     vlm_action_names,
 )
+from vlalert.predict_outputs import csv_ready, output_paths, timeline_figure
 from vlalert.ticks import tick_times, window_frames
 from vlalert.video import read_frames
 

@@ -36,7 +36,6 @@ import pyarrow as pa
 
 from vlalert.config import ConfigError, WorkflowConfig, load_config
 from vlalert.predict import (
-    OutputFormat,
     PredictError,
     Predictor,
     PredictResult,
@@ -48,6 +47,7 @@ from vlalert.predict import (
     run_paths,
     write_outputs,
 )
+from vlalert.predict_outputs import OutputFormat
 
 if TYPE_CHECKING:
     from vlalert.run_package import PackagedRun

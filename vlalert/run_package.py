@@ -32,6 +32,10 @@ Loading (`load_run`) checks the format, that every listed file is there with its
 (`verify=False` skips the hashes), that no unlisted file sits in model/, adapter/ or heads/ (an extra
 weight file would change what loads), that the adapter names the same base model as run.json, and
 validates the config: each problem is a `RunPackageError` whose one line names the file.
+
+Why one module of ~540 lines: it is the format, written and read; the writer and the checks of the
+reader must name the same manifest fields, files and folders, and a change to one is a change to
+the other (and to FORMAT_VERSION).
 """
 
 from __future__ import annotations

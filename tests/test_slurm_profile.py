@@ -52,6 +52,16 @@ def test_profile_takes_site_settings_from_the_environment_only():
     assert site["default-resources"]["slurm_partition"] == "cpu"
 
 
+def test_gpu_rules_go_to_the_gpu_partition_and_sft_stays_on_one_node():
+    bare = load_profile({})["set-resources"]
+    assert bare == {"sft": {"nodes": 1}}  # torchrun --standalone: every rank on one node
+    gpu = load_profile({"VLALERT_SLURM_PARTITION": "cpu", "VLALERT_SLURM_GPU_PARTITION": "gpu-a100"})
+    for rule in ("sft", "cache_shard", "gate"):
+        assert gpu["set-resources"][rule]["slurm_partition"] == "gpu-a100"
+    assert gpu["set-resources"]["sft"]["nodes"] == 1
+    assert gpu["default-resources"]["slurm_partition"] == "cpu"  # every other rule
+
+
 def run(workdir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir)]
     cmd += ["--configfile", str(REPO / "config" / "config.yaml"), *args]

@@ -21,6 +21,7 @@ from vlalert.heads.train import (
     class_weights,
     clip_sampling_weights,
     epoch_order,
+    fit,
     load_head,
     loss_weights,
     lr_at,
@@ -173,3 +174,60 @@ def test_config_rejects_bad_values():
         HeadsTrainConfig(epoch=3)
     with pytest.raises(ValueError, match="unknown head"):
         train_head("value", 1, "x", "x", "x", "x", CFG, "x")
+
+
+def test_keep_last_saves_the_last_epoch_not_the_best(data, tmp_path):
+    cfg = CFG.model_copy(update={"epochs": 12, "patience": 12, "keep": "last"})
+    metrics = _train(data, "danger", 1, tmp_path / "last", cfg, val=("odd_cache", "odd_labels"))
+    best = _train(
+        data,
+        "danger",
+        1,
+        tmp_path / "best",
+        cfg.model_copy(update={"keep": "best"}),
+        val=("odd_cache", "odd_labels"),
+    )
+    assert metrics["kept_epoch"] == metrics["epochs_run"] - 1 == 11 and not metrics["stopped_early"]
+    assert best["kept_epoch"] == best["best_epoch"] < 11  # the odd val split stops improving early
+    w_last = load_file(tmp_path / "last" / "model.safetensors")
+    w_best = load_file(tmp_path / "best" / "model.safetensors")
+    assert any(not torch.equal(w_last[k], w_best[k]) for k in w_last)
+
+
+@pytest.mark.parametrize("head", ["danger", "policy"])
+def test_input_scale_is_the_train_splits_and_is_saved_with_the_head(data, tmp_path, head):
+    _train(data, head, 1, tmp_path)
+    model, _ = load_head(tmp_path)
+    clips = load_clips(data["train_cache"], data["train_labels"], vectors=("z" if head == "danger" else "r",))
+    x = np.asarray((clips.z if head == "danger" else clips.r)[clips.rows], dtype=np.float64)
+    scale = model.input_scale
+    np.testing.assert_allclose(scale.mean.numpy(), x.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(scale.std.numpy(), x.std(0), rtol=1e-4, atol=1e-5)
+    off = HeadsTrainConfig(**{**CFG.model_dump(), "standardize": False})
+    _train(data, head, 1, tmp_path / "off", off)
+    plain, _ = load_head(tmp_path / "off")
+    assert torch.equal(plain.input_scale.mean, torch.zeros_like(plain.input_scale.mean))
+    assert torch.equal(plain.input_scale.std, torch.ones_like(plain.input_scale.std))
+
+
+def test_a_feature_on_a_huge_scale_does_not_change_what_the_head_learns():
+    """Standardised inputs: rescaling and shifting every feature (one by 1000x, as an LLM's massive
+    activations are) gives the same head, up to float rounding."""
+    from vlalert.heads.data import build_clips
+
+    cache, labels = synthetic_split(24, HIDDEN, 5)
+    clips = build_clips(cache, labels)
+    rng = np.random.default_rng(0)
+    a = rng.uniform(0.5, 2.0, 4 * HIDDEN).astype(np.float32)
+    a[3] = 1000.0
+    b = rng.normal(0, 3, 4 * HIDDEN).astype(np.float32)
+    scaled = clips.__class__(**{**clips.__dict__, "z": (np.asarray(clips.z, np.float32) * a + b)})
+    plain = clips.__class__(**{**clips.__dict__, "z": np.asarray(clips.z, np.float32)})
+    cfg = CFG.model_copy(update={"epochs": 3, "patience": 3})
+    m1, *_ = fit("danger", 1, plain, plain, cfg)
+    m2, *_ = fit("danger", 1, scaled, scaled, cfg)
+    zt = torch.from_numpy(np.asarray(plain.z[plain.rows[:30]], np.float32)).unsqueeze(0)
+    zs = torch.from_numpy(np.asarray(scaled.z[scaled.rows[:30]], np.float32)).unsqueeze(0)
+    mask = torch.ones(zt.shape[:2], dtype=torch.bool)
+    with torch.no_grad():
+        np.testing.assert_allclose(m1(zt, mask)[0].numpy(), m2(zs, mask)[0].numpy(), rtol=1e-3, atol=1e-3)

@@ -75,6 +75,11 @@ class HeadsTrainConfig(StrictModel):
     epochs: int = Field(30, ge=1)  # maximum; early stopping usually ends sooner
     patience: int = Field(5, ge=1)  # epochs without a val-loss improvement of min_delta before stopping
     min_delta: float = Field(0.0, ge=0)
+    # The weights saved: "best", those of the epoch with the lowest val loss; "last", those of the last
+    # epoch run (a val split too small to rank epochs by its loss: the demo's has 35 ticks).
+    keep: Literal["best", "last"] = "best"
+    # Scale each input feature by the train split's mean and std before the heads (heads/standardize.py).
+    standardize: bool = True
     batch_clips: int = Field(32, ge=1)  # clips per optimiser step (a clip is a padded tick sequence)
     lr: float = Field(3e-4, gt=0)
     weight_decay: float = Field(0.01, ge=0)

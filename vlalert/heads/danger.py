@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlalert.heads.config import DangerHeadConfig
+from vlalert.heads.standardize import Standardize
 
 
 class PMA(nn.Module):
@@ -43,8 +44,10 @@ class DangerHead(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.z_dim = z_dim
-        # LayerNorm first: z concatenates four layers whose activation scales differ by orders of magnitude.
+        # Per-feature scale of the train split (heads/standardize.py), then LayerNorm: z concatenates
+        # four layers whose activation scales differ by orders of magnitude.
         self.encoder = nn.Sequential(
+            Standardize(z_dim),
             nn.LayerNorm(z_dim),
             nn.Linear(z_dim, cfg.mlp_hidden),
             nn.GELU(),
@@ -62,6 +65,10 @@ class DangerHead(nn.Module):
         pooled = self.pma(emb, mask)
         clip_logits = self.clip_out(pooled.flatten(1)).squeeze(-1)
         return tick_logits, clip_logits
+
+    @property
+    def input_scale(self) -> Standardize:
+        return self.encoder[0]
 
 
 def danger_loss(

@@ -17,6 +17,7 @@ from torch import nn
 
 from vlalert.heads import fsm
 from vlalert.heads.config import FSMConfig, PolicyHeadConfig
+from vlalert.heads.standardize import Standardize
 
 
 class PolicyHead(nn.Module):
@@ -26,8 +27,12 @@ class PolicyHead(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.r_dim = r_dim
-        self.proj = nn.Sequential(
-            nn.LayerNorm(r_dim), nn.Linear(r_dim, cfg.proj), nn.GELU(), nn.Dropout(cfg.dropout)
+        self.proj = nn.Sequential(  # per-feature train scale (heads/standardize.py), then LayerNorm
+            Standardize(r_dim),
+            nn.LayerNorm(r_dim),
+            nn.Linear(r_dim, cfg.proj),
+            nn.GELU(),
+            nn.Dropout(cfg.dropout),
         )
         self.action_embed = nn.Embedding(4, cfg.action_embed)
         self.gru = nn.GRU(
@@ -52,6 +57,10 @@ class PolicyHead(nn.Module):
         x = torch.cat([r_proj, self.action_embed(prev_actions)], dim=-1)
         y, h_n = self.gru(x, h0)
         return self.out(self.drop(y)), h_n
+
+    @property
+    def input_scale(self) -> Standardize:
+        return self.proj[0]
 
 
 def teacher_prev_actions(actions: torch.Tensor) -> torch.Tensor:

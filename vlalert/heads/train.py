@@ -313,7 +313,10 @@ def fit(
         raise ValueError(f"train and val caches differ in width: {in_dim} vs {val_dim}")
     torch.manual_seed(seed)
     device = torch.device(cfg.device)
-    model = build_head(kind, cfg, in_dim).to(device)
+    model = build_head(kind, cfg, in_dim)
+    if cfg.standardize:
+        model.input_scale.fit_(train.z if kind == "danger" else train.r, train.rows)
+    model = model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     weights = loss_weights(train, cfg)
     order_gen = torch.Generator().manual_seed(seed)
@@ -363,12 +366,16 @@ def fit(
                 logger.info("%s head, seed %d: stopped early, best epoch %d", kind, seed, best_epoch + 1)
                 break
     assert best_state is not None  # epoch 0 always improves on +inf unless val_loss is nan
-    model.load_state_dict(best_state)
+    if cfg.keep == "best":
+        model.load_state_dict(best_state)
+    else:  # the last epoch's weights, and its val metrics beside the best epoch's number
+        best_eval = ev
     metrics: dict[str, Any] = {
         "head": kind,
         "seed": seed,
         "best_epoch": best_epoch,
         "best_val_loss": best_loss,
+        "kept_epoch": best_epoch if cfg.keep == "best" else len(log) - 1,
         "epochs_run": len(log),
         "stopped_early": len(log) < cfg.epochs,
         "train_seconds": time.perf_counter() - started,

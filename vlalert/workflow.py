@@ -51,7 +51,15 @@ _TICKS = ("labels", "splits", "ticks", *_TABLES)
 _BELIEFS = ("beliefs", "video", *_TICKS)
 # the heads package less heads.synthetic (test and benchmark data, built on the label rule)
 _HEADS = (
-    *("heads.config", "heads.danger", "heads.data", "heads.fsm", "heads.policy", "heads.train"),
+    *(
+        "heads.config",
+        "heads.danger",
+        "heads.data",
+        "heads.fsm",
+        "heads.policy",
+        "heads.standardize",
+        "heads.train",
+    ),
     *("cache.store", *_TABLES),
 )
 _SCORES = ("score", "baselines", "summary", "metrics", *_HEADS, *_BELIEFS)

@@ -203,6 +203,17 @@ def test_a_generation_without_a_span_falls_back_to_all_generated_tokens(tiny):
         assert _rel(v.r, hs[POLICY][0, -1].numpy()) <= TOL
 
 
+def test_generation_uses_no_deprecated_transformers_argument(tiny):
+    """The cached hidden pass hands the KV cache on as `cache=`: no FutureWarning reaches a job log."""
+    import warnings
+
+    model, tok = tiny
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        vecs = generate_batch(_extractor(model, tok, "cached", max_new=4), _examples(tok, with_target=False))
+    assert all(v.n_generated_tokens == 4 for v in vecs)
+
+
 def test_run_examples_returns_results_in_input_order(tiny):
     model, tok = tiny
     examples = _examples(tok, with_target=True)

@@ -225,13 +225,13 @@ def generate_batch(ex: Extractor, examples: Sequence[Mapping[str, Any]]) -> list
     )
     text = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
     position_ids = torch.cat([text[None], rope], dim=0)[:, :, width - 1 :]
-    cache = out.past_key_values
+    cache = out.cache  # transformers 5: `cache` (formerly past_key_values)
     cache.crop(-(cache.get_seq_length() - (width - 1)))  # keep the prompt up to its last token
     cont = model(
         input_ids=seqs[:, width - 1 :],
         attention_mask=mask,
         position_ids=position_ids,
-        past_key_values=cache,
+        cache=cache,
         output_hidden_states=True,
         use_cache=True,
         logits_to_keep=1,

@@ -20,9 +20,11 @@ rows train on top as above. It needs CUDA and bitsandbytes; `require_qlora` says
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -30,6 +32,17 @@ import torch
 from vlalert.beliefs.text import SPECIAL_TOKENS
 from vlalert.vlm.config import SFTConfig
 from vlalert.vlm.loading import _init_new_rows, _tokenizer_with_specials, load_model, require_safetensors
+
+
+@contextlib.contextmanager
+def _peft_wrapping() -> Iterator[None]:
+    """peft reads transformers' deprecated `is_gradient_checkpointing` while it wraps a model: a
+    FutureWarning about peft's own code, which a user can do nothing about; every other warning passes."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning
+        )
+        yield
 
 
 def lora_target_regex(modules: Sequence[str]) -> str:
@@ -82,7 +95,8 @@ def wrap_lora(model: Any, cfg: SFTConfig, token_ids: Sequence[int]) -> Any:
         bias="none",
         trainable_token_indices=token_indices,
     )
-    peft_model = get_peft_model(model, lora)
+    with _peft_wrapping():
+        peft_model = get_peft_model(model, lora)
     for p in peft_model.parameters():
         if p.requires_grad and p.dtype != torch.float32:
             p.data = p.data.float()
@@ -155,7 +169,8 @@ def attach_adapter(model: Any, adapter_dir: str | os.PathLike[str]) -> Any:
     from peft import PeftModel
 
     require_safetensors(adapter_dir, "adapter")
-    return PeftModel.from_pretrained(model, str(adapter_dir))
+    with _peft_wrapping():
+        return PeftModel.from_pretrained(model, str(adapter_dir))
 
 
 def load_adapted_model(

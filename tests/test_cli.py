@@ -255,7 +255,20 @@ def test_predict_keeps_library_warnings_out(run, exported, tmp_path):
     assert res.stderr == "" and "3 ticks" in res.stdout
 
 
-def test_verbose_lets_the_libraries_warn(run, exported, recwarn, tmp_path):
+def test_verbose_lets_the_libraries_warn(run, exported, recwarn, tmp_path, monkeypatch):
+    """A library that warns while the model loads (as transformers and peft do on a version change)
+    is silent by default and heard with --verbose."""
+    import warnings
+
+    from vlalert.cache import stage
+
+    real = stage.load_extractor
+
+    def warning_loader(*args, **kwargs):
+        warnings.warn("a library's deprecation notice", FutureWarning, stacklevel=1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(stage, "load_extractor", warning_loader)
     args = ["predict", str(run["video"]), "--run", str(exported["pkg"])]
     assert main([*args, "--out", str(tmp_path / "a")]) == 0
     assert [str(w.message) for w in recwarn] == []

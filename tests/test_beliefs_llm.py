@@ -420,9 +420,33 @@ def test_the_cap_holds_across_concurrent_source_jobs(tmp_path):
     assert {o.split()[0] for o, _ in outs} == {"budget"}  # every job stopped at the shared cap
     print(f"4 source jobs, cap ${cap:.4f}: paid ${paid:.4f} ({len(server.answered())} answers)")
     assert paid <= cap
-    assert paid >= cap - 2 * 0.0095  # and the cap was used, not stopped early
+    # and the cap was used, not stopped early: the jobs waited for the others' worst-case bookings to
+    # settle, and stopped only when what was paid left no room for one more worst case ($0.0095)
+    assert paid > cap - 0.0095
     ledger = SpendLedger.for_cache(tmp_path / "cache", cap, 60.0)
     assert ledger.total() == pytest.approx(paid)
+
+
+def test_a_booking_waits_for_requests_in_flight_to_settle(tmp_path):
+    """A booking that fits once another request settles at its actual cost waits for it, not stops."""
+    ledger = SpendLedger(tmp_path / "spend.sqlite", cap_usd=0.01, lease_s=60.0)
+    first = ledger.reserve("a" * 64, 0.006)
+    with pytest.raises(CapReached):  # no waiting asked for: the worst case in flight blocks it
+        ledger.reserve("b" * 64, 0.006)
+    settler = threading.Timer(0.3, lambda: ledger.settle(first, 0.003, 100))
+    settler.start()
+    second = ledger.reserve("b" * 64, 0.006, wait_s=30.0)
+    settler.join()
+    assert second.usd == pytest.approx(0.006)
+    assert ledger.total() == pytest.approx(0.009)
+    t0 = time.monotonic()
+    with pytest.raises(CapReached):  # the job is stopping: it does not wait
+        ledger.reserve("c" * 64, 0.006, wait_s=30.0, give_up=lambda: True)
+    assert time.monotonic() - t0 < 5.0
+    ledger.settle(second, 0.004, 100)
+    with pytest.raises(CapReached):  # settled alone leaves no room: stops at once
+        ledger.reserve("c" * 64, 0.006, wait_s=30.0)
+    assert time.monotonic() - t0 < 5.0
 
 
 def test_ledger_reserves_within_the_cap_and_reclaims_a_killed_job(tmp_path):

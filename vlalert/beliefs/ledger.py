@@ -84,12 +84,17 @@ BATCH_HOST = "batch"  # `host` of a Batch-API reservation: no process holds it
 
 
 class CapReached(Exception):
-    """A reservation would take the ledger past the cap; nothing was booked."""
+    """A reservation would take the ledger past the cap; nothing was booked.
 
-    def __init__(self, spent_usd: float, need_usd: float) -> None:
+    `pending_usd` is what live jobs' requests in flight hold reserved at their worst case; they
+    settle at their actual (lower) cost, so the booking may fit once they do.
+    """
+
+    def __init__(self, spent_usd: float, need_usd: float, pending_usd: float = 0.0) -> None:
         super().__init__(f"${spent_usd:.4f} spent or reserved, a request needs up to ${need_usd:.4f}")
         self.spent_usd = spent_usd
         self.need_usd = need_usd
+        self.pending_usd = pending_usd
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,14 @@ class _Tx:
 
     def max_prompt_tokens(self) -> int:
         return int(self.db.execute("SELECT COALESCE(MAX(prompt_tokens), 0) FROM spend").fetchone()[0])
+
+    def pending(self) -> float:
+        """USD reserved by requests of jobs in flight (not Batch-API bookings, which settle in hours)."""
+        row = self.db.execute(
+            "SELECT COALESCE(SUM(usd), 0) FROM spend WHERE state = 'reserved' AND host IS NOT ?",
+            (BATCH_HOST,),
+        ).fetchone()
+        return float(row[0])
 
 
 @dataclass
@@ -271,18 +284,47 @@ class SpendLedger:
             )
         return usd
 
-    def reserve(self, key: str, usd: float | Callable[[int], float]) -> Reservation:
+    def reserve(
+        self,
+        key: str,
+        usd: float | Callable[[int], float],
+        *,
+        wait_s: float = 0.0,
+        give_up: Callable[[], bool] | None = None,
+    ) -> Reservation:
         """Book `usd` for one request, or raise `CapReached` when total + usd would pass the cap.
 
         `usd` may be a function of the largest prompt (tokens) the ledger has seen answered, evaluated
         inside the booking's transaction (see `vlalert.beliefs.request.reserve_usd`).
+
+        With `wait_s` > 0, a booking that does not fit only because requests in flight (this job's
+        other threads, or other jobs) hold their worst case waits up to `wait_s` for them to settle
+        at their actual cost, instead of stopping the job while the cap still has room: without it,
+        jobs side by side stop early, each seeing the others' worst cases. It gives up at once when
+        the settled spend alone leaves no room, and when `give_up()` turns true.
         """
+        deadline = time.monotonic() + wait_s
+        pause = 0.02
+        while True:
+            try:
+                return self._reserve_once(key, usd)
+            except CapReached as err:
+                could_fit = err.spent_usd - err.pending_usd + err.need_usd <= self.cap + 1e-12
+                if not could_fit or err.pending_usd <= 0 or time.monotonic() >= deadline:
+                    raise
+                if give_up is not None and give_up():
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
+            self.reclaim()  # a job killed meanwhile: its bookings turn orphaned, no longer pending
+
+    def _reserve_once(self, key: str, usd: float | Callable[[int], float]) -> Reservation:
         now = time.time()
 
         def fn(tx: _Tx) -> Reservation:
             need = float(usd(tx.max_prompt_tokens()) if callable(usd) else usd)
             if tx.total + need > self.cap + 1e-12:
-                raise CapReached(tx.total, need)
+                raise CapReached(tx.total, need, tx.pending())
             cur = tx.db.execute(
                 "INSERT INTO spend (key, state, usd, host, pid, expires, created) "
                 "VALUES (?, 'reserved', ?, ?, ?, ?, ?)",

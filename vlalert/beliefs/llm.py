@@ -16,8 +16,9 @@ tick's label, and the reply is asked for as structured output (`TickReply` JSON 
   beliefs job sharing the cache books its spend in one ledger (`vlalert.beliefs.ledger`), reserving
   a request's worst-case cost before it is sent and settling to the actual cost after, so the
   total of all jobs never passes max_cost_usd (cached answers count once, so killing and resuming
-  cannot pay past it either). A request that cannot be reserved is not sent and
-  `BudgetExceeded` carries the partial result;
+  cannot pay past it either). A request that does not fit while others are in flight waits for
+  them to settle (their actual cost is below the worst case booked); one that cannot fit on what
+  is settled is not sent and `BudgetExceeded` carries the partial result;
 - 401/403/404 stop the whole stage at once (a wrong key, model or URL fails every request);
   another 4xx, or retries exhausted, fails that tick: the other ticks go on, the failure is not
   cached (a rerun asks again) and `RequestsFailed` lists it at the end. A refused request is
@@ -318,7 +319,10 @@ class LLMBeliefProvider:
         ledger = self.ledger
         try:  # the worst case from the largest prompt seen, read in the booking's own transaction
             booking: Reservation = ledger.reserve(
-                key, lambda max_seen: reserve_usd(self.cfg, prompt, len(jpegs), max_seen)
+                key,
+                lambda max_seen: reserve_usd(self.cfg, prompt, len(jpegs), max_seen),
+                wait_s=ledger.lease_s,  # requests in flight settle (or their lease lapses) by then
+                give_up=self._stop.is_set,
             )
         except CapReached:
             raise _BudgetStop("budget") from None

@@ -27,6 +27,7 @@ import pytest
 from pydantic import ValidationError
 
 from vlalert.download import (
+    RECORD_NAME,
     DownloadError,
     check_source_layout,
     format_problems,
@@ -302,8 +303,10 @@ def test_pinned_download_fetches_only_the_allowed_files_and_records_them(hub, tm
 
     marker = write_json(record.to_json(), tmp_path / "results" / "download" / "nexar.json")
     saved = json.loads(marker.read_text())
-    assert saved["commit"] == COMMIT and saved["n_files"] == 3
+    assert saved["commit"] == COMMIT and saved["n_files"] == 3 and saved["pinned"] is True
     assert [f["path"] for f in saved["files"]] == WANTED
+    # the same record lies beside the files it describes
+    assert json.loads((Path(dl.local_dir) / RECORD_NAME).read_text()) == saved
 
     # A second run finds every file complete at the same commit: only our listing call goes out.
     hub.seen.clear()
@@ -380,10 +383,22 @@ def test_a_wrong_revision_is_a_clear_error(hub, tmp_path):
 
 def test_an_unpinned_revision_is_resolved_and_its_commit_recorded(hub, tmp_path, caplog):
     caplog.set_level(logging.WARNING, logger="vlalert.download")
-    record = hub_download("nexar", config(tmp_path, revision="main", allow_unpinned=True), endpoint=hub.url)
+    dl = config(tmp_path, revision="main", allow_unpinned=True)
+    record = hub_download("nexar", dl, endpoint=hub.url)
     assert record.revision == "main" and record.commit == COMMIT
     assert f"revision: {COMMIT}" in caplog.text
     assert all(COMMIT in s.path for s in hub.file_requests() if "/resolve/" in s.path)
+    # the resolved commit is in the download's own record, next to the files, not only in the log
+    saved = json.loads((Path(dl.local_dir) / RECORD_NAME).read_text())
+    assert (saved["revision"], saved["commit"], saved["pinned"]) == ("main", COMMIT, False)
+    assert [f["path"] for f in saved["files"]] == WANTED
+
+
+def test_a_repo_file_named_like_the_record_is_refused(hub, tmp_path):
+    hub.files[RECORD_NAME] = FakeFile(RECORD_NAME, b"{}")
+    with pytest.raises(DownloadError, match=f"has a file {RECORD_NAME}"):
+        hub_download("nexar", config(tmp_path, allow_patterns=["*.json", "*.csv"]), endpoint=hub.url)
+    assert hub.file_requests() == []
 
 
 def test_a_file_that_differs_from_the_listing_is_named_and_deleted(hub, tmp_path):

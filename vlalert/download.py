@@ -3,10 +3,13 @@
 Hub datasets (Nexar, the published VLAlert-Bench annotations) are fetched with `huggingface_hub`
 at a pinned commit, so that two runs months apart read the same bytes; every file is then checked
 against the hub's own listing (sha256 of LFS files, git blob sha1 of the others) and recorded with
-its sha256 in a completion marker. A run that is cut short keeps every finished file (the hub client
-skips them on the next run) and a dropped connection is resumed with an HTTP Range request by the
-client itself. The token comes from the HF_TOKEN environment variable only: never from the config,
-the machine's stored login, or anything that is written to disk.
+its sha256 in a completion marker. The same record is written next to the files
+(`<local_dir>/vlalert_download_record.json`): a copy of the source folder, moved without the run's
+results, still says which commit it holds, the resolved one for a branch (`allow_unpinned`).
+A run that is cut short keeps every finished file (the hub client skips them on the next run) and a
+dropped connection is resumed with an HTTP Range request by the client itself. The token comes
+from the HF_TOKEN environment variable only: never from the config, the machine's stored login, or
+anything that is written to disk.
 
 DADA-2000, DoTA and DAD cannot be downloaded automatically; `check_source_layout` lists, at once,
 every file or folder that a source's adapter needs and does not find, and where to obtain it. What
@@ -39,6 +42,8 @@ log = logging.getLogger(__name__)
 
 TOKEN_ENV = "HF_TOKEN"
 HASH_CHUNK = 1 << 20
+# The download's record, beside the files it describes (the run's marker under results/ is the other copy).
+RECORD_NAME = "vlalert_download_record.json"
 
 OBTAIN_GATE_SCORES = (
     "a gate scores table (Parquet or CSV with video_id, t_s, p_collision), e.g. from an Open-BADAS run; "
@@ -80,8 +85,14 @@ class DownloadRecord:
     def total_bytes(self) -> int:
         return sum(f.size for f in self.files)
 
+    @property
+    def pinned(self) -> bool:
+        """Whether the config named the commit itself (else a branch or tag resolved to `commit`)."""
+        return COMMIT_RE.fullmatch(self.revision) is not None
+
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
+        out["pinned"] = self.pinned
         out["n_files"] = len(self.files)
         out["total_bytes"] = self.total_bytes
         return out
@@ -260,6 +271,11 @@ def hub_download(
                 commit,
             )
         expected = select_entries(list_repo_entries(api, dl, commit), dl.allow_patterns)
+        if any(e.path == RECORD_NAME for e in expected):
+            raise DownloadError(
+                f"download.{name}: {dl.repo_id} has a file {RECORD_NAME}, the name of vlalert's own record "
+                f"of the download: leave it out of download.{name}.allow_patterns"
+            )
         if not expected:
             raise DownloadError(
                 f"download.{name}: allow_patterns {dl.allow_patterns} match no file of {dl.repo_id} "
@@ -290,7 +306,7 @@ def hub_download(
         # `from None`: the chained hub exception is not kept, so nothing it carries reaches a log.
         raise _hub_error(err, dl, name, shown, token) from None
     files = verify_files(dl.local_dir, expected)
-    return DownloadRecord(
+    record = DownloadRecord(
         name=name,
         repo_id=dl.repo_id,
         repo_type=dl.repo_type,
@@ -301,6 +317,8 @@ def hub_download(
         local_dir=dl.local_dir,
         files=files,
     )
+    write_json_atomic(record.to_json(), Path(dl.local_dir) / RECORD_NAME)
+    return record
 
 
 def write_json(data: dict[str, Any], path: str | os.PathLike[str]) -> Path:

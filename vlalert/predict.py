@@ -360,7 +360,7 @@ class Predictor:
         heads = [SeedHeads(paths, *load_heads(paths)) for paths in runs]
         model = runs[0].model
         try:
-            spec = read_model_spec(model)
+            spec = read_model_spec(model, cfg.model.revision)
         except (OSError, ValueError) as err:
             raise PredictError(f"{model}: cannot read the model config: {_first_line(err)}") from None
         try:

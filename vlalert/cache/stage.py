@@ -79,10 +79,13 @@ class ModelSpec:
     num_hidden_layers: int
 
 
-def read_model_spec(name_or_path: str) -> ModelSpec:
+def read_model_spec(name_or_path: str, revision: str | None = None) -> ModelSpec:
+    """The text tower's widths from the model's config (at `revision` for a hub id: model.revision)."""
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(name_or_path, local_files_only=Path(name_or_path).is_dir())
+    from vlalert.vlm.loading import source_kwargs
+
+    config = AutoConfig.from_pretrained(name_or_path, **source_kwargs(name_or_path, revision))
     text = getattr(config, "text_config", config)
     return ModelSpec(int(text.hidden_size), int(text.num_hidden_layers))
 
@@ -134,7 +137,11 @@ def load_extractor(
 
     cache = cfg.cache
     model = load_model(
-        model_path, dtype=cfg.model.dtype, device=device, fuse_patch_embed=cache.patch_embed == "library"
+        model_path,
+        dtype=cfg.model.dtype,
+        device=device,
+        fuse_patch_embed=cache.patch_embed == "library",
+        revision=cfg.model.revision,
     )
     if adapter_dir is not None:
         from vlalert.vlm.lora import attach_adapter  # safetensors only
@@ -145,7 +152,7 @@ def load_extractor(
     if cache.patch_embed == "inplace":
         fuse_patch_embed(model)
     model.eval()
-    tokenizer = load_tokenizer(model_path)
+    tokenizer = load_tokenizer(model_path, cfg.model.revision)
     ex = Extractor(
         model=model,
         tokenizer=tokenizer,
@@ -320,7 +327,7 @@ def plan_shard(
 ) -> _ShardPlan:
     """The shard's rows, in chunks, each with its fingerprint and, when a valid one is on disk, its result."""
     cache = cfg.cache
-    spec = read_model_spec(model_path)
+    spec = read_model_spec(model_path, cfg.model.revision)
     check_layers(cache, spec)
     split_rows, selection = read_split_rows(benchmark_path)
     rows = shard_rows(split_rows, cache.shards, shard)

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from vlalert.download_config import COMMIT_RE
 from vlalert.strict import StrictModel
 
 TINY_NAME = "tiny-qwen3vl"
@@ -93,6 +94,12 @@ class VLMConfig(StrictModel):
     """Model identity, frame geometry and prompt of the VLM stage (nested as `model:`)."""
 
     name_or_path: str = TINY_NAME  # "tiny-qwen3vl": build locally; else a hub id or a local model directory
+    # The hub revision of a hub id: a 40-character commit sha, so that a run months later loads the
+    # same weights and tokenizer (a branch or tag moves; allow_unpinned: true accepts one). None: the
+    # hub's default branch at load time (the commit it resolved to is logged). Ignored for the tiny
+    # model and a local directory. Part of the sft and cache stages' params: changing it reruns them.
+    revision: str | None = None
+    allow_unpinned: bool = False  # True: `revision` may be a branch or tag, resolved when loaded
     tiny: TinyModelConfig = Field(default_factory=TinyModelConfig)
     image_height: int = Field(64, ge=32)
     image_width: int = Field(96, ge=32)
@@ -114,6 +121,16 @@ class VLMConfig(StrictModel):
     max_length: int = Field(2048, ge=64)  # prompt + target tokens of one example; longer is an error
     max_new_tokens: int = Field(192, ge=8)  # generation budget for analysis + belief + action
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+
+    @model_validator(mode="after")
+    def _pinned(self) -> VLMConfig:
+        if self.revision is not None and not self.allow_unpinned and not COMMIT_RE.fullmatch(self.revision):
+            raise ValueError(
+                f"model.revision {self.revision!r} is not a commit: pin the 40-character commit sha of "
+                f"{self.name_or_path} (its hub page, 'Files and versions' -> 'History'), or set "
+                "model.allow_unpinned: true to load whatever the branch or tag points at when the job runs"
+            )
+        return self
 
     @model_validator(mode="after")
     def _grid(self) -> VLMConfig:

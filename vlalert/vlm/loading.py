@@ -9,19 +9,28 @@ the mean of the original vocabulary's rows, in the input embedding and in the ou
 new token starts out as "an average token" instead of a random direction that dominates the
 logits. This is deterministic, so loading twice gives the same model.
 
+A hub id loads at `revision` (the config's `model.revision`, a pinned commit): the model, its
+config and its tokenizer all from that one commit, so a run never mixes a tokenizer of one commit
+with weights of another. A hub id loaded without a revision logs the commit the hub resolved, which
+is what to pin. A local directory ignores the revision.
+
 Tests must not reach the hub: they pass local directories and run with HF_HUB_OFFLINE=1.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
 from vlalert.beliefs.text import SPECIAL_TOKENS
 from vlalert.devices import resolve_device, resolve_dtype
+from vlalert.download_config import COMMIT_RE
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+log = logging.getLogger(__name__)
 
 
 def require_safetensors(name_or_path: str | os.PathLike[str], what: str) -> None:
@@ -46,10 +55,39 @@ def _local_only(name_or_path: str | os.PathLike[str]) -> bool:
     return Path(name_or_path).is_dir()
 
 
-def _tokenizer_with_specials(name_or_path: str | os.PathLike[str]) -> tuple[Any, list[int]]:
+def source_kwargs(name_or_path: str | os.PathLike[str], revision: str | None = None) -> dict[str, Any]:
+    """Where `from_pretrained` reads from: a local directory only, or the hub at `revision`.
+
+    One place for every `from_pretrained` of the model, its config and its tokenizer (loading, SFT's
+    QLoRA base, the cache's config read), so that none of them falls back to the hub's default
+    branch while the others read the pinned commit.
+    """
+    if _local_only(name_or_path):
+        return {"local_files_only": True}
+    return {"local_files_only": False, "revision": revision} if revision else {"local_files_only": False}
+
+
+def log_resolved_commit(name_or_path: str | os.PathLike[str], revision: str | None, config: Any) -> None:
+    """A hub model loaded at a branch, a tag or no revision: log the commit it resolved to (the job's
+    log is the run's record of it), with the config line that pins it."""
+    if _local_only(name_or_path) or (revision and COMMIT_RE.fullmatch(revision)):
+        return
+    commit = getattr(config, "_commit_hash", None)
+    log.warning(
+        "model %s loaded unpinned (revision %s) at commit %s; set model.revision: %s to pin it",
+        name_or_path,
+        revision or "default branch",
+        commit or "unknown",
+        commit or "<commit>",
+    )
+
+
+def _tokenizer_with_specials(
+    name_or_path: str | os.PathLike[str], revision: str | None = None
+) -> tuple[Any, list[int]]:
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(name_or_path), local_files_only=_local_only(name_or_path))
+    tok = AutoTokenizer.from_pretrained(str(name_or_path), **source_kwargs(name_or_path, revision))
     vocab = tok.get_vocab()
     missing = [t for t in SPECIAL_TOKENS if t not in vocab]
     if missing:
@@ -60,13 +98,13 @@ def _tokenizer_with_specials(name_or_path: str | os.PathLike[str]) -> tuple[Any,
     return tok, [int(tok.convert_tokens_to_ids(t)) for t in missing]
 
 
-def load_tokenizer(name_or_path: str | os.PathLike[str]) -> Any:
+def load_tokenizer(name_or_path: str | os.PathLike[str], revision: str | None = None) -> Any:
     """The model's tokenizer with `<|BELIEF|> <|/BELIEF|> <|ACTION|> <|/ACTION|>` as single special tokens.
 
     Left padding (batched generation). Adding the tokens is deterministic, so this and
-    `load_model` agree on their ids.
+    `load_model` agree on their ids. `revision`: the hub commit of a hub id (model.revision).
     """
-    return _tokenizer_with_specials(name_or_path)[0]
+    return _tokenizer_with_specials(name_or_path, revision)[0]
 
 
 def _init_new_rows(model: Any, new_ids: list[int]) -> None:
@@ -90,10 +128,12 @@ def load_model(
     dtype: str | Any | None = None,
     device: str | None = None,
     fuse_patch_embed: bool = False,
+    revision: str | None = None,
 ) -> Any:
     """A `Qwen3VLForConditionalGeneration` (or whatever the directory holds) ready for `load_tokenizer`'s ids.
 
     dtype: None/"auto" -> bf16 on CUDA, fp32 on CPU. device: None -> CUDA when available.
+    revision: the hub commit of a hub id (model.revision); the tokenizer is read at the same one.
     fuse_patch_embed: transformers' load-time fusion of the Conv3d patch embedding into a Linear
     (inference only; outputs change by float rounding). transformers 5.23 registers that fusion
     for the whole process: once a fused model is loaded, every later load of the same model type
@@ -113,9 +153,10 @@ def load_model(
     if fuse_patch_embed:
         kwargs["fusion_config"] = {"patch_embeddings": True}
     model = AutoModelForImageTextToText.from_pretrained(
-        str(name_or_path), local_files_only=_local_only(name_or_path), **kwargs
+        str(name_or_path), **source_kwargs(name_or_path, revision), **kwargs
     )
-    tok, new_ids = _tokenizer_with_specials(name_or_path)
+    log_resolved_commit(name_or_path, revision, model.config)
+    tok, new_ids = _tokenizer_with_specials(name_or_path, revision)
     rows = model.get_input_embeddings().weight.shape[0]
     if len(tok) > rows:
         model.resize_token_embeddings(len(tok), mean_resizing=False)
@@ -142,8 +183,11 @@ def load_model_and_tokenizer(
     dtype: str | Any | None = None,
     device: str | None = None,
     fuse_patch_embed: bool = False,
+    revision: str | None = None,
 ) -> tuple[Any, Any]:
     return (
-        load_model(name_or_path, dtype=dtype, device=device, fuse_patch_embed=fuse_patch_embed),
-        load_tokenizer(name_or_path),
+        load_model(
+            name_or_path, dtype=dtype, device=device, fuse_patch_embed=fuse_patch_embed, revision=revision
+        ),
+        load_tokenizer(name_or_path, revision),
     )

@@ -31,7 +31,14 @@ import torch
 
 from vlalert.beliefs.text import SPECIAL_TOKENS
 from vlalert.vlm.config import SFTConfig
-from vlalert.vlm.loading import _init_new_rows, _tokenizer_with_specials, load_model, require_safetensors
+from vlalert.vlm.loading import (
+    _init_new_rows,
+    _tokenizer_with_specials,
+    load_model,
+    log_resolved_commit,
+    require_safetensors,
+    source_kwargs,
+)
 
 
 @contextlib.contextmanager
@@ -118,8 +125,9 @@ def require_qlora(device: str) -> None:
         ) from None
 
 
-def load_qlora_base(name_or_path: str | os.PathLike[str], device: str) -> Any:
-    """The base model in 4-bit NF4 (double quantisation, bf16 compute), ready for LoRA on top."""
+def load_qlora_base(name_or_path: str | os.PathLike[str], device: str, revision: str | None = None) -> Any:
+    """The base model in 4-bit NF4 (double quantisation, bf16 compute), ready for LoRA on top;
+    `revision`: the hub commit of a hub id (model.revision)."""
     require_qlora(device)
     from peft import prepare_model_for_kbit_training
     from transformers import AutoModelForImageTextToText, BitsAndBytesConfig
@@ -137,9 +145,10 @@ def load_qlora_base(name_or_path: str | os.PathLike[str], device: str) -> Any:
         dtype=torch.bfloat16,
         device_map=device,
         use_safetensors=True,
-        local_files_only=os.path.isdir(name_or_path),
+        **source_kwargs(name_or_path, revision),
     )
-    tok, new_ids = _tokenizer_with_specials(name_or_path)
+    log_resolved_commit(name_or_path, revision, model.config)
+    tok, new_ids = _tokenizer_with_specials(name_or_path, revision)
     if len(tok) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tok), mean_resizing=False)
     _init_new_rows(model, new_ids)
@@ -147,11 +156,18 @@ def load_qlora_base(name_or_path: str | os.PathLike[str], device: str) -> Any:
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
 
 
-def load_base_model(name_or_path: str | os.PathLike[str], *, dtype: str, device: str, qlora: bool) -> Any:
-    """The model SFT adapts: as `load_model` loads it, or 4-bit for QLoRA."""
+def load_base_model(
+    name_or_path: str | os.PathLike[str],
+    *,
+    dtype: str,
+    device: str,
+    qlora: bool,
+    revision: str | None = None,
+) -> Any:
+    """The model SFT adapts: as `load_model` loads it, or 4-bit for QLoRA (at `revision` on the hub)."""
     if qlora:
-        return load_qlora_base(name_or_path, device)
-    return load_model(name_or_path, dtype=dtype, device=device)
+        return load_qlora_base(name_or_path, device, revision)
+    return load_model(name_or_path, dtype=dtype, device=device, revision=revision)
 
 
 def lora_module_names(model: Any) -> list[str]:
@@ -180,9 +196,10 @@ def load_adapted_model(
     dtype: str | Any | None = None,
     device: str | None = None,
     merge: bool = False,
+    revision: str | None = None,
 ) -> Any:
     """The base model with a saved SFT adapter applied (merged into the weights when `merge`)."""
-    base = load_model(name_or_path, dtype=dtype, device=device)
+    base = load_model(name_or_path, dtype=dtype, device=device, revision=revision)
     model = attach_adapter(base, adapter_dir)
     if merge:
         model = model.merge_and_unload()

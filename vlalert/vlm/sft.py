@@ -566,8 +566,10 @@ def _trainer(job: SFTJob) -> SFTTrainer:
         raise ValueError(
             f"SFT needs trainable ticks in train and val, got {len(train_rows)} and {len(val_rows)}"
         )
-    tok = load_tokenizer(job.model_path)
-    base = load_base_model(job.model_path, dtype=vlm.dtype, device=dist.device, qlora=cfg.qlora)
+    tok = load_tokenizer(job.model_path, vlm.revision)
+    base = load_base_model(
+        job.model_path, dtype=vlm.dtype, device=dist.device, qlora=cfg.qlora, revision=vlm.revision
+    )
     base.config.use_cache = False
     torch.manual_seed(cfg.seed)  # LoRA init: the same on every rank and in a single process
     model = apply_lora(base, tok, cfg, vlm.is_tiny)

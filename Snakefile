@@ -35,6 +35,11 @@ include: "rules/sft.smk"
 include: "rules/cache.smk"
 include: "rules/heads.smk"
 include: "rules/score.smk"
+include: "rules/report.smk"
+
+
+# The report's front page (`snakemake --report report.html`); its items: rules/report.smk.
+report: "report/workflow.rst"
 
 
 # A run with a source placed without videos (`videos: false`) stops at the benchmark: SFT, cache and
@@ -44,3 +49,4 @@ rule all:
     input:
         benchmark_outputs(),
         model_outputs() if CFG.frame_sources() == SOURCES else [],
+        report_outputs(),

@@ -112,7 +112,7 @@ def beliefs_inputs(wildcards):
 
 
 def model_outputs():
-    return [LAYOUT.eval_summary, LAYOUT.eval_figures]
+    return [LAYOUT.eval_summary]  # the figures: report_outputs() (rules/report.smk)
 
 
 def benchmark_outputs():

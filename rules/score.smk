@@ -40,8 +40,10 @@ rule summary:
         summary=LAYOUT.eval_summary,
         table=report(
             LAYOUT.eval_summary_table,
-            category="Metrics",
             caption="../report/summary.rst",
+            category="3. Evaluation (test split)",  # rules/report.smk: EVALUATION
+            subcategory="Summary (text)",
+            labels={"table": "summary.txt", "seeds": ", ".join(str(s) for s in CFG.heads.seeds)},
         ),
     params:
         stage=stage_params(CFG, "summary"),
@@ -55,35 +57,3 @@ rule summary:
         ENV
     script:
         "../workflow/scripts/summary.py"
-
-
-rule report_figures:
-    input:
-        scores=LAYOUT.scores("test"),
-        benchmark=LAYOUT.benchmark("test"),
-        summary=LAYOUT.eval_summary,
-    output:
-        figures=report(
-            directory(LAYOUT.eval_figures),
-            patterns=["{name}.png"],
-            category="Figures",
-            caption="../report/figures.rst",
-        ),
-        tables=report(
-            directory(LAYOUT.eval_tables),
-            patterns=["{name}.html"],
-            category="Metrics",
-            caption="../report/tables.rst",
-        ),
-    params:
-        stage=stage_params(CFG, "summary"),
-        untracked=stage_untracked(CFG, "summary"),
-        code=code("report_figures"),
-    log:
-        LAYOUT.log("report_figures"),
-    benchmark:
-        LAYOUT.timing("report_figures")
-    conda:
-        ENV
-    script:
-        "../workflow/scripts/report_figures.py"

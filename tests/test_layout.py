@@ -142,10 +142,11 @@ def dry_run_jobs(workdir: Path, configfile: Path) -> list[Job]:
     return jobs
 
 
-def expected_outputs(lay: Layout, rule: str, w: dict[str, str]) -> list[str] | None:
+def expected_outputs(lay: Layout, rule: str, w: dict[str, str], cfg: WorkflowConfig) -> list[str] | None:
     """The files the layout says `rule` writes for wildcards `w` (None: the model's own files)."""
     source, split, shard = (w.get(k, "") for k in ("source", "split", "shard"))
     sft, head = lay.sft, lay.head(w.get("head", ""), w.get("seed", ""))
+    sources = sorted(cfg.enabled_sources())
     return {
         "all": [],
         "download_hub": [lay.download_marker(w.get("name", ""))],
@@ -163,7 +164,18 @@ def expected_outputs(lay: Layout, rule: str, w: dict[str, str]) -> list[str] | N
         "heads": [head.model, head.config, head.metrics, head.train_log],
         "score": [lay.scores(split)],
         "summary": [lay.eval_summary, lay.eval_summary_table],
-        "report_figures": [lay.eval_figures, lay.eval_tables],
+        "report_figures": [
+            *(lay.eval_figure(f"timelines_{s}.png") for s in sources),
+            lay.eval_figure("bars_daus.png"),
+            lay.eval_figure("reliability_heads.png"),
+            lay.eval_tables,
+        ],
+        "report_data": [lay.report.overview, lay.report.benchmark_counts, lay.report.rejected],
+        "report_model": [
+            lay.report.sft_loss,
+            *(lay.report.head_loss(h) for h in ("danger", "policy")),
+            *(lay.report.belief_spans(s) for s in sources),
+        ],
     }[rule]
 
 
@@ -183,7 +195,7 @@ def test_every_file_of_the_dag_is_where_the_layout_says(tmp_path, name):
     outputs = set()
     for job in jobs:
         rule, w = job.rule, job.wildcards
-        expected = expected_outputs(lay, rule, w)
+        expected = expected_outputs(lay, rule, w, cfg)
         if expected is None:  # the demo model's directory: files named by transformers
             assert {str(Path(p).parent) for p in job.output} == {lay.model(cfg.model)}
         else:

@@ -1,13 +1,15 @@
-"""Report figures and tables, on a small hand-made SCORES table (no heads to train here)."""
+"""Report figures, tables and pages on small hand-made tables; the report of a demo run (slow)."""
 
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from matplotlib.figure import Figure
 from matplotlib.image import imread
@@ -30,6 +32,23 @@ from vlalert.report import (
     write_report,
     write_report_tables,
 )
+from vlalert.report.beliefs import (
+    belief_clips,
+    belief_figure,
+    choose_clips,
+    choose_ticks,
+    read_generations,
+    write_belief_report,
+)
+from vlalert.report.data import (
+    counts_figure,
+    reason_kinds,
+    rejected_by_reason,
+    rejected_figure,
+    write_data_report,
+)
+from vlalert.report.facts import overview_labels, run_facts
+from vlalert.report.training import head_loss_figure, sft_loss_figure
 from vlalert.schemas import ACTIONS, check_table
 from vlalert.summary import summarize_scores
 
@@ -258,3 +277,300 @@ def test_report_tables(data, tmp_path):
     assert {r[0] for r in rows[1:]} == {"all", "dota", "nexar"}
     text = Path(key_html).read_text(encoding="utf-8")
     assert text.count("<table") == 3 and "<h3>all</h3>" in text and "always-alert" in text
+
+
+# ----------------------------------------------------------------------------- a source without clips
+
+
+def test_a_source_without_scored_clips_gets_a_timeline_that_says_so(data, tmp_path):
+    bench, scores, summary = data
+    paths = write_report(scores, bench, summary, tmp_path, tick_hz=1.0, sources=["nexar", "dota", "dad"])
+    assert [p.name for p in paths[:3]] == ["timelines_dad.png", "timelines_dota.png", "timelines_nexar.png"]
+    fig = timeline_figure([], 1.0, "dad: no clips of this source in the scored split")
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert "no clips of this source were scored" in texts and "dad" in fig.get_suptitle()
+
+
+# ----------------------------------------------------------------------------- run facts and data pages
+
+MANIFEST = {
+    "run": "r1",
+    "clips": {
+        "train": {"nexar": {"clips": 3, "prefix_clips": 0}, "dota": {"clips": 2, "prefix_clips": 1}},
+        "val": {"nexar": {"clips": 1, "prefix_clips": 0}},
+        "test": {"nexar": {"clips": 2, "prefix_clips": 0}},
+    },
+    "ticks": {
+        "train": {
+            "nexar": {"SILENT": 10, "OBSERVE": 3, "ALERT": 2, "excluded": 1, "prefix": 0},
+            "dota": {"SILENT": 5, "OBSERVE": 1, "ALERT": 2, "excluded": 2, "prefix": 3},
+        },
+        "val": {"nexar": {"SILENT": 4, "OBSERVE": 0, "ALERT": 0, "excluded": 0, "prefix": 0}},
+        "test": {"nexar": {"SILENT": 6, "OBSERVE": 2, "ALERT": 1, "excluded": 1, "prefix": 0}},
+    },
+    "positives": {"train": {"nexar": 2, "dota": 2}, "val": {"nexar": 0}, "test": {"nexar": 1}},
+    "sources": {"nexar": {"accepted": 6, "rejected": 1}, "dota": {"accepted": 2, "rejected": 2}},
+}
+
+
+def test_run_facts_give_every_source_every_split():
+    facts = run_facts(MANIFEST, ["dota", "nexar", "dad"])
+    assert facts.sources == ("dad", "dota", "nexar")  # sorted, as the report's figures are
+    assert facts.by_split["test"]["dota"].clips == 0 and facts.by_split["test"]["dad"].n_ticks == 0
+    assert facts.total("train") == (5, 26) and facts.total("test") == (2, 10)
+    assert facts.sources_without("test") == ["dad", "dota"] and facts.sources_without("train") == ["dad"]
+    assert (facts.accepted["dota"], facts.rejected["dota"], facts.rejected["dad"]) == (2, 2, 0)
+
+
+def test_overview_labels_are_strings_that_name_sources_without_test_clips(tmp_path):
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps(MANIFEST))
+    labels = overview_labels(path, model="tiny-qwen3vl", seeds=[1, 2], sources=["dota", "nexar"])
+    assert all(isinstance(v, str) for v in labels.values())
+    assert labels["run"] == "r1" and labels["seeds"] == "1, 2" and labels["model"] == "tiny-qwen3vl"
+    assert labels["train clips / ticks"] == "5 / 26" and labels["test clips / ticks"] == "2 / 10"
+    assert labels["accepted / rejected clips"] == "8 / 3"
+    assert labels["sources without test clips"] == "dota"
+
+
+def test_reason_kinds_group_rejections_by_field_and_problem():
+    kinds = reason_kinds
+    assert kinds("v/0001.mp4: clip 0001: field path: empty file (0 bytes)") == ["path: empty file"]
+    assert kinds(
+        "v/2.mp4: clip 2: field path: unreadable video container: [Errno 1] Invalid data: 'v/2.mp4'"
+    ) == ["path: unreadable video container"]
+    assert kinds(
+        "a.json: clip X: field anomaly_start (t_risky_s): 9.3 s is past the clip's end (8.1 s = 81 frames)"
+    ) == ["anomaly_start (t_risky_s): # s is past the clip's end"]
+    assert kinds(
+        "f/X: clip X: field path: frame 0 (000000.jpg): unreadable frame image: cannot identify"
+    ) == ["path: frame #: unreadable frame image"]
+    # two problems of one clip, and a reason in another form
+    assert kinds("a: clip 1: field fps: no fps; a: clip 1: field path: empty file (0 bytes)") == [
+        "fps: no fps",
+        "path: empty file",
+    ]
+    assert kinds("something else at 12 s") == ["something else at # s"]
+
+
+def _rejected(rows: list[tuple[str, str]], source: str) -> pa.Table:
+    return pa.table(
+        {
+            "video_id": [v for v, _ in rows],
+            "source": [source] * len(rows),
+            "path": ["x"] * len(rows),
+            "reason": [r for _, r in rows],
+        }
+    )
+
+
+REJECTED = {
+    "nexar": _rejected([("1", "f: clip 1: field path: empty file (0 bytes)")], "nexar"),
+    "dota": _rejected(
+        [("a", "f: clip a: field path: empty file (0 bytes)"), ("b", "f: clip b: field fps: no fps")], "dota"
+    ),
+}
+
+
+def test_rejected_by_reason_counts_clips_per_source_and_kind():
+    df = rejected_by_reason(REJECTED)
+    assert df.rows() == [
+        ("dota", "fps: no fps", 1),
+        ("dota", "path: empty file", 1),
+        ("nexar", "path: empty file", 1),
+    ]
+    fig = rejected_figure(df, ["dota", "nexar"])
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["path: empty file", "fps: no fps"]
+    assert {p.get_gid() for p in ax.patches} == {"rejected-dota", "rejected-nexar"}
+    empty = rejected_figure(rejected_by_reason({}), ["dota"])
+    assert [t.get_gid() for t in empty.axes[0].texts] == ["none-rejected"]
+
+
+def test_counts_figure_writes_no_clips_where_a_source_has_none():
+    fig = counts_figure(run_facts(MANIFEST, ["dota", "nexar"]))
+    assert [ax.get_title() for ax in fig.axes] == [
+        "train: 5 clips, 26 ticks",
+        "val: 1 clips, 4 ticks",
+        "test: 2 clips, 10 ticks",
+    ]
+    texts = {t.get_gid(): t.get_text() for ax in fig.axes for t in ax.texts}
+    assert texts["clips-test-dota"] == "no clips" and texts["clips-test-nexar"] == "2 clips\n1 pos."
+    stacks = {p.get_gid() for ax in fig.axes for p in ax.patches}
+    assert {"ticks-train-ALERT", "ticks-test-excluded"} <= stacks
+
+
+def test_overview_page_names_every_source_and_each_rejection(tmp_path):
+    facts = run_facts(MANIFEST, ["dota", "nexar", "dad"])
+    paths = write_data_report(
+        facts,
+        REJECTED,
+        overview=tmp_path / "run_overview.html",
+        counts=tmp_path / "counts.png",
+        rejections=tmp_path / "rejected.png",
+    )
+    assert [p.name for p in paths] == ["run_overview.html", "counts.png", "rejected.png"]
+    page = paths[0].read_text()
+    assert "Sources without test clips" in page and "dad, dota</p>" in page
+    assert page.count('<tr class="missing">') == 2  # dota and dad: no test clips
+    assert "<td>no val / test clips</td>" in page and "<td>no train / val / test clips</td>" in page
+    assert page.count('class="reason"') == 3 and "field fps: no fps" in page
+    for p in paths[1:]:
+        assert p.read_bytes()[:8] == PNG_MAGIC
+
+
+# ----------------------------------------------------------------------------- training curves
+
+
+def test_sft_loss_figure_draws_train_val_and_the_rate():
+    log = pa.table(
+        {
+            "step": pa.array([0, 10, 20, 25], pa.int32()),
+            "epoch": [0.0, 0.5, 1.0, 1.2],
+            "lr": [0.0, 1e-3, 5e-4, 1e-4],
+            "train_loss": [None, 2.0, 1.0, 0.8],
+            "val_loss": [3.0, None, 1.2, 1.1],
+            "seconds": [0.0, 1.0, 2.0, 3.0],
+        }
+    )
+    fig = sft_loss_figure(log, "r1")
+    ax, lr = fig.axes
+    lines = {line.get_gid(): line for line in ax.lines}
+    assert list(lines["sft-train"].get_xdata()) == [10, 20, 25]
+    assert list(lines["sft-val"].get_xdata()) == [0, 20, 25]
+    assert [line.get_gid() for line in lr.lines] == ["sft-lr"]
+    assert [t.get_text() for t in ax.texts] == ["3.000", "1.100"]  # first and last val loss
+    assert "this run trains no adapter" in sft_loss_figure(None).axes[0].texts[0].get_text()
+
+
+def test_head_loss_figure_has_a_panel_per_seed_with_the_kept_epoch():
+    def log(n: int) -> pa.Table:
+        return pa.table(
+            {
+                "epoch": pa.array(range(n), pa.int32()),
+                "train_loss": np.linspace(1, 0.2, n),
+                "val_loss": np.linspace(1.1, 0.4, n),
+                "lr": [1e-3] * n,
+                "seconds": [1.0] * n,
+                "ss_prob": [0.0] * n,
+            }
+        )
+
+    fig = head_loss_figure({2: log(5), 1: log(4), 3: log(6)}, "danger", {1: 2, 2: 4, 3: None})
+    panels = [ax for ax in fig.axes if ax.axison]
+    assert [ax.get_title() for ax in panels] == ["seed 1, kept epoch 2", "seed 2, kept epoch 4", "seed 3"]
+    assert [len(_by_gid(ax, "kept")) for ax in panels] == [1, 1, 0]
+    assert all(_by_gid(ax, "train-seed") and _by_gid(ax, "val-seed") for ax in panels)
+    assert "DangerHead" in fig.get_suptitle()
+
+
+# ----------------------------------------------------------------------------- belief spans
+
+
+def _frame_folder(folder: Path, n: int) -> Path:
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    for i in range(n):
+        Image.fromarray(np.full((24, 32, 3), 10 * i, np.uint8)).save(folder / f"{i:06d}.jpg")
+    return folder
+
+
+def _belief_bench(tmp_path: Path) -> pl.DataFrame:
+    clip = _frame_folder(tmp_path / "clip_p", 12)
+    rows = []
+    for vid, positive, n, parent in (
+        ("p1", True, 10, None),
+        ("n1", False, 6, None),
+        ("n1#prefix", False, 2, "p1"),
+    ):
+        for k in range(n):
+            rows.append(
+                {
+                    "video_id": vid,
+                    "source": "nexar",
+                    "tick": k,
+                    "t_s": 1.0 + k,
+                    "frame_idx": [max(0, k - 1), k + 1],
+                    "action": "ALERT" if positive and 6 <= k < 8 else "SILENT",
+                    "excluded": positive and k >= 8,
+                    "parent_id": parent,
+                    "path": str(clip),
+                    "is_positive": positive,
+                    "t_risky_s": 7.0 if positive else None,
+                    "t_event_s": 9.0 if positive else None,
+                    "belief_text": "<|BELIEF|> hazard=none <|/BELIEF|>",
+                }
+            )
+    return pl.DataFrame(rows)
+
+
+def test_belief_view_picks_clips_and_ticks_up_to_the_event(tmp_path):
+    bench = _belief_bench(tmp_path)
+    assert choose_clips(bench, "nexar") == ["p1", "n1"]  # the prefix negative is not a clip of its own
+    assert choose_clips(bench, "dad") == []
+    ticks = choose_ticks(bench.filter(pl.col("video_id") == "p1"), 4)
+    assert ticks["tick"].to_list() == [4, 5, 6, 7]  # the last scored ticks before the event
+    ticks = choose_ticks(bench.filter(pl.col("video_id") == "n1"), 3)
+    assert ticks["tick"].to_list() == [0, 2, 5]  # spread over a negative
+
+
+def test_belief_view_shows_frames_generated_beliefs_and_actions(tmp_path):
+    bench = _belief_bench(tmp_path)
+    good = (
+        "[Analysis] a car brakes ahead [Safety Assessment] <|BELIEF|> hazard=vehicle; where=ahead; "
+        "motion=braking; ttc=1.5s; danger=0.80; ego=yes <|/BELIEF|> <|ACTION|> ALERT <|/ACTION|>"
+    )
+    part = tmp_path / "cache" / "part-00000.parquet"
+    part.parent.mkdir()
+    texts = [
+        (v, k, good if v == "p1" else "garbled") for v, k in bench.select("video_id", "tick").iter_rows()
+    ]
+    pq.write_table(
+        pa.table(
+            {
+                "video_id": [v for v, _, _ in texts],
+                "tick": pa.array([k for _, k, _ in texts], pa.int32()),
+                "generated_text": [t for _, _, t in texts],
+            }
+        ),
+        part,
+    )
+    gens = read_generations(part.parent, ["p1", "n1"])
+    assert set(gens["video_id"].to_list()) == {"p1", "n1"} and gens.height == 16
+    scores = bench.select(
+        "video_id",
+        "tick",
+        pl.lit("heads").alias("policy"),
+        pl.lit(3, pl.Int32).alias("seed"),
+        pl.lit("OBSERVE").alias("action"),
+        pl.lit(0.4).alias("p_alert"),
+    )
+    clips = belief_clips(bench, gens, scores, "nexar", max_ticks=3)
+    assert [(c.video_id, len(c.ticks)) for c in clips] == [("p1", 3), ("n1", 3)]
+    tick = clips[0].ticks[-1]
+    assert (tick.label, tick.vlm_action, tick.fsm_action) == ("ALERT", "ALERT", "OBSERVE")
+    assert tick.belief_text.startswith("<|BELIEF|> hazard=vehicle") and tick.frame.shape == (24, 32, 3)
+    assert tick.belief_problem is None
+    assert clips[1].ticks[0].belief_text is None and clips[1].ticks[0].vlm_action is None
+
+    fig = belief_figure(clips, "nexar", seed=3)
+    images = [ax for ax in fig.axes if ax.images]
+    assert len(images) == 6
+    texts = [t for ax in fig.axes for t in ax.texts]
+    beliefs = [t.get_text() for t in texts if t.get_gid() == "belief-text"]
+    assert sum("hazard=vehicle" in b for b in beliefs) == 3
+    assert sum(b == "no belief span generated; the text:" for b in beliefs) == 3
+    assert {t.get_text() for t in texts if (t.get_gid() or "").startswith("clip-")} == {
+        "p1 (positive: risky 7.0 s, event 9.0 s)",
+        "n1 (negative)",
+    }
+    assert "heads s3" in [t.get_text() for t in texts]
+
+    outs = write_belief_report(
+        bench, part.parent, scores, {"nexar": tmp_path / "b_nexar.png", "dad": tmp_path / "b_dad.png"}
+    )
+    assert [p.name for p in outs] == ["b_nexar.png", "b_dad.png"]
+    assert all(p.read_bytes()[:8] == PNG_MAGIC for p in outs)
+    empty = belief_figure([], "dad")
+    assert [t.get_gid() for ax in empty.axes for t in ax.texts] == ["no-clips"]

@@ -40,6 +40,8 @@ JOB_FILES: dict[str, tuple[str, str | None]] = {
     "score": ("score/{run}_{split}", "score/{run}_{split}"),
     "summary": ("summary/{run}", "summary/{run}"),
     "report_figures": ("report/{run}", "report/{run}"),
+    "report_data": ("report/{run}_data", "report/{run}_data"),
+    "report_model": ("report/{run}_model", "report/{run}_model"),
 }
 
 
@@ -117,6 +119,37 @@ class HeadFiles:
     @property
     def train_log(self) -> str:
         return f"{self.dir}/train_log.parquet"
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """The report's own pages and figures (vlalert.report: data, training, beliefs), one file per
+    kind so that each has its caption in the Snakemake report."""
+
+    dir: str
+
+    @property
+    def overview(self) -> str:
+        """Clips and ticks per source and split, rejected clips: the page the report's front page cites."""
+        return f"{self.dir}/run_overview.html"
+
+    @property
+    def benchmark_counts(self) -> str:
+        return f"{self.dir}/benchmark_counts.png"
+
+    @property
+    def rejected(self) -> str:
+        return f"{self.dir}/rejected_by_reason.png"
+
+    @property
+    def sft_loss(self) -> str:
+        return f"{self.dir}/sft_loss.png"
+
+    def head_loss(self, head: str = "{head}") -> str:
+        return f"{self.dir}/heads_loss_{head}.png"
+
+    def belief_spans(self, source: str = "{source}") -> str:
+        return f"{self.dir}/belief_spans_{source}.png"
 
 
 @dataclass(frozen=True)
@@ -238,6 +271,14 @@ class Layout:
     @property
     def eval_tables(self) -> str:
         return f"{self.eval_dir}/tables"
+
+    def eval_figure(self, name: str) -> str:
+        """A figure of the evaluation (vlalert.report.evaluation.figure_names) in `eval_figures`."""
+        return f"{self.eval_figures}/{name}"
+
+    @property
+    def report(self) -> ReportFiles:
+        return ReportFiles(f"{self.eval_dir}/report")
 
     # ---------------------------------------------------------------- job logs and timings
 

@@ -90,7 +90,9 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     "heads": _HEADS,
     "score": _SCORES,
     "summary": _SCORES,
-    "report_figures": ("report", *_SCORES),
+    "report_figures": ("report.evaluation", *_SCORES),
+    "report_data": ("report.data", "report.evaluation", "report.facts", *_SCORES),
+    "report_model": ("report.beliefs", "report.evaluation", "report.training", *_SCORES),
 }
 PACKAGE_DIR = Path(__file__).resolve().parent
 

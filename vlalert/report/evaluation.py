@@ -70,7 +70,8 @@ def figure_names(sources: Sequence[str], reliability_policy: str = "heads") -> l
 TABLE_NAMES: tuple[str, ...] = ("summary.csv", "key_metrics.csv", "key_metrics.html")
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Save `fig` as PNG at `path` (folders made), with fixed metadata: the same figure, the same bytes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
@@ -285,7 +286,7 @@ def timeline_figure(clips: Sequence[TimelineClip], tick_hz: float, title: str) -
         draw_clip_timeline(ax_p, ax_a, clip, tick_hz)
     if not clips:
         ax = fig.add_subplot(outer[0])
-        ax.text(0.5, 0.5, "no clips of this source were scored", ha="center", va="center")
+        ax.text(0.5, 0.5, "no clips of this source were scored", ha="center", va="center", gid="no-clips")
         ax.set_axis_off()
     fig.suptitle(title, fontsize=12)
     fig.legend(handles=_timeline_legend(), loc="outside lower center", ncol=6, fontsize=8, frameon=False)
@@ -309,18 +310,26 @@ def plot_timelines(
     seed: int | None = None,
     n_positive: int = 2,
     n_negative: int = 2,
+    sources: Sequence[str] | None = None,
 ) -> list[Path]:
-    """`timelines_{source}.png` for every source of `scores`, for `policy` at `seed` (default: its lowest)."""
+    """`timelines_{source}.png` for every source of `scores`, for `policy` at `seed` (default: its lowest).
+
+    `sources`: the run's sources; one without a scored clip still gets its figure, which says so, so
+    that the report names it instead of leaving it out.
+    """
     df = scores if isinstance(scores, pl.DataFrame) else pl.from_arrow(scores)
     seed = _default_seed(df, policy) if seed is None else seed
+    scored = set(df["source"].unique().to_list())
     paths = []
-    for source in sorted(df["source"].unique().to_list()):
+    for source in sorted(scored if sources is None else set(sources)):
         clips = timeline_clips(
             df, benchmark, source, policy=policy, seed=seed, n_positive=n_positive, n_negative=n_negative
         )
         title = f"{source}: {policy} policy, seed {seed} (probabilities, labelled windows, decoded actions)"
+        if source not in scored:
+            title = f"{source}: no clips of this source in the scored split"
         fig = timeline_figure(clips, tick_hz, title)
-        paths.append(_save(fig, Path(out_dir) / f"timelines_{source}.png"))
+        paths.append(save_figure(fig, Path(out_dir) / f"timelines_{source}.png"))
     return paths
 
 
@@ -377,7 +386,7 @@ def source_bars_figure(
 
 def plot_source_bars(summary: pa.Table | pl.DataFrame, out_path: str | Path) -> Path:
     """Write the DAUS / U / P bars (`source_bars_figure`) to `out_path`."""
-    return _save(source_bars_figure(summary), out_path)
+    return save_figure(source_bars_figure(summary), out_path)
 
 
 # ----------------------------------------------------------------------------- reliability
@@ -459,7 +468,7 @@ def plot_reliability(
     scores: pa.Table | pl.DataFrame, out_path: str | Path, *, policy: str = "heads", n_bins: int = 10
 ) -> Path:
     """Write the reliability diagram (`reliability_figure`) to `out_path`."""
-    return _save(reliability_figure(scores, policy, n_bins), out_path)
+    return save_figure(reliability_figure(scores, policy, n_bins), out_path)
 
 
 # ----------------------------------------------------------------------------- tables
@@ -519,8 +528,11 @@ def write_report(
     reliability_policy: str = "heads",
     n_positive: int = 2,
     n_negative: int = 2,
+    sources: Sequence[str] | None = None,
 ) -> list[Path]:
-    """Every figure (names: `figure_names`) and table (TABLE_NAMES) of the report, under out_dir."""
+    """Every figure (names: `figure_names`) and table (TABLE_NAMES) of the report, under out_dir.
+
+    `sources`: the run's sources (default: those of `scores`), each with its timelines figure."""
     out = Path(out_dir)
     paths = plot_timelines(
         scores,
@@ -530,6 +542,7 @@ def write_report(
         policy=timeline_policy,
         n_positive=n_positive,
         n_negative=n_negative,
+        sources=sources,
     )
     paths.append(plot_source_bars(summary, out / "bars_daus.png"))
     paths.append(
@@ -551,6 +564,7 @@ __all__ = [
     "reliability_bins",
     "reliability_figure",
     "runs",
+    "save_figure",
     "source_bars_figure",
     "timeline_clips",
     "timeline_figure",

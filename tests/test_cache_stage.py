@@ -216,7 +216,7 @@ def test_the_chunks_fingerprints_hold_the_cache_slices_tracked_fields(tmp_path, 
     the run's folders; a tracked key of the model or the cache makes every chunk new."""
     from vlalert.cache import stage
 
-    monkeypatch.setattr(stage, "read_model_spec", lambda path: stage.ModelSpec(128, 4))
+    monkeypatch.setattr(stage, "read_model_spec", lambda path, revision=None: stage.ModelSpec(128, 4))
     bench = tmp_path / "val.parquet"
     write_table("benchmark", table_from_rows("benchmark", [_row(tmp_path, "a", t) for t in range(3)]), bench)
 

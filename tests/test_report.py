@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +12,11 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import test_workflow
+import yaml
 from matplotlib.figure import Figure
 from matplotlib.image import imread
+from test_workflow import REPO, snakemake
 
 from vlalert.baselines import decode_clips
 from vlalert.heads.config import FSMConfig
@@ -47,7 +51,7 @@ from vlalert.report.data import (
     rejected_figure,
     write_data_report,
 )
-from vlalert.report.facts import overview_labels, run_facts
+from vlalert.report.facts import overview_labels, read_facts, run_facts
 from vlalert.report.training import head_loss_figure, sft_loss_figure
 from vlalert.schemas import ACTIONS, check_table
 from vlalert.summary import summarize_scores
@@ -317,7 +321,7 @@ def test_run_facts_give_every_source_every_split():
     facts = run_facts(MANIFEST, ["dota", "nexar", "dad"])
     assert facts.sources == ("dad", "dota", "nexar")  # sorted, as the report's figures are
     assert facts.by_split["test"]["dota"].clips == 0 and facts.by_split["test"]["dad"].n_ticks == 0
-    assert facts.total("train") == (5, 26) and facts.total("test") == (2, 10)
+    assert facts.total("train") == (5, 29) and facts.total("test") == (2, 10)  # dota's 3 prefix ticks
     assert facts.sources_without("test") == ["dad", "dota"] and facts.sources_without("train") == ["dad"]
     assert (facts.accepted["dota"], facts.rejected["dota"], facts.rejected["dad"]) == (2, 2, 0)
 
@@ -328,7 +332,7 @@ def test_overview_labels_are_strings_that_name_sources_without_test_clips(tmp_pa
     labels = overview_labels(path, model="tiny-qwen3vl", seeds=[1, 2], sources=["dota", "nexar"])
     assert all(isinstance(v, str) for v in labels.values())
     assert labels["run"] == "r1" and labels["seeds"] == "1, 2" and labels["model"] == "tiny-qwen3vl"
-    assert labels["train clips / ticks"] == "5 / 26" and labels["test clips / ticks"] == "2 / 10"
+    assert labels["train clips / ticks"] == "5 / 29" and labels["test clips / ticks"] == "2 / 10"
     assert labels["accepted / rejected clips"] == "8 / 3"
     assert labels["sources without test clips"] == "dota"
 
@@ -390,14 +394,14 @@ def test_rejected_by_reason_counts_clips_per_source_and_kind():
 def test_counts_figure_writes_no_clips_where_a_source_has_none():
     fig = counts_figure(run_facts(MANIFEST, ["dota", "nexar"]))
     assert [ax.get_title() for ax in fig.axes] == [
-        "train: 5 clips, 26 ticks",
+        "train: 5 clips, 29 ticks",
         "val: 1 clips, 4 ticks",
         "test: 2 clips, 10 ticks",
     ]
     texts = {t.get_gid(): t.get_text() for ax in fig.axes for t in ax.texts}
     assert texts["clips-test-dota"] == "no clips" and texts["clips-test-nexar"] == "2 clips\n1 pos."
     stacks = {p.get_gid() for ax in fig.axes for p in ax.patches}
-    assert {"ticks-train-ALERT", "ticks-test-excluded"} <= stacks
+    assert {"ticks-train-ALERT", "ticks-test-excluded", "ticks-train-prefix"} <= stacks
 
 
 def test_overview_page_names_every_source_and_each_rejection(tmp_path):
@@ -574,3 +578,83 @@ def test_belief_view_shows_frames_generated_beliefs_and_actions(tmp_path):
     assert all(p.read_bytes()[:8] == PNG_MAGIC for p in outs)
     empty = belief_figure([], "dad")
     assert [t.get_gid() for ax in empty.axes for t in ax.texts] == ["no-clips"]
+
+
+# ----------------------------------------------------------------------------- the report of a demo run
+
+# The demo run of tests/test_workflow.py, a module-scoped fixture there: taken here, it runs once more
+# for this module when both modules run in one session.
+demo_run = test_workflow.demo_run
+
+SUBCATEGORIES = {
+    "1. Data": {"Run overview", "Benchmark", "Rejected clips"},
+    "2. Training": {"SFT", "Heads"},
+    "3. Evaluation (test split)": {
+        "Clip timelines",
+        "DAUS per source",
+        "Calibration",
+        "Key metrics",
+        "Summary (text)",
+    },
+    "4. Belief spans (test split)": {"Generated belief per tick"},
+}
+# output kind -> (its caption's first words, its files' name pattern)
+KINDS = {
+    "overview": ("The run at a glance", r"run_overview\.html"),
+    "counts": ("The benchmark's ticks per split", r"benchmark_counts\.png"),
+    "rejected": ("Clips that ingest turned away", r"rejected_by_reason\.png"),
+    "sft": ("LoRA supervised fine-tuning", r"sft_loss\.png"),
+    "heads": ("Training of one head", r"heads_loss_(danger|policy)\.png"),
+    "timelines": ("Clip timelines of one source", r"timelines_\w+\.png"),
+    "bars": ("DAUS and its two parts", r"bars_daus\.png"),
+    "reliability": ("Reliability diagram", r"reliability_heads\.png"),
+    "tables": ("Key metrics per source", r"key_metrics\.html"),
+    "summary": ("The test split's metrics as plain text", r"summary\.txt"),
+    "beliefs": ("What the model", r"belief_spans_\w+\.png"),
+}
+
+
+def _report_data(html_text: str, name: str) -> dict:
+    """A JSON object the Snakemake report embeds (`var results = {...};`, `var categories = ...`)."""
+    m = re.search(rf"(?m)^\s*var {name} = (\{{.*\}});?\s*$", html_text)
+    assert m, f"no `var {name}` in the report"
+    return json.loads(m.group(1))
+
+
+@pytest.mark.slow
+def test_the_report_of_a_demo_run_has_every_section_caption_and_figure(demo_run):
+    res = snakemake(demo_run, "--report", "report.html")
+    assert res.returncode == 0, res.stderr[-4000:]
+    # docutils prints rst problems of the front page or a caption as "<string>:N: (ERROR/3) ..."
+    assert not re.findall(r"\((?:WARNING|ERROR|SEVERE)/\d\)", res.stderr), res.stderr[-4000:]
+    page = (demo_run / "report.html").read_text()
+    results, categories = _report_data(page, "results"), _report_data(page, "categories")
+
+    assert {c: set(subs) for c, subs in categories.items()} == SUBCATEGORIES
+    sources = sorted(yaml.safe_load((REPO / "config" / "config.yaml").read_text())["sources"])
+    names = sorted(r["name"] for r in results.values())
+    by_kind = {
+        k: [r for r in results.values() if re.fullmatch(pat, r["name"])] for k, (_, pat) in KINDS.items()
+    }
+    assert sum(len(v) for v in by_kind.values()) == len(names), names
+    assert [len(by_kind[k]) for k in ("timelines", "beliefs", "heads")] == [len(sources), len(sources), 2]
+    for kind, (words, _) in KINDS.items():  # one caption per kind, its own
+        captions = {r["caption"] for r in by_kind[kind]}
+        assert len(captions) == 1 and words in captions.pop(), kind
+    for kind in ("timelines", "beliefs"):  # findable by source, split and seed
+        labels = [r["labels"] for r in by_kind[kind]]
+        assert sorted(lab["source"] for lab in labels) == sources
+        assert {(lab["split"], lab["seed"]) for lab in labels} == {("test", "1")}
+    assert sorted(r["labels"]["head"] for r in by_kind["heads"]) == ["danger", "policy"]
+    assert all(isinstance(v, str) for r in results.values() for v in (r["labels"] or {}).values())
+
+    # the front page: what the run did, and this run's counts as the manifest has them
+    facts = read_facts(demo_run / "results" / "benchmark" / "manifest.json", sources)
+    for text in ("VLAlert: dashcam video to driver alerts", "What the run did", "This run", "Where to look"):
+        assert text in page, text
+    for split in ("train", "val", "test"):
+        assert "{} / {}".format(*facts.total(split)) in page, split
+    missing = facts.sources_without("test")
+    assert "sources without test clips" in page and (", ".join(missing) if missing else "none") in page
+    overview = next(iter(by_kind["overview"]))["labels"]
+    assert overview["sources"] == ", ".join(sources) and overview["seeds"] == "1, 2, 3, 4, 5"

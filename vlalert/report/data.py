@@ -4,8 +4,8 @@
   per split), a source without test clips marked as such, the ticks per split x source x action, and
   every rejected clip with its reason;
 - `benchmark_counts.png`: ticks per split x source x action (stacked SILENT / OBSERVE / ALERT /
-  excluded), each bar topped by its clip count; a source with no clip in a split is written "no clips"
-  at its place, so it cannot vanish from the figure;
+  excluded / prefix-negative ticks), each bar topped by its clip count; a source with no clip in a
+  split is written "no clips" at its place, so it cannot vanish from the figure;
 - `rejected_by_reason.png`: rejected clips per reason, stacked by source.
 
 The counts come from the benchmark manifest through vlalert.report.facts, the rejections from each
@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 
 from vlalert.actions import Action
 from vlalert.report.evaluation import ACTION_COLORS, save_figure
-from vlalert.report.facts import ACTIONS, SPLITS, RunFacts
+from vlalert.report.facts import SPLITS, TICK_KINDS, RunFacts
 
 EXCLUDED_COLOR = "#eeeeee"
 TICK_COLORS: dict[str, str] = {
@@ -34,7 +34,13 @@ TICK_COLORS: dict[str, str] = {
     "OBSERVE": ACTION_COLORS[Action.OBSERVE],
     "ALERT": ACTION_COLORS[Action.ALERT],
     "excluded": EXCLUDED_COLOR,
+    "prefix": "#dbe9f6",
 }
+TICK_LABELS: dict[str, str] = {
+    "excluded": "excluded (post-event)",
+    "prefix": "prefix negatives (scored only)",
+}
+TICK_HATCH: dict[str, str] = {"excluded": "//", "prefix": ".."}
 
 # One problem of a rejection: "<file>: clip <id>: field <field>: <what>" (vlalert.sources.common.reason);
 # a clip with several problems has them joined with "; ".
@@ -95,17 +101,17 @@ def counts_figure(facts: RunFacts) -> Figure:
     top = max([facts.by_split[s][src].n_ticks for s in SPLITS for src in sources] + [1])
     for ax, split in zip(axes, SPLITS, strict=True):
         bottom = np.zeros(len(sources))
-        for kind in (*ACTIONS, "excluded"):
+        for kind in TICK_KINDS:
             values = np.array([facts.by_split[split][s].ticks.get(kind, 0) for s in sources], dtype=float)
             ax.bar(
                 x,
                 values,
                 bottom=bottom,
                 color=TICK_COLORS[kind],
-                edgecolor="#777777" if kind == "excluded" else "none",
-                hatch="//" if kind == "excluded" else None,
+                edgecolor="#777777" if kind in TICK_HATCH else "none",
+                hatch=TICK_HATCH.get(kind),
                 lw=0.5,
-                label=kind if kind != "excluded" else "excluded (post-event)",
+                label=TICK_LABELS.get(kind, kind),
                 gid=f"ticks-{split}-{kind}",
             )
             bottom += values
@@ -234,9 +240,9 @@ def overview_html(facts: RunFacts, rejected: Mapping[str, pa.Table | pl.DataFram
     parts.append(_table(header, rows))
 
     parts.append("<h3>Ticks per split, source and labelled action</h3>")
-    header = ["split", "source", *ACTIONS, "excluded (post-event)"]
+    header = ["split", "source", *(TICK_LABELS.get(k, k) for k in TICK_KINDS)]
     rows = [
-        ([split, src, *(str(facts.by_split[split][src].ticks[k]) for k in (*ACTIONS, "excluded"))], "")
+        ([split, src, *(str(facts.by_split[split][src].ticks[k]) for k in TICK_KINDS)], "")
         for split in SPLITS
         for src in facts.sources
     ]

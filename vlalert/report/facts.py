@@ -20,6 +20,10 @@ from typing import Any
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 ACTIONS: tuple[str, ...] = ("SILENT", "OBSERVE", "ALERT")
+# The manifest's tick counts per split x source: the labelled actions of the trained and scored
+# ticks, the excluded post-event ticks, and the ticks of prefix negatives (a positive clip's early
+# ticks, scored again as a negative clip of their own; DESIGN.md "Prefix negatives").
+TICK_KINDS: tuple[str, ...] = (*ACTIONS, "excluded", "prefix")
 
 
 @dataclass(frozen=True)
@@ -29,12 +33,12 @@ class SourceSplit:
     clips: int
     prefix_clips: int
     positives: int
-    ticks: Mapping[str, int]  # SILENT, OBSERVE, ALERT, excluded
+    ticks: Mapping[str, int]  # TICK_KINDS
 
     @property
     def n_ticks(self) -> int:
-        """Every tick in the split's table: the three actions and the excluded (post-event) ticks."""
-        return sum(self.ticks.get(k, 0) for k in (*ACTIONS, "excluded"))
+        """Every row of the split's table: the three actions, the excluded and the prefix ticks."""
+        return sum(self.ticks.get(k, 0) for k in TICK_KINDS)
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,7 @@ class RunFacts:
     rejected: Mapping[str, int]  # source -> clips rejected by ingest
 
     def total(self, split: str) -> tuple[int, int]:
-        """(clips, ticks) of a split, prefix negatives not counted as clips."""
+        """(clips, ticks) of a split: prefix negatives not counted as clips, their ticks counted."""
         rows = self.by_split[split].values()
         return sum(r.clips for r in rows), sum(r.n_ticks for r in rows)
 
@@ -76,7 +80,7 @@ def run_facts(manifest: Mapping[str, Any], sources: Sequence[str] | None = None)
                 clips=int(clips.get(s, {}).get("clips", 0)),
                 prefix_clips=int(clips.get(s, {}).get("prefix_clips", 0)),
                 positives=int(positives.get(s, 0)),
-                ticks={k: int(ticks.get(s, {}).get(k, 0)) for k in (*ACTIONS, "excluded")},
+                ticks={k: int(ticks.get(s, {}).get(k, 0)) for k in TICK_KINDS},
             )
             for s in all_sources
         }
@@ -121,4 +125,13 @@ def overview_labels(
     }
 
 
-__all__ = ["ACTIONS", "SPLITS", "RunFacts", "SourceSplit", "overview_labels", "read_facts", "run_facts"]
+__all__ = [
+    "ACTIONS",
+    "SPLITS",
+    "TICK_KINDS",
+    "RunFacts",
+    "SourceSplit",
+    "overview_labels",
+    "read_facts",
+    "run_facts",
+]

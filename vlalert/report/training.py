@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pyarrow as pa
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import FormatStrFormatter
 
 from vlalert.report.evaluation import save_figure
 
@@ -67,7 +69,7 @@ def sft_loss_figure(log: pa.Table | pl.DataFrame | None, run: str = "") -> Figur
     ax.set_xlabel("optimiser step")
     ax.set_ylabel("token-mean loss (target tokens)")
     if _positive(df, "train_loss", "val_loss"):
-        ax.set_yscale("log")
+        _log_y(ax)
     ax.grid(True, alpha=0.3)
     lr = ax.twinx()
     lr.plot(df["step"], df["lr"], color="#999999", lw=1.0, ls=":", label="learning rate", gid="sft-lr")
@@ -79,6 +81,14 @@ def sft_loss_figure(log: pa.Table | pl.DataFrame | None, run: str = "") -> Figur
         ax.text(0.5, 0.5, "the SFT log holds no rows", ha="center", va="center", transform=ax.transAxes)
     ax.set_title(f"SFT{f' of run {run}' if run else ''}: train and val loss", loc="left")
     return fig
+
+
+def _log_y(ax: Axes) -> None:
+    """A log y axis labelled in plain numbers (a loss spans a decade or two, not powers of ten)."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+    ax.tick_params(axis="y", which="minor", labelsize=7)
 
 
 def _positive(df: pl.DataFrame, *columns: str) -> bool:
@@ -118,7 +128,7 @@ def head_loss_figure(
         ax.set_xlabel("epoch")
         ax.grid(True, alpha=0.3)
         if all_positive:
-            ax.set_yscale("log")
+            _log_y(ax)
     for ax in axes[len(seeds) :]:
         ax.set_axis_off()
     axes[0].set_ylabel("loss")

@@ -37,7 +37,8 @@ import torch
 from vlalert.vlm.config import SFTConfig, TinyModelConfig, VLMConfig
 from vlalert.vlm.inputs import IGNORE_INDEX, VIDEO_TYPE, frames_to_pixels
 from vlalert.vlm.lora import lora_module_names, wrap_lora
-from vlalert.vlm.sft import Dist, SFTJob, SFTRun, SFTTrainer, count_targets, training_arguments
+from vlalert.vlm.loss import count_targets
+from vlalert.vlm.sft import Dist, SFTJob, SFTRun, SFTTrainer, training_arguments
 
 # Qwen/Qwen3-VL-4B-Instruct config.json (text and vision towers, special token ids)
 VOCAB = 151936

@@ -3,6 +3,7 @@
 # so no rule builds it and a local directory is an input of the rules that load it.
 
 VLM_DIR = LAYOUT.model(CFG.model)
+TINY_THREADS = 2 if CFG.model.tiny.pretrain.steps else 1  # pretraining trains the model; else a build
 
 
 if CFG.model.is_tiny:
@@ -22,10 +23,11 @@ if CFG.model.is_tiny:
             LAYOUT.log("tiny_model"),
         benchmark:
             LAYOUT.timing("tiny_model")
+        threads: TINY_THREADS
         resources:
             mem_mb=scaled(4000),
             runtime=scaled(15),
-            cpus_per_task=1,
+            cpus_per_task=TINY_THREADS,
         conda:
             ENV
         script:

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from vlalert.cache.store import CacheError, fixed_size_list_to_numpy, read_cache, write_cache
+from vlalert.heads import fsm
 from vlalert.heads.data import build_clips, load_clips, make_batch, read_labels
 from vlalert.heads.synthetic import synthetic_split
 from vlalert.schemas import check_table, write_table
@@ -100,6 +101,17 @@ def test_batch_gathers_each_ticks_own_vector_and_pads(split):
     assert batch.action.tolist() == [[0, 0, 0], [0, 1, 2]]
     assert batch.danger.tolist() == [[0, 0, 0], [0, 0.25, 0.5]]
     assert batch.is_positive.tolist() == [False, True]
+
+
+def test_a_batch_may_start_mid_clip_with_the_label_before(split):
+    clips = load_clips(*split)
+    batch = make_batch(clips, np.array([1, 0]), skip=np.array([0, 2]))
+    assert batch.mask.tolist() == [[True, True], [True, False]]
+    assert batch.z[1, 0, 0].item() == 2 and batch.action[1, 0].item() == 2  # a starts at its tick 2
+    assert batch.prev0.tolist() == [fsm.START, 1]  # b from its start; a after its tick 1 (OBSERVE)
+    over = make_batch(clips, np.array([0]), skip=np.array([9]))  # a clip keeps at least its last tick
+    assert over.mask.tolist() == [[True]] and over.z[0, 0, 0].item() == 2
+    assert make_batch(clips, np.array([0])).prev0.tolist() == [fsm.START]
 
 
 def test_scoring_mode_keeps_excluded_and_prefix(split):

@@ -37,6 +37,29 @@ def test_teacher_prev_actions_shift_in_start():
     assert teacher_prev_actions(actions).tolist() == [[3, 0, 1, 2], [3, 1, 1, 0]]
 
 
+def test_teacher_prev_actions_of_a_sequence_started_mid_clip():
+    actions = torch.tensor([[0, 1], [2, 2]])
+    prev0 = torch.tensor([fsm.START, 1])
+    assert teacher_prev_actions(actions, prev0).tolist() == [[3, 0], [1, 2]]
+
+
+def test_the_tick_skip_path_reads_r_t_beside_the_gru():
+    torch.manual_seed(0)
+    head = PolicyHead(SMALL.model_copy(update={"tick_skip": True}), r_dim=10).eval()
+    assert head.out.in_features == SMALL.gru_hidden + SMALL.proj
+    r = torch.randn(1, 5, 10)
+    prev = torch.zeros(1, 5, dtype=torch.long)
+    base, _ = head(r, prev)
+    with torch.no_grad():  # silence the GRU's contribution: r_t still reaches the logits of its tick
+        head.out.weight[:, : SMALL.gru_hidden] = 0.0
+    r2 = r.clone()
+    r2[:, 3] += 2.0
+    a, _ = head(r, prev)
+    b, _ = head(r2, prev)
+    assert torch.equal(a[:, [0, 1, 2, 4]], b[:, [0, 1, 2, 4]]) and not torch.equal(a[:, 3], b[:, 3])
+    assert base.shape == (1, 5, 3)
+
+
 def test_shapes_causality_and_previous_action_matters():
     head = _head()
     r = torch.randn(2, 7, 10)

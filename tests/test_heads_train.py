@@ -25,6 +25,7 @@ from vlalert.heads.train import (
     load_head,
     loss_weights,
     lr_at,
+    random_starts,
     train_head,
 )
 from vlalert.schemas import write_table
@@ -174,6 +175,30 @@ def test_config_rejects_bad_values():
         HeadsTrainConfig(epoch=3)
     with pytest.raises(ValueError, match="unknown head"):
         train_head("value", 1, "x", "x", "x", "x", CFG, "x")
+
+
+def test_random_starts_fall_inside_each_clip_and_follow_the_seed(data):
+    clips = load_clips(data["train_cache"], data["train_labels"], vectors=("r",))
+    order = np.arange(clips.n_clips)
+    assert random_starts(clips, order, 0.0, torch.Generator().manual_seed(1)) is None
+    a = random_starts(clips, order, 0.5, torch.Generator().manual_seed(1))
+    b = random_starts(clips, order, 0.5, torch.Generator().manual_seed(1))
+    length = clips.offsets[1:] - clips.offsets[:-1]
+    assert np.array_equal(a, b) and (a >= 0).all() and (a < length).all()
+    assert 0 < int((a > 0).sum()) < clips.n_clips  # about half the clips start mid-clip
+
+
+def test_policy_with_random_starts_and_the_tick_skip_trains_reproducibly(data, tmp_path):
+    cfg = CFG.model_copy(
+        update={"random_start": 0.5, "policy": CFG.policy.model_copy(update={"tick_skip": True})}
+    )
+    m1 = _train(data, "policy", 2, tmp_path / "a", cfg)
+    m2 = _train(data, "policy", 2, tmp_path / "b", cfg)
+    w1, w2 = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)
+    assert m1["best_val_loss"] == pytest.approx(m2["best_val_loss"])
+    model, _ = load_head(tmp_path / "a")
+    assert model.out.in_features == cfg.policy.gru_hidden + cfg.policy.proj
 
 
 def test_keep_last_saves_the_last_epoch_not_the_best(data, tmp_path):

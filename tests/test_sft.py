@@ -40,14 +40,13 @@ from vlalert.vlm.data import (
 from vlalert.vlm.inputs import collate
 from vlalert.vlm.loading import load_model, load_tokenizer
 from vlalert.vlm.lora import apply_lora, load_adapted_model, lora_module_names, require_qlora
+from vlalert.vlm.loss import count_targets, loss_sum
 from vlalert.vlm.sft import (
     FSDP_UNITS,
     Dist,
     SFTJob,
     check_switches,
-    count_targets,
     evaluate_loss,
-    loss_sum,
     run_sft,
     training_arguments,
     write_job,

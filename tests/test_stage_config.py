@@ -75,7 +75,7 @@ RERUNS = [
     ("config.yaml", "gate.alert_min", 0.6, {"relabel/*"}),
     ("config.yaml", "gate.consensus_ramp_s", 5.0, set()),  # no demo source's chain has consensus
     ("config.yaml", "ticks.hz", 2.0, {"gate/*", "relabel/*", "summary"}),
-    ("config.yaml", "window.frames", 4, {"gate/*", "relabel/*", "beliefs/*"}),
+    ("config.yaml", "window.frames", 4, {"gate/*", "relabel/*", "beliefs/*", "tiny_model"}),
     ("config.yaml", "splits.salt", "x", {"benchmark"}),
     ("config.yaml", "sources.dota.split_map", {"train": "trainval"}, {"benchmark"}),
     ("config.yaml", "sources.dota.prefix_negatives", False, {"relabel/dota"}),
@@ -86,6 +86,7 @@ RERUNS = [
     ("config.yaml", "beliefs.progress", False, {"beliefs/*"}),
     ("config.yaml", "model.max_new_tokens", 100, {"sft", "cache"}),
     ("config.yaml", "model.system_prompt", "hi", {"tiny_model", "sft", "cache"}),
+    ("config.yaml", "model.tiny.pretrain.steps", 50, {"tiny_model", "sft", "cache"}),
     ("config.yaml", "sft.lr", 1e-3, {"sft"}),
     ("config.yaml", "sft.num_workers", 2, set()),
     ("config.yaml", "cache.batch_size", 4, set()),

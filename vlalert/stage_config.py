@@ -329,6 +329,7 @@ class TinyModelSlice(StageSlice):
     UNTRACKED = {"model": _all_but(VLMConfig, *TINY_MODEL_KEYS)}  # unread by build_tiny_model
 
     model: VLMConfig
+    window: WindowConfig  # the pretraining windows have a tick's frames and span
 
 
 class _RunFolders(StageSlice):

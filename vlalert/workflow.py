@@ -77,14 +77,17 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     "relabel": _TICKS,
     "beliefs": ("synthetic.truth", *_BELIEFS),
     "benchmark": ("benchmark", "sources", "video", *_TICKS),
-    "tiny_model": ("vlm.config", "vlm.data", "vlm.inputs", "vlm.tiny", "vlm.tokenizer", *_BELIEFS),
+    "tiny_model": (
+        *("vlm.config", "vlm.data", "vlm.inputs", "vlm.loss", "vlm.pretrain", "vlm.tiny", "vlm.tokenizer"),
+        *("download_config", "synthetic", *_BELIEFS),  # the pretraining corpus is rendered
+    ),
     "sft": (
         *("vlm.checkpoint", "vlm.config", "vlm.data", "vlm.inputs", "vlm.loading", "vlm.lora"),
-        *("vlm.sft", "vlm.tokenizer", *_BELIEFS),
+        *("vlm.loss", "vlm.sft", "vlm.tokenizer", "download_config", *_BELIEFS),
     ),
     "cache_shard": (
         *("cache", "vlm.config", "vlm.inputs", "vlm.loading", "vlm.lora", "vlm.patch"),
-        *("vlm.tokenizer", *_BELIEFS),
+        *("vlm.tokenizer", "download_config", *_BELIEFS),
     ),
     "cache_gather": ("cache.store", *_TABLES),
     "heads": _HEADS,

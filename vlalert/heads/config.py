@@ -43,6 +43,9 @@ class PolicyHeadConfig(StrictModel):
     gru_hidden: int = Field(1024, ge=1)
     gru_layers: int = Field(1, ge=1, le=4)
     dropout: float = Field(0.1, ge=0, lt=1)
+    # The output layer also reads the tick's projected r_t beside the GRU state: a direct per-tick path,
+    # so what the VLM says about this tick need not pass through the recurrence to reach the action.
+    tick_skip: bool = False
 
 
 class FSMConfig(StrictModel):
@@ -97,6 +100,10 @@ class HeadsTrainConfig(StrictModel):
     ss_max: float = Field(0.5, ge=0, le=1)
     ss_start_epoch: int = Field(1, ge=0)
     ss_ramp_epochs: int = Field(10, ge=1)
+    # Probability that a train clip of the PolicyHead starts at a uniformly drawn tick of its own (its
+    # a_{t-1} there is the label before): the GRU then cannot tell the time in the clip by counting
+    # ticks, which on short benchmarks with events at similar times is a shortcut past r_t.
+    random_start: float = Field(0.0, ge=0, le=1)
     threads: int | None = Field(None, ge=1)  # torch CPU threads; None keeps torch's default
     device: str = "cpu"  # bit-identical reruns are guaranteed on CPU only
     danger: DangerHeadConfig = Field(default_factory=DangerHeadConfig)

@@ -33,6 +33,7 @@ import torch
 
 from vlalert.actions import ACTION_CODES
 from vlalert.cache.store import VECTOR_COLUMNS, CacheError, fixed_size_list_to_numpy, read_cache
+from vlalert.heads.fsm import START as START_ACTION
 
 LABEL_COLUMNS: tuple[str, ...] = (
     "video_id",
@@ -175,6 +176,7 @@ class ClipBatch:
     danger: torch.Tensor  # [B, T] float32 (padding: 0)
     is_positive: torch.Tensor  # [B] bool
     clip_idx: np.ndarray  # [B] indices into the ClipSet
+    prev0: torch.Tensor  # [B] int64: the action before the batch's first tick (START at a clip's start)
 
 
 def _readonly_tensor(mat: np.ndarray) -> torch.Tensor:
@@ -185,11 +187,26 @@ def _readonly_tensor(mat: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(mat)
 
 
-def make_batch(clips: ClipSet, clip_idx: np.ndarray, dtype: torch.dtype = torch.float32) -> ClipBatch:
-    """Gather clips `clip_idx` into one padded batch: one index_select per vector column."""
+def make_batch(
+    clips: ClipSet,
+    clip_idx: np.ndarray,
+    dtype: torch.dtype = torch.float32,
+    skip: np.ndarray | None = None,
+) -> ClipBatch:
+    """Gather clips `clip_idx` into one padded batch: one index_select per vector column.
+
+    `skip` [B] drops each clip's first ticks (each keeps at least one): the batch then starts
+    mid-clip, with `prev0` the label of the tick before (see `HeadsTrainConfig.random_start`).
+    """
     clip_idx = np.asarray(clip_idx, dtype=np.int64)
     start = clips.offsets[clip_idx]
     length = clips.offsets[clip_idx + 1] - start
+    prev0 = np.full(len(clip_idx), START_ACTION, dtype=np.int64)
+    if skip is not None:
+        skip = np.minimum(np.asarray(skip, dtype=np.int64), length - 1)
+        cut = skip > 0
+        prev0[cut] = clips.action[start[cut] + skip[cut] - 1]
+        start, length = start + skip, length - skip
     pos = np.arange(int(length.max()))
     valid = pos[None, :] < length[:, None]
     # Padded slots repeat the clip's last tick, so every index is valid; the mask hides them.
@@ -212,10 +229,15 @@ def make_batch(clips: ClipSet, clip_idx: np.ndarray, dtype: torch.dtype = torch.
         danger=torch.from_numpy(np.where(valid, clips.danger[entry], np.float32(0)).astype(np.float32)),
         is_positive=torch.from_numpy(clips.is_positive[clip_idx].copy()),
         clip_idx=clip_idx,
+        prev0=torch.from_numpy(prev0),
     )
 
 
-def iter_batches(clips: ClipSet, order: np.ndarray, batch_clips: int) -> Iterator[ClipBatch]:
-    """Batches of `batch_clips` clips taken in `order` (a permutation or a weighted draw)."""
+def iter_batches(
+    clips: ClipSet, order: np.ndarray, batch_clips: int, skip: np.ndarray | None = None
+) -> Iterator[ClipBatch]:
+    """Batches of `batch_clips` clips taken in `order` (a permutation or a weighted draw); `skip`
+    [len(order)]: leading ticks each drawn clip drops (make_batch)."""
     for i in range(0, len(order), batch_clips):
-        yield make_batch(clips, order[i : i + batch_clips])
+        part = None if skip is None else skip[i : i + batch_clips]
+        yield make_batch(clips, order[i : i + batch_clips], skip=part)

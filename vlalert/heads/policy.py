@@ -43,7 +43,7 @@ class PolicyHead(nn.Module):
             dropout=cfg.dropout if cfg.gru_layers > 1 else 0.0,
         )
         self.drop = nn.Dropout(cfg.dropout)
-        self.out = nn.Linear(cfg.gru_hidden, 3)
+        self.out = nn.Linear(cfg.gru_hidden + (cfg.proj if cfg.tick_skip else 0), 3)
 
     def forward(
         self, r: torch.Tensor, prev_actions: torch.Tensor, h0: torch.Tensor | None = None
@@ -56,6 +56,8 @@ class PolicyHead(nn.Module):
         """The recurrent part on already projected r: lets tick-by-tick loops project all ticks at once."""
         x = torch.cat([r_proj, self.action_embed(prev_actions)], dim=-1)
         y, h_n = self.gru(x, h0)
+        if self.cfg.tick_skip:
+            y = torch.cat([y, r_proj], dim=-1)
         return self.out(self.drop(y)), h_n
 
     @property
@@ -63,9 +65,9 @@ class PolicyHead(nn.Module):
         return self.proj[0]
 
 
-def teacher_prev_actions(actions: torch.Tensor) -> torch.Tensor:
-    """Labels [B, T] -> a_{t-1} [B, T]: START at t = 0, the label of tick t-1 after."""
-    start = torch.full_like(actions[:, :1], fsm.START)
+def teacher_prev_actions(actions: torch.Tensor, prev0: torch.Tensor | None = None) -> torch.Tensor:
+    """Labels [B, T] -> a_{t-1} [B, T]: `prev0` [B] (default START) at t = 0, the label of tick t-1 after."""
+    start = torch.full_like(actions[:, :1], fsm.START) if prev0 is None else prev0.view(-1, 1).to(actions)
     return torch.cat([start, actions[:, :-1]], dim=1)
 
 
@@ -76,6 +78,7 @@ def scheduled_forward(
     ss_prob: float,
     fsm_cfg: FSMConfig,
     generator: torch.Generator,
+    prev0: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Logits [B, T, 3] with a_{t-1} drawn per (clip, tick): the decoded action w.p. ss_prob, else the label.
 
@@ -86,15 +89,16 @@ def scheduled_forward(
     decoder state runs on the model's probabilities at every tick, whichever input was fed, so
     it tracks the trajectory the deployed system would have shown. ss_prob = 0 is exact teacher
     forcing and runs the GRU over the whole sequence at once; otherwise it steps tick by tick.
-    Coins come from `generator` so a seed fixes them.
+    Coins come from `generator` so a seed fixes them. `prev0` [B]: a_{-1} of sequences that start
+    mid-clip (START otherwise).
     """
-    teacher = teacher_prev_actions(actions)
+    teacher = teacher_prev_actions(actions, prev0)
     if ss_prob <= 0.0:
         return head(r, teacher)[0]
     n_clips, n_ticks = actions.shape
     r_proj = head.proj(r)  # r_t does not depend on a_{t-1}: project every tick in one matmul
     coins = torch.rand((n_clips, n_ticks), generator=generator) < ss_prob
-    coins[:, 0] = False  # a_{-1} is START for both teacher and model
+    coins[:, 0] = False  # a_{-1} is START (or prev0) for both teacher and model
     state = fsm.init_state((n_clips,))
     prev = teacher[:, :1]
     hidden = None

@@ -138,7 +138,7 @@ def batch_loss(
     if kind == "danger":
         return _danger_batch_loss(*model(batch.z, batch.mask), batch, cfg, weights)
     cw = None if weights.class_weight is None else weights.class_weight.to(batch.mask.device)
-    logits = scheduled_forward(model, batch.r, batch.action, ss_prob, cfg.fsm, coin_gen)
+    logits = scheduled_forward(model, batch.r, batch.action, ss_prob, cfg.fsm, coin_gen, batch.prev0)
     return policy_loss(logits, batch.action, batch.mask, cw)
 
 
@@ -148,6 +148,16 @@ def epoch_order(clips: ClipSet, weights: LossWeights, gen: torch.Generator) -> n
         w = torch.from_numpy(weights.clip_sample_weight)
         return torch.multinomial(w, clips.n_clips, replacement=True, generator=gen).numpy()
     return torch.randperm(clips.n_clips, generator=gen).numpy()
+
+
+def random_starts(clips: ClipSet, order: np.ndarray, prob: float, gen: torch.Generator) -> np.ndarray | None:
+    """Leading ticks each drawn clip drops: with probability `prob`, uniform over the clip's ticks."""
+    if prob <= 0.0:
+        return None
+    length = torch.from_numpy(clips.offsets[order + 1] - clips.offsets[order])
+    coin = torch.rand(len(order), generator=gen) < prob
+    draw = (torch.rand(len(order), generator=gen) * length).long()
+    return torch.where(coin, draw, torch.zeros_like(draw)).numpy()
 
 
 def train_epoch(
@@ -166,7 +176,9 @@ def train_epoch(
     model.train()
     ss_prob = cfg.ss_prob(epoch) if kind == "policy" else 0.0
     total, n_ticks = 0.0, 0
-    for batch in iter_batches(clips, epoch_order(clips, weights, order_gen), cfg.batch_clips):
+    order = epoch_order(clips, weights, order_gen)
+    skip = random_starts(clips, order, cfg.random_start, order_gen) if kind == "policy" else None
+    for batch in iter_batches(clips, order, cfg.batch_clips, skip):
         batch = to_device(batch, device, non_blocking=True)
         loss = batch_loss(kind, model, batch, cfg, weights, ss_prob, coin_gen)
         optimizer.zero_grad(set_to_none=True)

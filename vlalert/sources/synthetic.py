@@ -25,7 +25,6 @@ would each need the other half's private record shapes.
 from __future__ import annotations
 
 import shutil
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -45,6 +44,7 @@ from vlalert.synthetic.scenarios import (
     Scenario,
     draw_times,
     make_scenario,
+    stable_rng,
     truth_entry,
 )
 from vlalert.synthetic.truth import SCENE_TRUTH_FORMAT
@@ -118,11 +118,6 @@ class DemoClip:
     consensus: dict[str, Any] | None  # the BADAS consensus row, when this clip has one
     fault: str | None = None  # truncated | zero-length | empty-folder | corrupt-jpeg | contradiction
     fault_note: str = ""
-
-
-def stable_rng(seed: int, kind: str, *stream: int) -> np.random.Generator:
-    """A generator that depends only on (seed, kind, stream): crc32, never Python's salted hash()."""
-    return np.random.default_rng([seed & 0xFFFFFFFFFFFFFFFF, zlib.crc32(kind.encode("utf-8")), *stream])
 
 
 def _scenarios(kind: str, demo: DemoConfig) -> list[tuple[Scenario, str | None]]:

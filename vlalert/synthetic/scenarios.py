@@ -19,6 +19,7 @@ scene gate and the rule beliefs could drift from what the pixels show.
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,6 +117,11 @@ class Track:
     braking: np.ndarray  # brake lights on
     motion: np.ndarray | None = None  # hazard only: per-time motion label
     accent: tuple[int, int, int] = (60, 60, 70)  # pedestrians: shirt colour
+
+
+def stable_rng(seed: int, kind: str, *stream: int) -> np.random.Generator:
+    """A generator that depends only on (seed, kind, stream): crc32, never Python's salted hash()."""
+    return np.random.default_rng([seed & 0xFFFFFFFFFFFFFFFF, zlib.crc32(kind.encode("utf-8")), *stream])
 
 
 def grid(t: float) -> float:

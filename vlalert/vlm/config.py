@@ -33,6 +33,34 @@ DEFAULT_INSTRUCTION = (
 )
 
 
+class PretrainConfig(StrictModel):
+    """`model.tiny.pretrain`: the tiny model's perception pretraining (vlalert.vlm.pretrain).
+
+    Off by default (steps 0: random weights, as the unit tests want them); the demo config turns it
+    on, since a VLM that was never shown a road cannot learn to see one from the demo's few ticks.
+    """
+
+    scenes: int = Field(400, ge=1)  # synthetic clips rendered for the corpus
+    windows_per_scene: int = Field(4, ge=1)
+    steps: int = Field(0, ge=0)
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    warmup_steps: int = Field(20, ge=0)
+    weight_decay: float = Field(0.01, ge=0)
+    width: int = Field(160, ge=32)  # rendered frame size (the demo's clips are 160 x 96)
+    height: int = Field(96, ge=32)
+    max_duration_s: float = Field(12.0, ge=4.0)
+    seed: int = Field(12345, ge=0)
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    log_every: int = Field(50, ge=1)
+
+    @model_validator(mode="after")
+    def _warmup(self) -> PretrainConfig:
+        if self.steps and self.warmup_steps >= self.steps:
+            raise ValueError("tiny.pretrain.warmup_steps must be below tiny.pretrain.steps")
+        return self
+
+
 class TinyModelConfig(StrictModel):
     """Widths of the locally built demo model (a real Qwen3-VL architecture, toy sizes).
 
@@ -63,6 +91,7 @@ class TinyModelConfig(StrictModel):
     )  # vision blocks whose output feeds text layers 0, 1, ...
     tie_word_embeddings: bool = True  # as Qwen3-VL-4B
     seed: int = Field(0, ge=0)  # random initialisation: the directory is a function of (corpus, config, seed)
+    pretrain: PretrainConfig = PretrainConfig()  # perception pretraining (vlalert.vlm.pretrain)
 
     @model_validator(mode="after")
     def _consistent(self) -> TinyModelConfig:

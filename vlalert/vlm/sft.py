@@ -51,7 +51,6 @@ from typing import IO, Any
 import numpy as np
 import pyarrow as pa
 import torch
-import torch.nn.functional as F
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
 from vlalert.atomic import atomic_dir, write_json_atomic
@@ -63,9 +62,10 @@ from vlalert.strict import StrictModel
 from vlalert.vlm import checkpoint as ckpt
 from vlalert.vlm.config import SFTConfig, VLMConfig
 from vlalert.vlm.data import Collator, StepSampler, TickDataset, evenly_spaced, rows_sha256, trainable_rows
-from vlalert.vlm.inputs import IGNORE_INDEX, collate
+from vlalert.vlm.inputs import collate
 from vlalert.vlm.loading import load_tokenizer
 from vlalert.vlm.lora import apply_lora, load_base_model, lora_module_names, trainable_parameters
+from vlalert.vlm.loss import count_targets, loss_sum
 from vlalert.vlm.tokenizer import ENDOFTEXT, IM_END
 
 log = logging.getLogger("vlalert.vlm.sft")  # not __main__ under `python -m`
@@ -137,38 +137,6 @@ def use_bf16(cfg: SFTConfig, device: str) -> bool:
 def rank_seed(seed: int, rank: int) -> int:
     """Seed of a rank's own random stream (LoRA dropout); distinct per rank, fixed per (seed, rank)."""
     return int(np.random.SeedSequence([seed, rank, 0x5F7]).generate_state(1)[0])
-
-
-# -------------------------------------------------------------------------------------------- loss
-
-
-def count_targets(labels: torch.Tensor) -> int:
-    """Target tokens that contribute to the loss (the first column predicts nothing)."""
-    return int((labels[:, 1:] != IGNORE_INDEX).sum())
-
-
-def target_window(labels: torch.Tensor) -> int:
-    """Number of last positions whose logits cover every target token of the batch."""
-    valid = labels != IGNORE_INDEX
-    rows = valid.any(dim=1)
-    if not bool(rows.any()):
-        raise ValueError("a batch without any target token")
-    first = int(valid.int().argmax(dim=1)[rows].min())
-    return min(labels.shape[1], labels.shape[1] - first + 1)
-
-
-def loss_sum(model: Any, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-    """Summed target-token cross-entropy of a batch (fp32) and its number of target tokens."""
-    labels = batch["labels"]
-    keep = target_window(labels)
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
-    out = model(**inputs, logits_to_keep=keep, use_cache=False)
-    logits = out.logits[:, :-1].float()
-    targets = labels[:, labels.shape[1] - keep + 1 :]
-    total = F.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
-    )
-    return total, int((targets != IGNORE_INDEX).sum())
 
 
 def _autocast(device: str, bf16: bool) -> contextlib.AbstractContextManager[Any]:

@@ -5,7 +5,9 @@ tokenizer files, the processor configs of Qwen3-VL), so every later stage loads 
 `from_pretrained` code as Qwen/Qwen3-VL-4B-Instruct. Its tokenizer is a BPE vocabulary trained on
 the belief corpus and the prompt (vlalert.vlm.tokenizer); the config's token ids (video, vision
 start/end, eos, pad) are read from that tokenizer, never assumed. Weights are random, drawn after
-`torch.manual_seed(seed)`, so the directory is a pure function of (corpus, config, seed).
+`torch.manual_seed(seed)`, then (when `tiny.pretrain.steps` > 0) pretrained on captioned synthetic
+video of its own seed (vlalert.vlm.pretrain: the stand-in for a real VLM's pretraining), so the
+directory is a pure function of (corpus, config, seed).
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -149,19 +152,51 @@ def corpus_sha256(texts: Iterable[str]) -> str:
 
 
 def build_tiny_model(
-    out_dir: str | os.PathLike[str], corpus: Iterable[str], vlm_cfg: VLMConfig, seed: int
+    out_dir: str | os.PathLike[str],
+    corpus: Iterable[str],
+    vlm_cfg: VLMConfig,
+    seed: int,
+    *,
+    frames: int = 8,
+    span_s: float = 2.0,
+    on_log: Callable[[str], None] | None = None,
 ) -> Path:
-    """Train the tokenizer on `corpus` (+ the prompt texts), build and save the tiny model; return its dir."""
+    """Train the tokenizer on `corpus` (+ the prompt texts and the pretraining captions), build the tiny
+    model, pretrain it (`vlm_cfg.tiny.pretrain`, on windows of `frames` frames over `span_s`, as a tick
+    sees) and save it; return its dir."""
+    import torch
     from transformers import GenerationConfig
 
+    from vlalert.vlm.pretrain import caption_example, caption_texts, pretrain, render_corpus
+
+    say = on_log or (lambda msg: None)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    pre = vlm_cfg.tiny.pretrain
+    windows = []
+    if pre.steps:
+        t0 = time.monotonic()
+        windows = list(render_corpus(pre, frames, span_s))
+        say(f"pretraining corpus: {len(windows)} captioned windows rendered in {time.monotonic() - t0:.1f} s")
+    captions = caption_texts(windows)
     # Prompt texts are repeated up to the BPE frequency threshold: they occur once in the list but in
     # every example, and unmerged they would cost one token per byte.
-    texts = [*corpus, *prompt_corpus(vlm_cfg) * max(2, vlm_cfg.tiny.min_frequency)]
+    texts = [*corpus, *prompt_corpus(vlm_cfg) * max(2, vlm_cfg.tiny.min_frequency), *captions]
     tokenizer = wrap_tokenizer(train_bpe(texts, vlm_cfg.tiny.vocab_size, vlm_cfg.tiny.min_frequency))
     config = tiny_config(vlm_cfg, tokenizer)
     model = init_tiny_model(config, seed)
+    pretrain_log: list[dict[str, float]] = []
+    if windows:
+        examples = [caption_example(w, tokenizer, vlm_cfg, f"pretrain{i}") for i, w in enumerate(windows)]
+
+        def logged(row: dict[str, float]) -> None:
+            say(
+                f"pretraining step {int(row['step'])}/{pre.steps}: train loss {row['train_loss']:.3f}, "
+                f"val loss {row['val_loss']:.3f}, {row['elapsed_s']:.0f} s"
+            )
+
+        with torch.random.fork_rng():
+            pretrain_log = pretrain(model, examples, int(config.text_config.pad_token_id), pre, on_log=logged)
     model.generation_config = GenerationConfig(
         eos_token_id=[config.text_config.eos_token_id, config.text_config.pad_token_id],
         pad_token_id=config.text_config.pad_token_id,
@@ -178,6 +213,12 @@ def build_tiny_model(
         "vocab_size": len(tokenizer),
         "n_parameters": sum(p.numel() for p in model.parameters()),
         "image_size": list(vlm_cfg.image_size),
+        "pretrain": {
+            "windows": len(windows),
+            "steps": pre.steps,
+            "seed": pre.seed,
+            "log": [{k: round(v, 4) for k, v in row.items()} for row in pretrain_log],
+        },
     }
     (out / BUILD_INFO).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
     publish_tree(out)  # save_pretrained writes model.safetensors 0600

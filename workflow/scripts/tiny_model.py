@@ -12,5 +12,13 @@ snakemake = globals()["snakemake"]
 with job_logging(snakemake.log[0]) as log:
     job = job_slice(snakemake, TinyModelSlice)
     corpus = target_corpus(trainable_rows(read_table("benchmark", snakemake.input.train)))
-    out = build_tiny_model(Path(snakemake.output.config).parent, corpus, job.model, seed=job.model.tiny.seed)
+    out = build_tiny_model(
+        Path(snakemake.output.config).parent,
+        corpus,
+        job.model,
+        seed=job.model.tiny.seed,
+        frames=job.window.frames,
+        span_s=job.window.span_s,
+        on_log=log.info,
+    )
     log.info("tiny model in %s from %d train targets", out, len(corpus))

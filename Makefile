@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 LOCK := requirements/lock-dev.txt
 LOCKS := requirements/lock-runtime.txt $(LOCK)
 
-.PHONY: demo test install lint lock clean
+.PHONY: demo test test-slurm install lint lock clean
 
 # The locked pip first, then the locked packages, then the project itself without dependencies and
 # without build isolation (setuptools is in the lock). tests/test_envs.py checks that the lock pins the
@@ -39,6 +39,13 @@ test: $(STAMP)
 	$(BIN)/snakefmt --check Snakefile rules
 	$(BIN)/snakemake --lint
 	$(BIN)/python -m pytest
+
+# A real single-node SLURM cluster on this machine (apt: slurm-wlm, slurmdbd, munge, mariadb; daemons on
+# 127.0.0.1; needs root) and the demo's data half (up to results/benchmark/manifest.json) through
+# profiles/slurm in a fresh clone; every job must end COMPLETED in sacct. README, "On a cluster".
+# Not part of `make test` / CI: it installs system packages and takes minutes (the run is printed).
+test-slurm: $(STAMP)
+	tests/cluster/run_demo_data_half.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

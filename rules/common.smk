@@ -26,7 +26,8 @@ wildcard_constraints:
 # Resources, one way: every rule that runs a job declares mem_mb and runtime (minutes) as scaled(base), so
 # that they grow with the retry attempt, and cpus_per_task (its threads) and gpu, where it can use one, as
 # plain numbers, or with for_badas/scaled(badas=) where the gate provider decides; only the rules that
-# gather small files (cache_gather, summary, report_figures) declare none and take the profile's defaults.
+# gather small files (cache_gather, summary, report_data, report_figures) declare none and take the
+# profile's defaults.
 def scaled(base, badas=None):
     """A resource that grows with the retry attempt (the SLURM profile retries after OOM or timeout).
 

@@ -513,6 +513,11 @@ def test_belief_view_picks_clips_and_ticks_up_to_the_event(tmp_path):
     bench = _belief_bench(tmp_path)
     assert choose_clips(bench, "nexar") == ["p1", "n1"]  # the prefix negative is not a clip of its own
     assert choose_clips(bench, "dad") == []
+    assert choose_clips(bench.filter(pl.col("video_id") != "n1"), "nexar") == ["p1"]  # no more positives
+    two = pl.concat(
+        [bench, bench.filter(pl.col("video_id") == "p1").with_columns(pl.lit("p2").alias("video_id"))]
+    )
+    assert choose_clips(two.filter(pl.col("video_id") != "n1"), "nexar") == ["p1", "p2"]
     ticks = choose_ticks(bench.filter(pl.col("video_id") == "p1"), 4)
     assert ticks["tick"].to_list() == [4, 5, 6, 7]  # the last scored ticks before the event
     ticks = choose_ticks(bench.filter(pl.col("video_id") == "n1"), 3)

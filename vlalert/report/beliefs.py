@@ -7,7 +7,8 @@ that tick (the cache's `generated_text`, DESIGN.md "Patched cache extraction"), 
 bold beside the target belief the model was trained towards. A generation whose belief span does not
 parse is shown raw and marked, so a reviewer sees that too.
 
-Clips per source: the first positive and the first whole negative by video id; of a positive, the
+Clips per source: the first positive and the first whole negative by video id (two of one kind where
+the source's test split has none of the other); of a positive, the
 ticks leading up to the event (the excluded post-event ticks are not scored and left out), of a
 negative, ticks spread over the clip. A source with no test clip gets a figure that says so.
 """
@@ -64,16 +65,19 @@ class BeliefClip:
 
 
 def choose_clips(benchmark: pl.DataFrame, source: str, n_positive: int = 1, n_negative: int = 1) -> list[str]:
-    """The first positives and the first whole negatives (not prefix negatives) of `source` by id."""
+    """The first positives and the first whole negatives (not prefix negatives) of `source` by id;
+    where one kind runs short, more of the other make up the number."""
     clips = (
         benchmark.filter(pl.col("source") == source)
         .group_by("video_id")
         .agg(pl.col("is_positive").first(), pl.col("parent_id").first())
         .sort("video_id")
     )
-    pos = clips.filter(pl.col("is_positive"))["video_id"].to_list()[:n_positive]
+    pos = clips.filter(pl.col("is_positive"))["video_id"].to_list()
     neg = clips.filter(~pl.col("is_positive") & pl.col("parent_id").is_null())["video_id"].to_list()
-    return pos + neg[:n_negative]
+    n_pos = min(len(pos), n_positive + max(0, n_negative - len(neg)))
+    n_neg = min(len(neg), n_negative + max(0, n_positive - len(pos)))
+    return pos[:n_pos] + neg[:n_neg]
 
 
 def choose_ticks(clip: pl.DataFrame, max_ticks: int) -> pl.DataFrame:

@@ -239,8 +239,8 @@ def test_export_run_errors_are_one_line(run, capsys, tmp_path):
     hub_args = ["export-run", str(run["results"]), str(tmp_path / "h"), "--config", str(hub), "--seeds", "3"]
     assert main(hub_args) == 2
     assert "hub id without a pinned revision" in one_error_line(capsys)
-    assert main([*hub_args, "--revision", "0123abc"]) == 0
-    assert "model SomeOrg/Some-VL@0123abc" in capsys.readouterr().out
+    assert main([*hub_args, "--revision", "0123456789abcdef0123456789abcdef01234567"]) == 0
+    assert "model SomeOrg/Some-VL@0123456789abcdef0123456789abcdef01234567" in capsys.readouterr().out
     assert main([*hub_args]) == 2  # h exists now
     assert "already exists and is not an empty folder" in one_error_line(capsys)
 

@@ -132,6 +132,9 @@ def hub_config(folder: Path) -> Path:
     return path
 
 
+REV = "0123456789abcdef0123456789abcdef01234567"
+
+
 def test_a_hub_model_is_exported_by_id_and_revision(source, tmp_path, monkeypatch):
     cfg = load_config(hub_config(tmp_path))
     with pytest.raises(RunPackageError) as err:
@@ -139,17 +142,17 @@ def test_a_hub_model_is_exported_by_id_and_revision(source, tmp_path, monkeypatc
     assert "'SomeOrg/Some-VL' is a hub id without a pinned revision" in str(err.value)
     assert "--revision" in str(err.value) and "--allow-unpinned" in str(err.value)
 
-    pinned = export_run(source["results"], None, tmp_path / "pinned", cfg, seeds=[3], revision="abc123")
+    pinned = export_run(source["results"], None, tmp_path / "pinned", cfg, seeds=[3], revision=REV)
     m = manifest_of(pinned)
     assert m["model"] == {
         "source": "hub",
         "name_or_path": "SomeOrg/Some-VL",
-        "revision": "abc123",
+        "revision": REV,
         "pinned": True,
     }
     assert not (pinned / "model").exists()
     conf = json.loads((pinned / "adapter" / "adapter_config.json").read_text())
-    assert (conf["base_model_name_or_path"], conf["revision"]) == ("SomeOrg/Some-VL", "abc123")
+    assert (conf["base_model_name_or_path"], conf["revision"]) == ("SomeOrg/Some-VL", REV)
     assert "base_model: SomeOrg/Some-VL" in (pinned / "README.md").read_text()
 
     # loading fetches exactly that revision (here: the hub's answer is the session's tiny model)
@@ -163,8 +166,15 @@ def test_a_hub_model_is_exported_by_id_and_revision(source, tmp_path, monkeypatc
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
     run = load_run(pinned)
-    assert asked == {"repo_id": "SomeOrg/Some-VL", "revision": "abc123"}
+    assert asked == {"repo_id": "SomeOrg/Some-VL", "revision": REV}
     assert run.model.endswith("tiny-qwen3vl")
+
+    with pytest.raises(RunPackageError, match="at 'main', which is not a commit"):
+        export_run(source["results"], None, tmp_path / "branch", cfg, seeds=[3], revision="main")
+    branch = export_run(
+        source["results"], None, tmp_path / "branch", cfg, seeds=[3], revision="main", allow_unpinned=True
+    )
+    assert manifest_of(branch)["model"]["pinned"] is False  # a branch moves: not pinned
 
     loose = export_run(source["results"], None, tmp_path / "loose", cfg, seeds=[3], allow_unpinned=True)
     assert manifest_of(loose)["model"]["pinned"] is False
@@ -176,14 +186,15 @@ def test_a_hub_revision_that_cannot_be_fetched_names_it(source, tmp_path, monkey
     import huggingface_hub
 
     cfg = load_config(hub_config(tmp_path))
-    pinned = export_run(source["results"], None, tmp_path / "pinned", cfg, seeds=[3], revision="abc123")
+    pinned = export_run(source["results"], None, tmp_path / "pinned", cfg, seeds=[3], revision=REV)
 
     def offline(**_):
         raise OSError("offline\nmore")
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
     with pytest.raises(
-        RunPackageError, match=r"cannot get model SomeOrg/Some-VL at revision abc123: offline; more$"
+        RunPackageError,
+        match=rf"cannot get model SomeOrg/Some-VL at revision {REV}: offline; more$",
     ):
         load_run(pinned)
 

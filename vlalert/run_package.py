@@ -49,6 +49,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from vlalert.config import ConfigError, WorkflowConfig, validate_config
+from vlalert.download_config import COMMIT_RE
 from vlalert.layout import HeadFiles, Layout
 from vlalert.predict import PredictError, RunPaths, missing_run_file, one_line, run_paths
 
@@ -110,13 +111,15 @@ def _model_reference(
     if cfg.model.is_tiny or Path(model).is_dir():
         return {"source": "directory", "path": MODEL_REF, "original": str(Path(model).resolve())}
     rev = revision or getattr(cfg.model, "revision", None)
-    if rev is None and not allow_unpinned:
+    pinned = rev is not None and COMMIT_RE.fullmatch(rev) is not None  # a branch or tag moves
+    if not pinned and not allow_unpinned:
+        what = "without a pinned revision" if rev is None else f"at {rev!r}, which is not a commit"
         raise RunPackageError(
-            f"model.name_or_path {model!r} is a hub id without a pinned revision: pass the commit the run "
-            "was trained with (--revision COMMIT, or model.revision in the config), or --allow-unpinned to "
+            f"model.name_or_path {model!r} is a hub id {what}: pass the 40-character commit the run was "
+            "trained with (--revision COMMIT, or model.revision in the config), or --allow-unpinned to "
             "export a run that loads whatever the hub holds when it is used"
         )
-    return {"source": "hub", "name_or_path": model, "revision": rev, "pinned": rev is not None}
+    return {"source": "hub", "name_or_path": model, "revision": rev, "pinned": pinned}
 
 
 def _copy_tree(

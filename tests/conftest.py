@@ -51,6 +51,23 @@ def hf_hub_offline():
 
 
 @pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> Path:
+    """The demo DAG run end to end once per session, in a fresh folder; the workflow and report tests
+    read it (and put back whatever they change in it). Its wall time is kept in wall_time_s.txt."""
+    import time
+
+    from test_workflow import snakemake  # the invocation every workflow test uses
+
+    workdir = tmp_path_factory.mktemp("demo")
+    start = time.monotonic()
+    res = snakemake(workdir, "--cores", "2")
+    elapsed = time.monotonic() - start
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-8000:]
+    (workdir / "wall_time_s.txt").write_text(f"{elapsed:.1f}\n")
+    return workdir
+
+
+@pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """The tiny model (default VLMConfig) built from tiny_helpers.TINY_CORPUS with TINY_SEED.
 

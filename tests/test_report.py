@@ -12,7 +12,6 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import test_workflow
 import yaml
 from matplotlib.figure import Figure
 from matplotlib.image import imread
@@ -586,10 +585,6 @@ def test_belief_view_shows_frames_generated_beliefs_and_actions(tmp_path):
 
 
 # ----------------------------------------------------------------------------- the report of a demo run
-
-# The demo run of tests/test_workflow.py, a module-scoped fixture there: taken here, it runs once more
-# for this module when both modules run in one session.
-demo_run = test_workflow.demo_run
 
 SUBCATEGORIES = {
     "1. Data": {"Run overview", "Benchmark", "Rejected clips"},

@@ -12,7 +12,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -66,17 +65,6 @@ def test_bad_config_stops_before_any_job(tmp_path):
     out = res.stdout + res.stderr
     assert "labels.alert_s" in out and "window.nframes: unknown key" in out
     assert not (tmp_path / "results").exists()
-
-
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("demo")
-    start = time.monotonic()
-    res = snakemake(workdir, "--cores", "2")
-    elapsed = time.monotonic() - start
-    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-8000:]
-    (workdir / "wall_time_s.txt").write_text(f"{elapsed:.1f}\n")
-    return workdir
 
 
 @pytest.mark.slow

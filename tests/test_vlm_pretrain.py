@@ -43,6 +43,7 @@ def test_the_corpus_is_a_function_of_its_seed_and_its_captions_are_valid_targets
     assert all(np.array_equal(x.frames, y.frames) for x, y in zip(a, b, strict=True))
     assert not all(np.array_equal(x.frames, y.frames) for x, y in zip(a, other, strict=True))
     for w in a:
+        assert 0.0 <= w.proximity <= 1.0 and (w.proximity == 0.0) == (w.belief.where == "none")
         assert w.frames.shape == (8, 64, 96, 3) and w.frames.dtype == np.uint8
         assert len(w.frame_idx) == 8 and w.frame_idx == sorted(w.frame_idx)
         assert not agreement_errors(w.belief, w.action)
@@ -53,6 +54,7 @@ def test_the_corpus_is_a_function_of_its_seed_and_its_captions_are_valid_targets
 
 def test_pretraining_lowers_the_caption_loss_and_is_recorded(tmp_path):
     pre = {"scenes": 4, "windows_per_scene": 4, "steps": 12, "warmup_steps": 2, "lr": 3e-3, "log_every": 11}
+    pre |= {"vision_steps": 4, "vision_batch_size": 4}
     cfg = VLMConfig.model_validate({"tiny": {"pretrain": pre}})
     messages: list[str] = []
     out = build_tiny_model(tmp_path / "m", TINY_CORPUS, cfg, seed=TINY_SEED, on_log=messages.append)
@@ -61,11 +63,20 @@ def test_pretraining_lowers_the_caption_loss_and_is_recorded(tmp_path):
     first, last = info["log"][0], info["log"][-1]
     assert [first["step"], last["step"]] == [1, 12]
     assert last["train_loss"] < first["train_loss"] - 1.0
-    assert any("pretraining step 12/12" in m for m in messages)
+    assert any("pretraining (captions) step 12/12" in m for m in messages)
+    assert any("pretraining (vision) step 4/4" in m for m in messages)
+    assert info["vision_steps"] == 4 and [r["step"] for r in info["vision_log"]] == [1, 4]
     plain = json.loads(
         (build_tiny_model(tmp_path / "p", TINY_CORPUS, VLMConfig(), TINY_SEED) / BUILD_INFO).read_text()
     )
-    assert plain["pretrain"] == {"windows": 0, "steps": 0, "seed": 12345, "log": []}
+    assert plain["pretrain"] == {
+        "windows": 0,
+        "steps": 0,
+        "seed": 12345,
+        "log": [],
+        "vision_steps": 0,
+        "vision_log": [],
+    }
 
 
 def test_pretraining_config_is_checked():

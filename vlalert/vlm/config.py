@@ -53,6 +53,15 @@ class PretrainConfig(StrictModel):
     seed: int = Field(12345, ge=0)
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     log_every: int = Field(50, ge=1)
+    # Share of a positive scene's windows that end between its risky time and its event: most of a
+    # clip is uneventful, and captions of nothing but "keeping its distance" teach the majority text.
+    hazard_share: float = Field(0.5, ge=0.0, le=1.0)
+    # First phase: the vision tower alone, regressing what the renderer knows (proximity and danger
+    # of the salient road user, where it is, how it moves) from its pooled output: a dense signal the
+    # caption's few tokens do not give a tower that starts from random weights.
+    vision_steps: int = Field(0, ge=0)
+    vision_batch_size: int = Field(32, ge=1)
+    vision_lr: float = Field(1e-3, gt=0)
 
     @model_validator(mode="after")
     def _warmup(self) -> PretrainConfig:

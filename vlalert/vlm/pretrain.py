@@ -55,6 +55,7 @@ class CaptionedWindow:
     analysis: str
     belief: Belief
     action: str
+    proximity: float  # exp(-gap / 15 m) to the salient road user in view, 0 with nobody in view
 
 
 def perception_caption(
@@ -117,7 +118,10 @@ def render_corpus(cfg: PretrainConfig, n_frames: int, span_s: float) -> Iterator
         for _ in range(cfg.windows_per_scene):
             last = s.duration_s - 1.0 / fps
             hi = min(last, t_e) if t_e is not None else last  # the scene freezes after the impact
-            t_end = float(rng.uniform(span_s, max(hi, span_s)))
+            lo = span_s
+            if t_r is not None and rng.random() < cfg.hazard_share:
+                lo = max(span_s, min(t_r, hi))
+            t_end = float(rng.uniform(lo, max(hi, lo)))
             step = span_s / n_frames
             idx = [
                 min(max(math.floor((t_end - span_s + (j + 1) * step) * fps + 1e-6), 0), n_all - 1)
@@ -136,7 +140,9 @@ def render_corpus(cfg: PretrainConfig, n_frames: int, span_s: float) -> Iterator
             analysis, belief, action = perception_caption(
                 truth["where"][q], truth["motion"][q], truth["ttc_s"][q], hazard_kind
             )
-            yield CaptionedWindow(frames, idx, fps, analysis, belief, action)
+            gap = truth["gap_m"][q]
+            proximity = math.exp(-float(gap) / 15.0) if gap is not None and belief.where != "none" else 0.0
+            yield CaptionedWindow(frames, idx, fps, analysis, belief, action, proximity)
 
 
 def caption_example(w: CaptionedWindow, tokenizer: Any, vlm_cfg: Any, key: str) -> dict[str, Any]:
@@ -158,6 +164,100 @@ def caption_example(w: CaptionedWindow, tokenizer: Any, vlm_cfg: Any, key: str) 
 def caption_texts(windows: list[CaptionedWindow]) -> list[str]:
     """The corpus' targets as text (added to the tiny tokenizer's corpus, so its vocabulary has them)."""
     return [target_text(w.analysis, w.belief, w.action) for w in windows]
+
+
+WHERE = ("none", "ahead", "left", "right", "ahead-left", "ahead-right", "behind")
+MOTION = ("none", "approaching", "cutting-in", "crossing", "braking", "stopped", "oncoming", "other")
+
+
+def vision_targets(windows: list[CaptionedWindow]) -> np.ndarray:
+    """[N, 4] float32: proximity, danger, where index, motion index of each window's last instant."""
+    return np.array(
+        [
+            (w.proximity, w.belief.danger, WHERE.index(w.belief.where), MOTION.index(w.belief.motion))
+            for w in windows
+        ],
+        dtype=np.float32,
+    )
+
+
+def pretrain_vision(
+    model: Any,
+    examples: list[dict[str, Any]],
+    targets: np.ndarray,
+    cfg: PretrainConfig,
+    *,
+    on_log: Callable[[dict[str, float]], None] | None = None,
+) -> list[dict[str, float]]:
+    """Train the vision tower alone on the renderer's truth through a linear probe of its pooled output.
+
+    The probe reads, per temporal group, the mean and the max over the merged tokens (where a road
+    user is matters as much as that it is there); it is thrown away after this phase.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    vis = model.model.visual
+    dim = int(model.config.vision_config.out_hidden_size)
+    grid = examples[0]["video_grid_thw"]
+    groups, per_group = (
+        int(grid[0, 0]),
+        int(grid[0, 1] * grid[0, 2]) // model.config.vision_config.spatial_merge_size**2,
+    )
+    if any(not torch.equal(e["video_grid_thw"], grid) for e in examples):
+        raise ValueError("tiny.pretrain: every window must have the same frame grid")
+    y = torch.from_numpy(targets)
+    n_val = int(len(examples) * cfg.val_fraction)
+    n_train = len(examples) - n_val
+    torch.manual_seed(cfg.seed + 1)
+    probe = torch.nn.Linear(2 * dim * groups, 2 + len(WHERE) + len(MOTION))
+    params = [*vis.parameters(), *probe.parameters()]
+    opt = torch.optim.AdamW(params, lr=cfg.vision_lr, weight_decay=cfg.weight_decay)
+    gen = np.random.default_rng(cfg.seed + 1)
+
+    def outputs(idx: torch.Tensor) -> torch.Tensor:
+        px = torch.stack([examples[int(i)]["pixel_values_videos"] for i in idx])  # [B, patches, 1536]
+        pooled = vis(
+            px.reshape(-1, px.shape[-1]), grid_thw=grid.repeat(len(idx), 1), return_dict=True
+        ).pooler_output
+        pooled = pooled.reshape(len(idx), groups, per_group, dim)
+        return probe(torch.cat([pooled.mean(2), pooled.amax(2)], -1).reshape(len(idx), -1))
+
+    def loss_of(out: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        w = 2 + len(WHERE)
+        return (
+            4.0 * F.mse_loss(torch.sigmoid(out[:, :2]), t[:, :2])
+            + F.cross_entropy(out[:, 2:w], t[:, 2].long())
+            + F.cross_entropy(out[:, w:], t[:, 3].long())
+        )
+
+    rows: list[dict[str, float]] = []
+    t0 = time.monotonic()
+    for step in range(cfg.vision_steps):
+        vis.train()
+        idx = torch.from_numpy(gen.integers(0, n_train, cfg.vision_batch_size))
+        loss = loss_of(outputs(idx), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        if step % cfg.log_every == 0 or step == cfg.vision_steps - 1:
+            row = {"step": float(step + 1), "train_loss": float(loss.detach()), "elapsed_s": 0.0}
+            if n_val:
+                vis.eval()
+                with torch.no_grad():
+                    idx = torch.arange(n_train, len(examples))
+                    out = outputs(idx)
+                    row["val_loss"] = float(loss_of(out, y[idx]))
+                    danger, truth = torch.sigmoid(out[:, 1]).numpy(), targets[n_train:, 1]
+                    if danger.std() > 0 and truth.std() > 0:
+                        row["val_danger_corr"] = float(np.corrcoef(danger, truth)[0, 1])
+            row["elapsed_s"] = time.monotonic() - t0
+            rows.append(row)
+            if on_log is not None:
+                on_log(row)
+    vis.eval()
+    return rows
 
 
 def pretrain(

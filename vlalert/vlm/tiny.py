@@ -167,14 +167,21 @@ def build_tiny_model(
     import torch
     from transformers import GenerationConfig
 
-    from vlalert.vlm.pretrain import caption_example, caption_texts, pretrain, render_corpus
+    from vlalert.vlm.pretrain import (
+        caption_example,
+        caption_texts,
+        pretrain,
+        pretrain_vision,
+        render_corpus,
+        vision_targets,
+    )
 
     say = on_log or (lambda msg: None)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     pre = vlm_cfg.tiny.pretrain
     windows = []
-    if pre.steps:
+    if pre.steps or pre.vision_steps:
         t0 = time.monotonic()
         windows = list(render_corpus(pre, frames, span_s))
         say(f"pretraining corpus: {len(windows)} captioned windows rendered in {time.monotonic() - t0:.1f} s")
@@ -186,17 +193,31 @@ def build_tiny_model(
     config = tiny_config(vlm_cfg, tokenizer)
     model = init_tiny_model(config, seed)
     pretrain_log: list[dict[str, float]] = []
+    vision_log: list[dict[str, float]] = []
     if windows:
         examples = [caption_example(w, tokenizer, vlm_cfg, f"pretrain{i}") for i, w in enumerate(windows)]
 
-        def logged(row: dict[str, float]) -> None:
-            say(
-                f"pretraining step {int(row['step'])}/{pre.steps}: train loss {row['train_loss']:.3f}, "
-                f"val loss {row['val_loss']:.3f}, {row['elapsed_s']:.0f} s"
-            )
+        def logged(phase: str, steps: int) -> Callable[[dict[str, float]], None]:
+            def line(row: dict[str, float]) -> None:
+                extra = "".join(
+                    f", {k.replace('_', ' ')} {v:.3f}" for k, v in row.items() if k.startswith("val")
+                )
+                say(
+                    f"pretraining ({phase}) step {int(row['step'])}/{steps}: train loss "
+                    f"{row['train_loss']:.3f}{extra}, {row['elapsed_s']:.0f} s"
+                )
+
+            return line
 
         with torch.random.fork_rng():
-            pretrain_log = pretrain(model, examples, int(config.text_config.pad_token_id), pre, on_log=logged)
+            if pre.vision_steps:
+                targets = vision_targets(windows)
+                vision_log = pretrain_vision(
+                    model, examples, targets, pre, on_log=logged("vision", pre.vision_steps)
+                )
+            if pre.steps:
+                pad = int(config.text_config.pad_token_id)
+                pretrain_log = pretrain(model, examples, pad, pre, on_log=logged("captions", pre.steps))
     model.generation_config = GenerationConfig(
         eos_token_id=[config.text_config.eos_token_id, config.text_config.pad_token_id],
         pad_token_id=config.text_config.pad_token_id,
@@ -218,6 +239,8 @@ def build_tiny_model(
             "steps": pre.steps,
             "seed": pre.seed,
             "log": [{k: round(v, 4) for k, v in row.items()} for row in pretrain_log],
+            "vision_steps": pre.vision_steps,
+            "vision_log": [{k: round(v, 4) for k, v in row.items()} for row in vision_log],
         },
     }
     (out / BUILD_INFO).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")

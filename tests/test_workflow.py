@@ -142,13 +142,6 @@ def _summary_row(summary, policy: str, metric: str, source: str = "all") -> tupl
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 14, open: the tiny demo VLM does not learn the hazard from the pixels yet (its greedy "
-    "generations collapse to a few texts; z/r carry no more than the clock), so the heads tie heads-shuffled",
-)
-@pytest.mark.slow
 def test_signal_flows_from_the_pixels_to_the_alert(demo_run):
     """The heads must read the tick's hidden states, not the clock: on the demo's test split they beat
     the time-only baseline and the trivial policies on tick AUROC by more than the seeds' spread, and

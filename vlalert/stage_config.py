@@ -389,7 +389,8 @@ class ScoreSlice(_RunFolders):
 
 
 class SummarySlice(StageSlice):
-    """summary and report_figures: the test split's metrics and the report (vlalert.summary, report)."""
+    """summary and the report rules (report_figures, report_data, report_model): the test split's
+    metrics and the report (vlalert.summary, vlalert.report)."""
 
     STAGE = "summary"
 

@@ -3,7 +3,7 @@
 # so no rule builds it and a local directory is an input of the rules that load it.
 
 VLM_DIR = LAYOUT.model(CFG.model)
-TINY_THREADS = 2 if CFG.model.tiny.pretrain.steps else 1  # pretraining trains the model; else a build
+TINY_THREADS = 2 if CFG.model.tiny.pretrain.enabled else 1  # pretraining trains the model; else a build
 
 
 if CFG.model.is_tiny:

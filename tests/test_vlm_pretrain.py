@@ -11,9 +11,12 @@ from tiny_helpers import TINY_CORPUS, TINY_SEED
 
 from vlalert.beliefs.schema import agreement_errors
 from vlalert.beliefs.text import parse_belief_text
+from vlalert.config import WindowConfig
 from vlalert.vlm.config import PretrainConfig, VLMConfig
 from vlalert.vlm.pretrain import caption_texts, perception_caption, render_corpus
 from vlalert.vlm.tiny import BUILD_INFO, build_tiny_model
+
+WINDOW = WindowConfig(frames=8, span_s=2.0)
 
 
 def test_captions_say_what_is_visible_and_how_soon_it_would_hit():
@@ -37,8 +40,8 @@ def test_captions_say_what_is_visible_and_how_soon_it_would_hit():
 
 def test_the_corpus_is_a_function_of_its_seed_and_its_captions_are_valid_targets():
     cfg = PretrainConfig(scenes=6, windows_per_scene=2, width=96, height=64)
-    a, b = list(render_corpus(cfg, 8, 2.0)), list(render_corpus(cfg, 8, 2.0))
-    other = list(render_corpus(cfg.model_copy(update={"seed": cfg.seed + 1}), 8, 2.0))
+    a, b = list(render_corpus(cfg, WINDOW)), list(render_corpus(cfg, WINDOW))
+    other = list(render_corpus(cfg.model_copy(update={"seed": cfg.seed + 1}), WINDOW))
     assert len(a) == 12
     assert all(np.array_equal(x.frames, y.frames) for x, y in zip(a, b, strict=True))
     assert not all(np.array_equal(x.frames, y.frames) for x, y in zip(a, other, strict=True))

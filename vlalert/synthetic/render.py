@@ -433,9 +433,20 @@ def render_clip(s: Scenario, cam: Camera, with_agents: bool = True) -> Iterator[
         yield render_frame(cam, look, float(travel[i]), views_at(tracks, i), _shake(s, float(t[i]), cam))
 
 
-def render_clip_frame(s: Scenario, cam: Camera, i: int, with_agents: bool = True) -> np.ndarray:
-    """Frame i alone (what frame i of `render_clip` is), e.g. to compare with a decoded video."""
-    t = s.frame_times()[i : i + 1]
+def render_clip_frames(s: Scenario, cam: Camera, idx: Sequence[int], with_agents: bool = True) -> np.ndarray:
+    """Frames `idx` alone, [len(idx), H, W, 3] (what those frames of `render_clip` are): a tick's window
+    without rendering the clip, or one frame to compare with a decoded video."""
+    t = s.frame_times()[list(idx)]
     tracks = agent_tracks(s, t) if with_agents else []
     travel = ego_travel(s, t)
-    return render_frame(cam, look_for(s), float(travel[0]), views_at(tracks, 0), _shake(s, float(t[0]), cam))
+    look = look_for(s)
+    frames = [
+        render_frame(cam, look, float(travel[j]), views_at(tracks, j), _shake(s, float(t[j]), cam))
+        for j in range(len(t))
+    ]
+    return np.stack(frames)
+
+
+def render_clip_frame(s: Scenario, cam: Camera, i: int, with_agents: bool = True) -> np.ndarray:
+    """Frame i alone (what frame i of `render_clip` is), e.g. to compare with a decoded video."""
+    return render_clip_frames(s, cam, [i], with_agents)[0]

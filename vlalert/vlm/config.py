@@ -63,6 +63,11 @@ class PretrainConfig(StrictModel):
     vision_batch_size: int = Field(32, ge=1)
     vision_lr: float = Field(1e-3, gt=0)
 
+    @property
+    def enabled(self) -> bool:
+        """Either phase runs (the corpus is rendered and the model trained)."""
+        return bool(self.steps or self.vision_steps)
+
     @model_validator(mode="after")
     def _warmup(self) -> PretrainConfig:
         if self.steps and self.warmup_steps >= self.steps:

@@ -34,6 +34,7 @@ import numpy as np
 
 from vlalert.beliefs.schema import Belief
 from vlalert.beliefs.text import target_text
+from vlalert.config import WindowConfig
 from vlalert.vlm.config import PretrainConfig
 
 log = logging.getLogger(__name__)
@@ -89,21 +90,23 @@ def perception_caption(
     return f"{subject} {where.replace('-', ' ')}, {motion_words}, {course}.", belief, action
 
 
-def render_corpus(cfg: PretrainConfig, n_frames: int, span_s: float) -> Iterator[CaptionedWindow]:
-    """The captioned windows of the corpus, deterministic from `cfg.seed`."""
-    from vlalert.synthetic.render import Camera, _shake, ego_travel, look_for, render_frame, views_at
+def render_corpus(cfg: PretrainConfig, window: WindowConfig) -> Iterator[CaptionedWindow]:
+    """The captioned windows of the corpus, deterministic from `cfg.seed`; each sees `window.frames`
+    frames over `window.span_s`, picked as a tick's are (`vlalert.ticks.window_frames`)."""
+    from vlalert.synthetic.render import Camera, render_clip_frames
     from vlalert.synthetic.scenarios import (
         POSITIVE_SCENARIOS,
         SCENARIOS,
         TRUTH_HZ,
-        agent_tracks,
         draw_times,
         make_scenario,
         stable_rng,
         timeline,
     )
+    from vlalert.ticks import window_frames
 
     cam = Camera.for_size(cfg.width, cfg.height)
+    span_s = window.span_s
     for i in range(cfg.scenes):
         rng = stable_rng(cfg.seed, "pretrain", i)
         fps = CORPUS_FPS[i % len(CORPUS_FPS)]
@@ -112,7 +115,6 @@ def render_corpus(cfg: PretrainConfig, n_frames: int, span_s: float) -> Iterator
         n_all, t_r, t_e = draw_times(fps, rng, cfg.max_duration_s, positive)
         s = make_scenario(name, fps, n_all, t_r, t_e, rng)
         truth = timeline(s)
-        look = look_for(s)
         hazard_kind = "pedestrian" if name == "pedestrian-crossing" else "vehicle"
         frame_times = s.frame_times()
         for _ in range(cfg.windows_per_scene):
@@ -122,20 +124,9 @@ def render_corpus(cfg: PretrainConfig, n_frames: int, span_s: float) -> Iterator
             if t_r is not None and rng.random() < cfg.hazard_share:
                 lo = max(span_s, min(t_r, hi))
             t_end = float(rng.uniform(lo, max(hi, lo)))
-            step = span_s / n_frames
-            idx = [
-                min(max(math.floor((t_end - span_s + (j + 1) * step) * fps + 1e-6), 0), n_all - 1)
-                for j in range(n_frames)
-            ]
+            idx = window_frames(t_end, fps, n_all, window)
+            frames = render_clip_frames(s, cam, idx)
             t = frame_times[idx]
-            tracks = agent_tracks(s, t)
-            travel = ego_travel(s, t)
-            frames = np.stack(
-                [
-                    render_frame(cam, look, float(x), views_at(tracks, j), _shake(s, float(tj), cam))
-                    for j, (x, tj) in enumerate(zip(travel, t, strict=True))
-                ]
-            )
             q = min(int(round(float(t[-1]) * TRUTH_HZ)), len(truth["t_s"]) - 1)
             analysis, belief, action = perception_caption(
                 truth["where"][q], truth["motion"][q], truth["ttc_s"][q], hazard_kind

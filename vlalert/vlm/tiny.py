@@ -5,7 +5,7 @@ tokenizer files, the processor configs of Qwen3-VL), so every later stage loads 
 `from_pretrained` code as Qwen/Qwen3-VL-4B-Instruct. Its tokenizer is a BPE vocabulary trained on
 the belief corpus and the prompt (vlalert.vlm.tokenizer); the config's token ids (video, vision
 start/end, eos, pad) are read from that tokenizer, never assumed. Weights are random, drawn after
-`torch.manual_seed(seed)`, then (when `tiny.pretrain.steps` > 0) pretrained on captioned synthetic
+`torch.manual_seed(seed)`, then (when `tiny.pretrain` has steps) pretrained on captioned synthetic
 video of its own seed (vlalert.vlm.pretrain: the stand-in for a real VLM's pretraining), so the
 directory is a pure function of (corpus, config, seed).
 """
@@ -23,6 +23,7 @@ from typing import Any
 from vlalert.actions import ACTIONS
 from vlalert.atomic import publish_tree
 from vlalert.beliefs.text import ANALYSIS_TAG, ASSESSMENT_TAG
+from vlalert.config import WindowConfig
 from vlalert.vlm.config import VLMConfig
 from vlalert.vlm.tokenizer import (
     ENDOFTEXT,
@@ -157,13 +158,12 @@ def build_tiny_model(
     vlm_cfg: VLMConfig,
     seed: int,
     *,
-    frames: int = 8,
-    span_s: float = 2.0,
+    window: WindowConfig | None = None,
     on_log: Callable[[str], None] | None = None,
 ) -> Path:
     """Train the tokenizer on `corpus` (+ the prompt texts and the pretraining captions), build the tiny
-    model, pretrain it (`vlm_cfg.tiny.pretrain`, on windows of `frames` frames over `span_s`, as a tick
-    sees) and save it; return its dir."""
+    model, pretrain it (`vlm_cfg.tiny.pretrain`, on windows shaped as `window`'s ticks, the default
+    window when None) and save it; return its dir."""
     import torch
     from transformers import GenerationConfig
 
@@ -181,9 +181,9 @@ def build_tiny_model(
     out.mkdir(parents=True, exist_ok=True)
     pre = vlm_cfg.tiny.pretrain
     windows = []
-    if pre.steps or pre.vision_steps:
+    if pre.enabled:
         t0 = time.monotonic()
-        windows = list(render_corpus(pre, frames, span_s))
+        windows = list(render_corpus(pre, window or WindowConfig()))
         say(f"pretraining corpus: {len(windows)} captioned windows rendered in {time.monotonic() - t0:.1f} s")
     captions = caption_texts(windows)
     # Prompt texts are repeated up to the BPE frequency threshold: they occur once in the list but in

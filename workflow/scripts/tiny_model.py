@@ -17,8 +17,7 @@ with job_logging(snakemake.log[0]) as log:
         corpus,
         job.model,
         seed=job.model.tiny.seed,
-        frames=job.window.frames,
-        span_s=job.window.span_s,
+        window=job.window,
         on_log=log.info,
     )
     log.info("tiny model in %s from %d train targets", out, len(corpus))

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from vlalert.beliefs.schema import Belief
+from vlalert.beliefs.schema import MOTIONS, WHERES, Belief
 from vlalert.beliefs.text import target_text
 from vlalert.config import WindowConfig
 from vlalert.vlm.config import PretrainConfig
@@ -157,15 +157,11 @@ def caption_texts(windows: list[CaptionedWindow]) -> list[str]:
     return [target_text(w.analysis, w.belief, w.action) for w in windows]
 
 
-WHERE = ("none", "ahead", "left", "right", "ahead-left", "ahead-right", "behind")
-MOTION = ("none", "approaching", "cutting-in", "crossing", "braking", "stopped", "oncoming", "other")
-
-
 def vision_targets(windows: list[CaptionedWindow]) -> np.ndarray:
     """[N, 4] float32: proximity, danger, where index, motion index of each window's last instant."""
     return np.array(
         [
-            (w.proximity, w.belief.danger, WHERE.index(w.belief.where), MOTION.index(w.belief.motion))
+            (w.proximity, w.belief.danger, WHERES.index(w.belief.where), MOTIONS.index(w.belief.motion))
             for w in windows
         ],
         dtype=np.float32,
@@ -201,7 +197,7 @@ def pretrain_vision(
     n_val = int(len(examples) * cfg.val_fraction)
     n_train = len(examples) - n_val
     torch.manual_seed(cfg.seed + 1)
-    probe = torch.nn.Linear(2 * dim * groups, 2 + len(WHERE) + len(MOTION))
+    probe = torch.nn.Linear(2 * dim * groups, 2 + len(WHERES) + len(MOTIONS))
     params = [*vis.parameters(), *probe.parameters()]
     opt = torch.optim.AdamW(params, lr=cfg.vision_lr, weight_decay=cfg.weight_decay)
     gen = np.random.default_rng(cfg.seed + 1)
@@ -215,7 +211,7 @@ def pretrain_vision(
         return probe(torch.cat([pooled.mean(2), pooled.amax(2)], -1).reshape(len(idx), -1))
 
     def loss_of(out: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        w = 2 + len(WHERE)
+        w = 2 + len(WHERES)
         return (
             4.0 * F.mse_loss(torch.sigmoid(out[:, :2]), t[:, :2])
             + F.cross_entropy(out[:, 2:w], t[:, 2].long())

@@ -21,6 +21,7 @@ localrules:
 rule cache_shard:
     input:
         unpack(lambda wildcards: shard_inputs(CFG, wildcards.split)),
+        frames=expand(LAYOUT.frames(), source=SOURCES),  # the ticks' windows, decoded once per clip
     output:
         part=LAYOUT.cache_part(),
         summary=LAYOUT.cache_part_summary(),

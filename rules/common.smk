@@ -118,3 +118,14 @@ def model_outputs():
 
 def benchmark_outputs():
     return expand(LAYOUT.benchmark(), split=["train", "val", "test"]) + [LAYOUT.benchmark_manifest]
+
+
+def heads_runtime(wildcards, input, attempt):
+    """Minutes for the job: its epochs over the train split's ticks (HeadsTrainConfig.runtime_minutes),
+    times the attempt. Before the benchmark exists (a dry run), the published scale's train ticks."""
+    ticks = 97_649
+    if os.path.exists(input.train_labels):
+        import pyarrow.parquet as pq
+
+        ticks = pq.read_metadata(input.train_labels).num_rows
+    return CFG.heads.runtime_minutes(ticks) * attempt

@@ -28,7 +28,7 @@ rule heads:
     resources:
         gpu=HEADS_GPU,
         mem_mb=scaled(8000),
-        runtime=scaled(120),
+        runtime=heads_runtime,
         cpus_per_task=HEADS_THREADS,
     conda:
         ENV

@@ -12,6 +12,7 @@ rule sft:
         unpack(lambda wildcards: LAYOUT.model_inputs(CFG.model)),
         train=LAYOUT.benchmark("train"),
         val=LAYOUT.benchmark("val"),
+        frames=expand(LAYOUT.frames(), source=SOURCES),  # the ticks' windows, decoded once per clip
     output:
         # peft save_pretrained (the tokenizer is saved in the same directory)
         adapter_config=SFT.adapter_config,

@@ -14,6 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -112,7 +113,7 @@ def world(tiny_model_dir, tmp_path_factory):
     }
 
 
-def _run(world, out, cfg, shard=0, split="val"):
+def _run(world, out, cfg, shard=0, split="val", frames=()):
     part = out / f"part-{shard:05d}.parquet"
     summary = run_shard(
         world["bench"],
@@ -123,6 +124,7 @@ def _run(world, out, cfg, shard=0, split="val"):
         shard=shard,
         model_path=world["model"],
         adapter_dir=world["adapter"],
+        frames=frames,
     )
     return part, summary
 
@@ -346,3 +348,23 @@ def test_frames_resized_in_worker_processes_give_the_same_inputs(world, tmp_path
         ref = build_example(row, raw[row["frame_idx"]], tok, cfg.model, with_target=False)
         assert torch.equal(ex["pixel_values_videos"], ref["pixel_values_videos"])
         assert torch.equal(ex["input_ids"], ref["input_ids"])
+
+
+def test_a_shard_reading_the_frames_store_writes_the_same_cache_as_one_decoding_the_clips(world, tmp_path):
+    """The workflow's path (windows from the frames stage's raw store) equals decoding the clips."""
+    from vlalert.frames.store import StoreSpec, clip_frames, write_store
+
+    bench = pq.read_table(world["bench"])
+    videos = pa.table(
+        {"video_id": ["a", "b"], "path": [str(world["root"] / "clips" / c) for c in ("a", "b")]}
+    )
+    cfg = config(patch_embed="inplace")
+    store = tmp_path / "frames" / "nexar.arrow"
+    spec = StoreSpec("raw", 95, cfg.model.image_height, cfg.model.image_width)
+    write_store(clip_frames(bench, videos), spec, store)
+    direct, _ = _run(world, tmp_path / "direct", cfg)
+    stored, summary = _run(world, tmp_path / "stored", cfg, frames=[str(store)])
+    a, b = pq.read_table(direct), pq.read_table(stored)
+    cols = ["video_id", "tick", "z", "r", "generated_text"]
+    assert a.select(cols).equals(b.select(cols))
+    assert summary["rows"] == 6

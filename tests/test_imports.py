@@ -36,6 +36,7 @@ FOUNDATION = (
     "vlalert.badas.config",
     "vlalert.badas.windows",
     "vlalert.cache.config",
+    "vlalert.frames.config",
     "vlalert.heads.config",
     "vlalert.metrics.config",
     "vlalert.vlm.config",
@@ -57,7 +58,8 @@ STAGES: tuple[tuple[int, tuple[str, ...]], ...] = (
     (3, ("vlalert.labels",)),
     (4, ("vlalert.beliefs",)),
     (5, ("vlalert.benchmark",)),
-    (6, ("vlalert.vlm",)),
+    # the frames store resizes with the model's resize (vlm.resize) and SFT reads it
+    (6, ("vlalert.vlm", "vlalert.frames")),
     (7, ("vlalert.cache",)),
     (8, ("vlalert.heads",)),
     (9, ("vlalert.metrics",)),

@@ -156,6 +156,7 @@ def expected_outputs(lay: Layout, rule: str, w: dict[str, str], cfg: WorkflowCon
         "gate": [lay.gate(source)],
         "relabel": [lay.labels(source)],
         "beliefs": [lay.beliefs(source)],
+        "frames": [lay.frames(source)],
         "benchmark": [*(lay.benchmark(s) for s in ("train", "val", "test")), lay.benchmark_manifest],
         "tiny_model": None,
         "sft": [sft.adapter_config, sft.adapter_model, sft.train_log, sft.metrics],

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -539,3 +540,32 @@ def test_training_data_loads_in_worker_processes(bench):
         assert x.keys() == y.keys()
         for k in x:
             assert torch.equal(x[k], y[k])
+
+
+def test_ticks_read_from_the_frames_store_are_the_ticks_read_from_the_clips(bench, tmp_path):
+    """The workflow's SFT data (windows from the frames stage's raw store) equals decoding the clips,
+    also in DataLoader workers, which open the store themselves."""
+    from vlalert.frames.store import FrameStores, StoreSpec, clip_frames, write_store
+
+    tok = load_tokenizer(bench["model"])
+    table = read_table("benchmark", bench["train"])
+    videos = table.select(["video_id", "path"]).to_pylist()
+    videos = pa.Table.from_pylist(list({r["video_id"]: r for r in videos}.values()))
+    store = tmp_path / "frames.arrow"
+    write_store(clip_frames(table, videos), StoreSpec("raw", 95, *VLM.image_size), store)
+    rows = trainable_rows(table)
+    direct = TickDataset(rows, tok, VLM, with_target=True)
+    stored = TickDataset(rows, tok, VLM, with_target=True, frames=FrameStores([store]))
+    for i in range(len(rows)):
+        a, b = direct[i], stored[i]
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a if torch.is_tensor(a[k]))
+    loader = torch.utils.data.DataLoader(
+        stored,
+        batch_sampler=StepSampler(len(rows), 0, 4, 2, 0, 3),
+        collate_fn=Collator(tok.pad_token_id),
+        num_workers=1,
+        multiprocessing_context="spawn",
+    )
+    first = next(iter(loader))
+    ref = collate([direct[i] for i in next(iter(StepSampler(len(rows), 0, 4, 2, 0, 3)))], tok.pad_token_id)
+    assert torch.equal(first["pixel_values_videos"], ref["pixel_values_videos"])

@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from vlalert.badas.config import BadasConfig
 from vlalert.cache.config import CacheConfig
 from vlalert.download_config import DownloadConfig, download_config_errors
+from vlalert.frames.config import FramesConfig
 from vlalert.heads.config import HeadsTrainConfig
 from vlalert.metrics.config import ScoringConfig
 from vlalert.strict import StrictModel
@@ -213,6 +214,7 @@ class WorkflowConfig(StrictModel):
     heads: HeadsTrainConfig = Field(default_factory=HeadsTrainConfig)
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    frames: FramesConfig = Field(default_factory=FramesConfig)
 
     @field_validator("sources")
     @classmethod

@@ -31,6 +31,7 @@ JOB_FILES: dict[str, tuple[str, str | None]] = {
     "gate": ("gate/{source}", "gate/{source}"),
     "relabel": ("relabel/{source}", "relabel/{source}"),
     "beliefs": ("beliefs/{source}", "beliefs/{source}"),
+    "frames": ("frames/{source}", "frames/{source}"),
     "benchmark": ("benchmark/benchmark", "benchmark/benchmark"),
     "tiny_model": ("models/tiny_model", "models/tiny_model"),
     "sft": ("sft/{run}", "sft/{run}"),
@@ -196,6 +197,10 @@ class Layout:
 
     def beliefs(self, source: str = "{source}") -> str:
         return f"{self.results}/beliefs/{source}.parquet"
+
+    def frames(self, source: str = "{source}") -> str:
+        """The source's frames store: its ticks' window frames at model resolution (vlalert.frames)."""
+        return f"{self.results}/frames/{source}.arrow"
 
     def benchmark(self, split: str = "{split}") -> str:
         return f"{self.results}/benchmark/{split}.parquet"

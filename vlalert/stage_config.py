@@ -50,6 +50,8 @@ from vlalert.config import (
     gate_chain,
 )
 from vlalert.download_config import DownloadConfig, download_for_source
+from vlalert.frames.config import SPEED_KEYS as FRAMES_SPEED_KEYS
+from vlalert.frames.config import FramesConfig
 from vlalert.heads.config import HeadsTrainConfig
 from vlalert.metrics.config import ScoringConfig
 from vlalert.strict import StrictModel
@@ -319,6 +321,20 @@ class BenchmarkSlice(StageSlice):
         return gate_chain(self.sources[source], self.gate)
 
 
+class FramesSlice(StageSlice):
+    """frames: one source's frames store (vlalert.frames.store.write_store), at the model's image size."""
+
+    STAGE = "frames"
+    KEY = "source"
+    UNTRACKED = {
+        "frames": set(FRAMES_SPEED_KEYS),  # speed
+        "model": _all_but(VLMConfig, "image_height", "image_width"),  # unread
+    }
+
+    frames: FramesConfig
+    model: VLMConfig
+
+
 # ----------------------------------------------------------------------------------- the model
 
 
@@ -409,6 +425,7 @@ SLICES: dict[str, type[StageSlice]] = {
         GateSlice,
         RelabelSlice,
         BeliefsSlice,
+        FramesSlice,
         BenchmarkSlice,
         TinyModelSlice,
         SFTSlice,

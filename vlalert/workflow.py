@@ -76,18 +76,20 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     ),
     "relabel": _TICKS,
     "beliefs": ("synthetic.truth", *_BELIEFS),
+    "frames": ("frames", "video", "vlm.config", "vlm.resize", "download_config", *_TABLES),
     "benchmark": ("benchmark", "sources", "video", *_TICKS),
     "tiny_model": (
-        *("vlm.config", "vlm.data", "vlm.inputs", "vlm.loss", "vlm.pretrain", "vlm.tiny", "vlm.tokenizer"),
+        *("vlm.config", "vlm.data", "vlm.inputs", "vlm.loss", "vlm.pretrain", "vlm.resize", "vlm.tiny"),
+        "vlm.tokenizer",
         *("download_config", "synthetic", *_BELIEFS),  # the pretraining corpus is rendered
     ),
     "sft": (
         *("vlm.checkpoint", "vlm.config", "vlm.data", "vlm.inputs", "vlm.loading", "vlm.lora"),
-        *("vlm.loss", "vlm.sft", "vlm.tokenizer", "download_config", *_BELIEFS),
+        *("vlm.loss", "vlm.resize", "vlm.sft", "vlm.tokenizer", "download_config", "frames", *_BELIEFS),
     ),
     "cache_shard": (
         *("cache", "vlm.config", "vlm.inputs", "vlm.loading", "vlm.lora", "vlm.patch"),
-        *("vlm.tokenizer", "download_config", *_BELIEFS),
+        *("vlm.resize", "vlm.tokenizer", "download_config", "frames", *_BELIEFS),
     ),
     "cache_gather": ("cache.store", *_TABLES),
     "heads": _HEADS,

@@ -185,11 +185,21 @@ def _read_clip_frames(
     with VideoFrames(path) as clip:
         frames = clip.read(wanted)
     if size is not None and frames.shape[1:3] != tuple(size):
-        from vlalert.vlm.inputs import resize_frames
+        from vlalert.vlm.resize import resize_frames
 
         frames = resize_frames(frames, size).permute(0, 2, 3, 1).contiguous().numpy()
     pos = {f: k for k, f in enumerate(wanted)}
     return [frames[[pos[int(i)] for i in idx]] for idx in frame_lists]
+
+
+def _read_store_frames(
+    files: Sequence[str], path: str, frame_lists: Sequence[Sequence[int]], clip: str
+) -> list[np.ndarray]:
+    """The ticks' windows of one clip from the frames stores (already at the model's size)."""
+    from vlalert.frames.store import open_stores
+
+    stores = open_stores(files)
+    return [stores.read(path, idx, clip) for idx in frame_lists]
 
 
 def _frame_worker_init() -> None:
@@ -207,6 +217,15 @@ def frame_pool(workers: int) -> Executor:
     )
 
 
+def frames_identity(frames: Sequence[str]) -> list[dict[str, Any]] | None:
+    """The stores' specs (codec, quality, size): what the model inputs went through, for fingerprints."""
+    if not frames:
+        return None
+    from vlalert.frames.store import FrameStores
+
+    return FrameStores(frames).specs()
+
+
 def has_target(row: Mapping[str, Any]) -> bool:
     return row.get("analysis") is not None and row.get("belief") is not None
 
@@ -217,10 +236,12 @@ def prepare_examples(
     cfg: ModelSettings | None,
     teacher_forced: bool,
     pool: Executor,
+    frames: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
-    """Model inputs of `rows` (in order); frames read and resized per clip in `pool` (threads or
-    processes). A row is built with its target (teacher forcing) when the split is teacher-forced
-    and the row has one."""
+    """Model inputs of `rows` (in order); frames read per clip in `pool` (threads or processes):
+    from the frames stores `frames` (the workflow: each clip decoded once by the frames stage), or,
+    without stores, decoded from the clip and resized. A row is built with its target (teacher
+    forcing) when the split is teacher-forced and the row has one."""
     from vlalert.vlm.inputs import build_example
 
     size = None if cfg is None else cfg.model.image_size
@@ -228,7 +249,17 @@ def prepare_examples(
     for i, row in enumerate(rows):
         by_path.setdefault(row["path"], []).append(i)
     futures = {
-        path: pool.submit(_read_clip_frames, path, [rows[i]["frame_idx"] for i in idx], size)
+        path: (
+            pool.submit(
+                _read_store_frames,
+                tuple(frames),
+                path,
+                [rows[i]["frame_idx"] for i in idx],
+                rows[idx[0]]["video_id"],
+            )
+            if frames
+            else pool.submit(_read_clip_frames, path, [rows[i]["frame_idx"] for i in idx], size)
+        )
         for path, idx in by_path.items()
     }
     frames: list[np.ndarray | None] = [None] * len(rows)
@@ -324,6 +355,7 @@ def plan_shard(
     shard: int,
     model_path: str,
     adapter_dir: str | None,
+    frames: Sequence[str] = (),
 ) -> _ShardPlan:
     """The shard's rows, in chunks, each with its fingerprint and, when a valid one is on disk, its result."""
     cache = cfg.cache
@@ -337,6 +369,7 @@ def plan_shard(
         "model": model_files_identity(model_path),
         "adapter": adapter_identity(adapter_dir),
         "split": split,
+        "frames": frames_identity(frames),
     }
     vids, ticks = rows.column("video_id").to_pylist(), rows.column("tick").to_pylist()
     chunks = []
@@ -364,6 +397,7 @@ def _compute_chunks(
     adapter_dir: str | None,
     tables: dict[int, pa.Table],
     chunk_stats: dict[int, dict[str, Any]],
+    frames: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Load the model, compute every chunk not done (frames of the next chunk prepared meanwhile), write
     each as it finishes into `tables`/`chunk_stats`; return the model facts for the summary."""
@@ -393,7 +427,7 @@ def _compute_chunks(
 
         def prepare(chunk: _Chunk) -> list[dict[str, Any]]:
             return prepare_examples(
-                row_dicts[chunk.start : chunk.stop], tokenizer, cfg, plan.teacher_forced, pool
+                row_dicts[chunk.start : chunk.stop], tokenizer, cfg, plan.teacher_forced, pool, frames
             )
 
         pending: Future = ahead.submit(prepare, todo[0])
@@ -488,14 +522,16 @@ def run_shard(
     shard: int,
     model_path: str,
     adapter_dir: str | None,
+    frames: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Compute (or resume) shard `shard` of `split`; write its part file and summary; return the summary.
 
     Plan (which chunks are already done, by fingerprint), compute the others, merge, summarise.
+    `frames`: the sources' frames stores the ticks' windows are read from (none: from the clips).
     """
     t_start = time.perf_counter()
     where = {"cfg": cfg, "split": split, "shard": shard, "model_path": model_path, "adapter_dir": adapter_dir}
-    plan = plan_shard(benchmark_path, part_path, **where)
+    plan = plan_shard(benchmark_path, part_path, **where, frames=frames)
     log.info(
         "cache %s shard %d/%d: %d rows in %d chunks, %d chunks already done",
         split,
@@ -518,6 +554,7 @@ def run_shard(
             adapter_dir=adapter_dir,
             tables=tables,
             chunk_stats=chunk_stats,
+            frames=frames,
         )
     ordered = [tables[c.k] for c in plan.chunks]
     merge_chunks(ordered, part_path, plan.z_width, plan.r_width, row_group=cfg.cache.chunk_ticks)

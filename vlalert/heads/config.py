@@ -9,6 +9,7 @@ Qwen3-VL-4B. The workflow config nests these models; every key is validated befo
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -71,6 +72,13 @@ class FSMConfig(StrictModel):
         return self
 
 
+# Measured (benchmarks/heads_epoch.py, one CPU thread, reference widths): the slowest head, the
+# PolicyHead with scheduled sampling, costs ~1.7 ms per train tick and epoch; 30 epochs of the
+# published 97,649 train ticks took up to 84 min.
+EPOCH_S_PER_TICK = 84 * 60 / (30 * 97_649)
+RUNTIME_FIXED_MIN = 10  # loading the cache, the val passes, writing the model
+
+
 class HeadsTrainConfig(StrictModel):
     """The training loop shared by both heads, and the head/decoder configs it trains."""
 
@@ -118,6 +126,11 @@ class HeadsTrainConfig(StrictModel):
         if len(set(v)) != len(v):
             raise ValueError(f"heads.seeds must be distinct, got {v}")
         return v
+
+    def runtime_minutes(self, train_ticks: int) -> int:
+        """A job's time limit for `train_ticks`: every epoch at the measured cost, twice over, plus the
+        fixed part (the rule multiplies it by the attempt: a retry after a timeout gets more)."""
+        return RUNTIME_FIXED_MIN + math.ceil(2 * self.epochs * train_ticks * EPOCH_S_PER_TICK / 60)
 
     def ss_prob(self, epoch: int) -> float:
         """Probability of feeding the decoded a_{t-1} at 0-based `epoch` (the schedule above)."""

@@ -8,9 +8,11 @@ batches without replaying anything, and a data-parallel run trains on the same e
 single process: rank r takes the r-th contiguous share of each global batch. The SFT Trainer resumes
 by skipping the batches already trained, which only draws indices (no example is built).
 
-Frames are read per tick from the clip (`path`, 8 `frame_idx`) through `vlalert.video`. Opening
-a video costs an index scan, so each dataset keeps a few readers open (least recently used out).
-Readers are not shared between processes: DataLoader workers open their own.
+Frames of a tick (`path`, 8 `frame_idx`) are read from the frames stores (vlalert.frames.store:
+each clip decoded once by the frames stage, at the model's resolution), or, for library use without
+stores, from the clip through `vlalert.video` (opening a video costs an index scan, so a dataset
+keeps a few readers open, least recently used out). Neither is shared between processes:
+DataLoader workers open their own.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import functools
 import hashlib
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -155,8 +157,19 @@ class FrameReaders:
         return clip.read(indices)
 
 
+class FrameSource(Protocol):
+    """Where tick windows are read (vlalert.frames.store.FrameStores in the workflow); picklable."""
+
+    def read(self, path: str, indices: Sequence[int]) -> np.ndarray: ...
+
+
 class TickDataset(torch.utils.data.Dataset):
-    """Model inputs (`inputs.build_example`) of benchmark ticks, frames read from their clips."""
+    """Model inputs (`inputs.build_example`) of benchmark ticks.
+
+    Frames come from the frames stores (`frames`: vlalert.frames.store.FrameStores, what the
+    workflow gives: each clip decoded once, windows read at memory speed), or, without stores, from
+    the clips themselves (a seek and a decode per tick: library use on a few ticks).
+    """
 
     def __init__(
         self,
@@ -167,6 +180,7 @@ class TickDataset(torch.utils.data.Dataset):
         with_target: bool,
         cache_examples: bool = False,
         max_open: int = 16,
+        frames: FrameSource | None = None,
     ) -> None:
         self.rows = list(rows)
         self.tokenizer = tokenizer
@@ -174,6 +188,7 @@ class TickDataset(torch.utils.data.Dataset):
         self.with_target = with_target
         self.cache_examples = cache_examples
         self.max_open = max_open
+        self.frames = frames
         self._readers: FrameReaders | None = None
         self._cache: dict[int, dict[str, Any]] = {}
 
@@ -183,11 +198,14 @@ class TickDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         if i in self._cache:
             return self._cache[i]
-        if self._readers is None:
-            self._readers = FrameReaders(self.max_open)
         row = self.rows[i]
         try:
-            frames = self._readers.read(row["path"], row["frame_idx"])
+            if self.frames is not None:
+                frames = self.frames.read(row["path"], row["frame_idx"])
+            else:
+                if self._readers is None:
+                    self._readers = FrameReaders(self.max_open)
+                frames = self._readers.read(row["path"], row["frame_idx"])
         except FrameReadError as err:  # a file that broke after ingest: say which clip and tick
             raise err.for_clip(row["video_id"], f"tick {row.get('tick')}") from None
         example = build_example(row, frames, self.tokenizer, self.cfg, with_target=self.with_target)

@@ -56,6 +56,7 @@ from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArgu
 from vlalert.atomic import atomic_dir, write_json_atomic
 from vlalert.beliefs.text import parse_generation
 from vlalert.devices import resolve_device, to_device
+from vlalert.frames.store import FrameStores
 from vlalert.layout import SFTFiles
 from vlalert.schemas import SFT_TRAIN_LOG, read_table, write_table
 from vlalert.strict import StrictModel
@@ -83,6 +84,12 @@ class SFTJob(StrictModel):
     run_dir: str  # results/sft/{run}: vlalert.layout.Layout.sft
     sft: SFTConfig
     model: VLMConfig
+    # The sources' frames stores (results/frames/{source}.arrow) the ticks' windows are read from;
+    # none: from the clips themselves (a seek and a decode per tick).
+    frames: tuple[str, ...] = ()
+
+    def frame_stores(self) -> FrameStores | None:
+        return FrameStores(self.frames) if self.frames else None
 
     @property
     def paths(self) -> SFTFiles:
@@ -465,7 +472,7 @@ def _metrics(trainer: SFTTrainer, job: SFTJob) -> dict[str, Any]:
     texts = generate_texts(
         model,
         tok,
-        TickDataset(val_rows, tok, vlm, with_target=False),
+        TickDataset(val_rows, tok, vlm, with_target=False, frames=job.frame_stores()),
         gen_idx,
         max_new_tokens=vlm.max_new_tokens,
         batch_size=cfg.gen_batch,
@@ -541,6 +548,7 @@ def _trainer(job: SFTJob) -> SFTTrainer:
     base.config.use_cache = False
     torch.manual_seed(cfg.seed)  # LoRA init: the same on every rank and in a single process
     model = apply_lora(base, tok, cfg, vlm.is_tiny)
+    stores = job.frame_stores()
     fp = ckpt.run_fingerprint(
         {
             "sft": cfg.result_keys(),
@@ -548,15 +556,20 @@ def _trainer(job: SFTJob) -> SFTTrainer:
             "base": model_config_identity(job.model_path),
             "train": rows_sha256(train_rows),
             "val": rows_sha256(val_rows),
+            "frames": stores.specs() if stores is not None else None,  # what the pixels went through
         }
     )
     eval_dist = Dist(device=dist.device) if cfg.fsdp else dist
-    val_set = TickDataset(val_rows, tok, vlm, with_target=True, cache_examples=cfg.cache_examples)
+    val_set = TickDataset(
+        val_rows, tok, vlm, with_target=True, cache_examples=cfg.cache_examples, frames=stores
+    )
     val_idx = eval_dist.shard(evenly_spaced(len(val_rows), cfg.val_max_ticks))
     val_loader = torch.utils.data.DataLoader(
         val_set, batch_sampler=_batches(val_idx, cfg.eval_batch), collate_fn=Collator(tok.pad_token_id)
     )
-    train_set = TickDataset(train_rows, tok, vlm, with_target=True, cache_examples=cfg.cache_examples)
+    train_set = TickDataset(
+        train_rows, tok, vlm, with_target=True, cache_examples=cfg.cache_examples, frames=stores
+    )
     run = SFTRun(
         cfg, dist, eval_dist, train_set, val_loader, len(train_rows), val_rows, tok, fp, [], started=started
     )

@@ -26,4 +26,5 @@ if __name__ == "__main__":
             shard=int(snakemake.wildcards.shard),
             model_path=model_location(job),
             adapter_dir=adapter_location(job),
+            frames=list(snakemake.input.frames),
         )

@@ -23,6 +23,7 @@ with job_logging(snakemake.log[0]) as log:
         run_dir=files.dir,
         sft=job.sft,
         model=job.model,
+        frames=tuple(snakemake.input.frames),
     )
     metrics = launch(job, stream=sys.stderr)
     log.info(

@@ -110,6 +110,7 @@ class Seen:
     headers: dict[str, str]
     status: int | None = None  # what was answered (None: not answered, e.g. held or client gone)
     t: float = field(default_factory=time.monotonic)  # when it arrived
+    peer: tuple[str, int] | None = None  # the client's (address, port): one per connection
 
 
 def completion_body(content: str | None, model: str) -> dict[str, Any]:
@@ -333,7 +334,10 @@ class FakeLLMServer:
                     return
                 request = json.loads(raw)
                 seen = Seen(
-                    hashlib.sha256(raw).hexdigest(), request, {k.lower(): v for k, v in self.headers.items()}
+                    hashlib.sha256(raw).hexdigest(),
+                    request,
+                    {k.lower(): v for k, v in self.headers.items()},
+                    peer=tuple(self.client_address[:2]),
                 )
                 with server._lock:
                     n = len(server.seen)

@@ -171,6 +171,29 @@ def test_concurrency_is_bounded(tmp_path):
     assert state["max"] == 3
 
 
+def test_one_kept_alive_connection_per_request_in_flight(tmp_path):
+    """Each request slot sends on its own connection, kept alive: 3 in flight open 3 connections for
+    all 8 ticks (more workers than slots prepare ticks meanwhile, without sending them)."""
+    lock, state = threading.Lock(), {"now": 0, "max": 0}
+
+    def slow(n, req):
+        with lock:
+            state["now"] += 1
+            state["max"] = max(state["max"], state["now"])
+        time.sleep(0.1)
+        with lock:
+            state["now"] -= 1
+        return Reply()
+
+    with FakeLLMServer(slow) as server:
+        out = _run(tmp_path, server, max_concurrency=3)
+        peers = collections.Counter(s.peer for s in server.seen)
+    assert len(out) == N_TICKS
+    assert state["max"] == 3
+    assert len(peers) == 3, peers  # one connection per slot: none opened per request, none spare
+    assert sum(peers.values()) == N_TICKS
+
+
 def test_job_concurrency_overrides_max_concurrency(tmp_path):
     """The workflow passes the job's `llm_requests` resource as its concurrency."""
     lock, state = threading.Lock(), {"now": 0, "max": 0}

@@ -19,6 +19,8 @@ tick's label, and the reply is asked for as structured output (`TickReply` JSON 
   cannot pay past it either). A request that does not fit while others are in flight waits for
   them to settle (their actual cost is below the worst case booked); one that cannot fit on what
   is settled is not sent and `BudgetExceeded` carries the partial result;
+- at most `concurrency` requests are in flight (the job's `llm_requests`), each on a kept-alive
+  connection of its own request slot; twice as many workers prepare and finish ticks meanwhile;
 - 401/403/404 stop the whole stage at once (a wrong key, model or URL fails every request);
   another 4xx, or retries exhausted, fails that tick: the other ticks go on, the failure is not
   cached (a rerun asks again) and `RequestsFailed` lists it at the end. A refused request is
@@ -33,9 +35,11 @@ mode (`vlalert.beliefs.batch`).
 from __future__ import annotations
 
 import logging
+import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,6 +76,7 @@ log = logging.getLogger(__name__)
 
 PROVIDER = "llm"
 FALLBACK_PROVIDER = "rules-fallback"
+WORKERS_PER_SLOT = 2  # worker threads per request in flight (see `_collect`)
 
 FramesLoader = Callable[[str, Sequence[int]], np.ndarray]
 
@@ -107,12 +112,18 @@ class RequestsFailed(BeliefsIncomplete):
 # ---------------------------------------------------------------- transport
 
 
-def _capped_transport(limit: int, connections: int) -> Any:
-    """An HTTP transport of the openai client's httpx that refuses reply bodies over `limit` bytes.
+def _slot_transport(limit: int, slots: int) -> Any:
+    """An HTTP transport of the openai client's httpx with one kept-alive connection per request slot,
+    refusing reply bodies over `limit` bytes.
 
-    It keeps `connections` connections alive (one per request in flight): httpx's default transport
-    keeps 20, so at 64 in flight 44 connections (a TLS handshake each, for a real provider) would be
-    opened and closed per round of requests.
+    A request sent while its thread holds slot i (`bind(i)`) goes out on slot i's own connection
+    pool, of one connection: so the provider keeps exactly one connection alive per request in
+    flight, and no pool is ever scanned for a free one. httpx's default transport keeps 20 in one
+    pool, so at 64 in flight 44 connections (a TLS handshake each, for a real provider) would be
+    opened and closed per round of requests; and one pool of 64 costs more CPU than the rest of a
+    request, under the GIL (httpcore walks all of a pool's connections twice per request, on taking
+    one and on giving it back). Requests from a thread holding no slot (the Batch API's calls) share
+    one ordinary pool.
     """
     import httpx2
 
@@ -131,9 +142,26 @@ def _capped_transport(limit: int, connections: int) -> Any:
         def close(self) -> None:
             self.inner.close()
 
-    class _Transport(httpx2.HTTPTransport):
+    class _Transport(httpx2.BaseTransport):
+        def __init__(self) -> None:
+            ssl_context = httpx2.create_ssl_context()  # one for all pools (each would load the CA file)
+            one = httpx2.Limits(max_connections=1, max_keepalive_connections=1)
+            self.pools = [httpx2.HTTPTransport(verify=ssl_context, limits=one) for _ in range(slots)]
+            self.shared = httpx2.HTTPTransport(verify=ssl_context)
+            self._bound = threading.local()
+
+        @contextmanager
+        def bind(self, slot: int) -> Iterator[None]:
+            """This thread's requests use slot `slot`'s connection until the block ends."""
+            self._bound.pool = self.pools[slot]
+            try:
+                yield
+            finally:
+                self._bound.pool = None
+
         def handle_request(self, request: Any) -> Any:
-            response = super().handle_request(request)
+            pool = getattr(self._bound, "pool", None) or self.shared
+            response = pool.handle_request(request)
             declared = response.headers.get("content-length")
             if declared is not None and declared.isdigit() and int(declared) > limit:
                 response.close()
@@ -143,8 +171,11 @@ def _capped_transport(limit: int, connections: int) -> Any:
             response.stream = _Capped(response.stream)
             return response
 
-    n = max(connections, 1)
-    return _Transport(limits=httpx2.Limits(max_connections=n + 4, max_keepalive_connections=n))
+        def close(self) -> None:
+            for pool in [*self.pools, self.shared]:
+                pool.close()
+
+    return _Transport()
 
 
 class _Fatal(Exception):
@@ -217,6 +248,10 @@ class LLMBeliefProvider:
         if self.concurrency < 1:
             raise ValueError(f"beliefs llm: concurrency must be >= 1, got {self.concurrency}")
         self._client = client
+        self._transport: Any = None  # the slot transport of a client this provider built
+        self._slots: queue.SimpleQueue[int] = queue.SimpleQueue()  # request slots free now
+        for slot in range(self.concurrency):
+            self._slots.put(slot)
         self._owns_client = False
         self._client_lock = threading.Lock()
         self._stop = threading.Event()
@@ -242,14 +277,13 @@ class LLMBeliefProvider:
     def _new_client(self, connections: int) -> Any:
         from openai import DefaultHttpxClient, OpenAI  # lazy: the rules provider never needs it
 
+        self._transport = _slot_transport(max_reply_bytes(self.cfg), connections)
         return OpenAI(
             api_key=self._key,
             base_url=self.cfg.base_url,
             max_retries=self.cfg.max_retries,
             timeout=self.cfg.timeout_s,
-            http_client=DefaultHttpxClient(
-                transport=_capped_transport(max_reply_bytes(self.cfg), connections)
-            ),
+            http_client=DefaultHttpxClient(transport=self._transport),
         )
 
     def _get_client(self) -> Any:
@@ -266,12 +300,27 @@ class LLMBeliefProvider:
             if self._owns_client and self._client is not None:
                 self._client.close()
                 self._client = None
+                self._transport = None
 
     def _redact(self, text: str) -> str:
         return redact(text, [self._key])
 
     def _call(self, messages: list[dict[str, Any]]) -> tuple[str | None, dict[str, int]]:
-        """One chat completion (the client retries what is retryable); returns (content, usage)."""
+        """One chat completion (the client retries what is retryable); returns (content, usage).
+
+        It holds one of the `concurrency` request slots from the first attempt to the last (retries
+        and their waits included), and sends on that slot's own connection.
+        """
+        slot = self._slots.get()
+        try:
+            client = self._get_client()
+            transport = self._transport  # None: a client the caller passed in (its own pool)
+            with transport.bind(slot) if transport is not None else nullcontext():
+                return self._post(client, messages)
+        finally:
+            self._slots.put(slot)
+
+    def _post(self, client: Any, messages: list[dict[str, Any]]) -> tuple[str | None, dict[str, int]]:
         import httpx2
         import openai
 
@@ -281,7 +330,7 @@ class LLMBeliefProvider:
             # TypedDict transform and builds pydantic models of the reply, which cost more CPU than all
             # the rest of a request (frames, cache, ledger) together, under the GIL, and capped the rate
             # at 64 in flight. The body is exactly what `create` sends.
-            resp = self._get_client().post(
+            resp = client.post(
                 "/chat/completions", body=request_body(self.cfg, messages), cast_to=httpx2.Response
             )
             data = resp.json()
@@ -387,7 +436,10 @@ class LLMBeliefProvider:
         if contexts:  # before the workers start: they would otherwise all wait on the first one's import
             self.ledger  # noqa: B018
             self._get_client()
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+        # Twice as many workers as request slots: a tick's local work (frames, JPEGs, cache, ledger
+        # commits) runs while other ticks hold the slots, so no slot waits on its worker's local work.
+        # The slots (`_call`), not the workers, bound the requests in flight.
+        with ThreadPoolExecutor(max_workers=WORKERS_PER_SLOT * self.concurrency) as pool:
             futures = {pool.submit(work, ctx): ctx for ctx in contexts}
             for fut in as_completed(futures):
                 ctx = futures[fut]

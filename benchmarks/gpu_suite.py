@@ -16,12 +16,15 @@ soon as it ends, so a run stopped by its time limit keeps what it measured:
                decoder every stage uses) alone, and with 1 and 4 decoding threads while the GPU
                generates in the main thread (the cache stage's shape: decode threads beside the model
                in one process); frames/s, and ticks/s of a 1 Hz clip read once (30 frames a tick).
+               Decode once: the frames stage (vlalert.frames.store, 4 workers, JPEG 95 at the model's
+               size) alone and with the GPU busy, and the cache stage's window reads from its store.
 4. badas       the Open-BADAS gate (V-JEPA2 ViT-L/16 + their probe + head, vlalert.badas) in bf16:
                model ms per 16-frame window at batch 1/8/32 and peak memory, and the provider end to
                end on one 720p clip (decode + their preprocessing + model) per clip.
 5. sft         one LoRA SFT step (benchmarks/sft_step_full.py: the SFT stage's loss and LoRA) at the
                pipeline's micro-batch (4) with gradient checkpointing: step time and peak memory.
-6. cache_stage vlalert.cache.stage.run_shard end to end (frames read by its worker threads, inputs
+6. cache_stage the frames stage on the clips, then vlalert.cache.stage.run_shard end to end (windows
+               read from that store by its worker processes, inputs
                built, model loaded from disk with transformers' patch fusion, shards written) on as
                many synthetic 720p ticks as the time left allows (up to --stage-ticks).
 
@@ -327,6 +330,52 @@ def _deliver(paths: list[Path], workers: int, kind: str, size: tuple[int, int]) 
     }
 
 
+def _build_store(paths: list[Path], size: tuple[int, int], out: Path, workers: int) -> dict[str, Any]:
+    """The frames stage on these clips (vlalert.frames.store.write_store, JPEG 95 at the model's size)."""
+    from vlalert.frames.store import ClipFrames, StoreSpec, write_store
+
+    clips = [
+        ClipFrames(p.stem, str(p), tuple(sorted({i for w in _clip_windows(p) for i in w}))) for p in paths
+    ]
+    t0, c0 = time.perf_counter(), time.process_time()
+    counts = write_store(clips, StoreSpec("jpeg", 95, *size), out, workers=workers)
+    wall = time.perf_counter() - t0
+    ticks = sum(len(_clip_windows(p)) for p in paths)
+    return dict(
+        counts,
+        workers=workers,
+        ticks=ticks,
+        wall_s=round(wall, 2),
+        ticks_per_s=round(ticks / wall, 2),
+        parent_cpu_s=round(time.process_time() - c0, 2),
+        mb_per_1k_ticks=round(counts["bytes"] / ticks * 1000 / 1e6, 1),
+    )
+
+
+def _deliver_store(paths: list[Path], workers: int, store: Path) -> dict[str, Any]:
+    """The cache stage's frame work since the frames stage: a clip's tick windows read from the
+    store in `workers` spawned processes (vlalert.cache.stage._read_store_frames), 2 x `workers` clips."""
+    from vlalert.cache.stage import _read_store_frames, frame_pool
+
+    clips = [paths[i % len(paths)] for i in range(2 * workers)]
+    windows = {p: _clip_windows(p) for p in set(clips)}
+    with frame_pool(workers) as pool:
+        list(pool.map(abs, range(workers)))
+        t0, c0 = time.perf_counter(), time.process_time()
+        futures = [pool.submit(_read_store_frames, (str(store),), str(p), windows[p], p.stem) for p in clips]
+        ticks = sum(len(f.result()) for f in futures)
+        wall = time.perf_counter() - t0
+    return {
+        "kind": "store, processes",
+        "workers": workers,
+        "clips": len(clips),
+        "ticks": ticks,
+        "wall_s": round(wall, 2),
+        "ticks_per_s": round(ticks / wall, 2),
+        "parent_cpu_s": round(time.process_time() - c0, 2),
+    }
+
+
 class _GenerateLoop(threading.Thread):
     """Greedy extraction of one batch, over and over, recording (start, end, ticks) of each call."""
 
@@ -379,12 +428,20 @@ def sec_decode(ctx: Ctx, device: str, paths: list[Path]) -> dict[str, Any]:
     layers, policy = ct.LAYERS.get(depth, ((depth,), depth))
     ex = Extractor(ctx.model, ctx.tok, layers, policy, ctx.vlm_max_new, "cached")
     size = tuple(ctx.vlm.image_size)
+    store = Path(tempfile.mkdtemp(prefix="vlalert-frames-")) / "frames.arrow"
+    out["frames_stage_4_workers"] = _build_store(paths, size, store, 4)  # decode once (GPU idle)
     jobs = {
         "gpu_busy_1_threads": lambda: _decode_threads(paths, 1),
         "gpu_busy_4_threads": lambda: _decode_threads(paths, 4),
         # the cache stage's own frame work (decode + resize of tick windows), threads vs processes
         "gpu_busy_windows_4_threads": lambda: _deliver(paths, 4, "threads", size),
         "gpu_busy_windows_4_processes": lambda: _deliver(paths, 4, "processes", size),
+        # the pipeline's frame work since the frames stage: windows read from the store
+        "gpu_busy_store_4_processes": lambda: _deliver_store(paths, 4, store),
+        # the frames stage itself (decode once) while the GPU generates
+        "gpu_busy_frames_stage_4_workers": lambda: _build_store(
+            paths, size, store.with_name("again.arrow"), 4
+        ),
     }
     # One long-lived generating thread, warmed up before any timing (a thread's first CUDA calls
     # create its own cuBLAS handle and workspace: timing a fresh thread's first call measures that).
@@ -404,6 +461,7 @@ def sec_decode(ctx: Ctx, device: str, paths: list[Path]) -> dict[str, Any]:
         out[name] = r
         print(f"  {name}: {r}", flush=True)
     loop.stop()
+    shutil.rmtree(store.parent, ignore_errors=True)
     out["generate_ticks_per_s_alone"] = ctx.ticks_per_s_b8
     return out
 
@@ -569,6 +627,20 @@ def sec_cache_stage(
             "cache": cache_cfg,
         }
     )
+    # the frames stage first (each clip decoded once), then the shard reads its windows from it
+    from vlalert.frames.store import StoreSpec, clip_frames, write_store
+
+    store = tmp / "frames" / "nexar.arrow"
+    videos = pa.Table.from_pylist([{"video_id": r["video_id"], "path": r["path"]} for r in rows])
+    t0, c0 = time.perf_counter(), time.process_time()
+    counts = write_store(
+        clip_frames(pa.Table.from_pylist(rows, schema), videos),
+        StoreSpec("jpeg", 95, cfg.model.image_height, cfg.model.image_width),
+        store,
+        workers=cfg.cache.workers,
+    )
+    frames_stage = dict(counts, wall_s=round(time.perf_counter() - t0, 2))
+    frames_stage["parent_cpu_s"] = round(time.process_time() - c0, 2)
     _reset_peak(device)
     t0, c0 = time.perf_counter(), time.process_time()
     summary = run_shard(
@@ -580,6 +652,7 @@ def sec_cache_stage(
         shard=0,
         model_path=str(model_dir),
         adapter_dir=None,
+        frames=[str(store)],
     )
     wall = time.perf_counter() - t0
     chunks = summary.get("chunks") or []
@@ -596,6 +669,7 @@ def sec_cache_stage(
         "ticks_per_s_with_load": round(len(rows) / wall, 3),
         "chunk_ticks_per_s": chunk_tps,
         "peak_memory_gb": _peak_gb(device),
+        "frames_stage": frames_stage,
         "summary_keys": sorted(summary),
         "facts": {
             k: summary.get(k)

@@ -32,6 +32,10 @@ def test_gpu_suite_runs_every_section_at_toy_width(tmp_path):
     assert not failed, failed
     assert sections["extract"]["flops_per_tick"] > 0
     assert sections["cache_stage"]["ticks"] == 4
+    assert sections["cache_stage"]["frames_stage"]["frames"] > 0  # the shard read the frames store
+    decode = sections["decode"]
+    assert decode["frames_stage_4_workers"]["clips"] == 1
+    assert decode["gpu_busy_store_4_processes"]["ticks"] > 0
     assert sections["badas"]["clip"]["scored"] == sections["badas"]["clip"]["ticks"] > 0
 
 

@@ -19,9 +19,10 @@ SPEED_KEYS: tuple[str, ...] = ("workers", "chunk_clips", "progress")
 class FramesConfig(StrictModel):
     """The `frames:` section of the workflow config (vlalert.frames.store)."""
 
-    # "jpeg": ~25-45 KB per 448 x 448 frame at quality 95, a few ms to decode (the full-scale choice:
-    # ~132 k ticks share ~4 frames each); "raw": the resized uint8 pixels themselves, exactly what
-    # decoding the clip gives (the demo: its frames are tiny), ~600 KB per 448 x 448 frame.
+    # "jpeg" (4:4:4): ~60-90 KB per 448 x 448 dashcam frame at quality 95, ~2.4 ms to decode, mean
+    # pixel error ~1/255; 250-480 MB per 1 k ticks (benchmarks/results/frames_store.json): the
+    # full-scale choice. "raw": the resized pixels themselves, exactly what decoding the clip gives,
+    # 602 KB per 448 x 448 frame (~2.5-3.2 GB per 1 k ticks): the demo, whose frames are tiny.
     codec: Literal["jpeg", "raw"] = "jpeg"
     quality: int = Field(95, ge=1, le=100)  # JPEG quality (codec jpeg)
     # speed-only keys (SPEED_KEYS) from here on

@@ -395,15 +395,19 @@ def test_budget_cap_stops_cleanly_and_resumes(tmp_path):
 
 
 SOURCE_CHILD = r"""
-import json, sys
+import json, os, sys, time
 import pyarrow.parquet as pq
 work, tests, name = sys.argv[1], sys.argv[2], sys.argv[3]
 sys.path.insert(0, tests)
+import openai, PIL.Image
 from llm_server import fake_frames
 from vlalert.beliefs.llm import BudgetExceeded
 from vlalert.beliefs.stage import generate_beliefs
 from vlalert.config import validate_config
 cfg = validate_config(json.load(open(f"{work}/cfg.json")))
+open(f"{work}/{name}.ready", "w").close()  # imported: start when all jobs are (they overlap)
+while not os.path.exists(f"{work}/go"):
+    time.sleep(0.01)
 videos = pq.read_table(f"{work}/{name}.videos.parquet")
 try:
     labels = pq.read_table(f"{work}/{name}.labels.parquet")
@@ -436,6 +440,13 @@ def test_the_cap_holds_across_concurrent_source_jobs(tmp_path):
             )
             for name in ("nexar", "dota", "dada", "dad")
         ]
+        # Start together: a job whose imports finish first could otherwise answer all its 8 ticks
+        # ($0.028) before the others send anything, and never meet the cap.
+        deadline = time.monotonic() + 60
+        while not all((tmp_path / f"{n}.ready").exists() for n in ("nexar", "dota", "dada", "dad")):
+            assert time.monotonic() < deadline and all(c.poll() is None for c in children)
+            time.sleep(0.01)
+        (tmp_path / "go").touch()
         outs = [c.communicate(timeout=120) for c in children]
         for c, (_out, err) in zip(children, outs, strict=True):
             assert c.returncode == 0, err[-3000:]
@@ -671,6 +682,24 @@ def test_encode_frames():
     assert Image.open(io.BytesIO(small[0])).size == (16, 12)
     with pytest.raises(ValueError, match="uint8"):
         encode_frames(frames.astype("float32"), 640, 90)
+
+
+def test_request_json_is_the_body_the_client_would_encode(monkeypatch):
+    """The body is sent as bytes with the frames' base64 spliced in: the same bytes as the openai
+    client's own encoding of `request_body`, also when the instruction holds a splice marker."""
+    from openai._utils._json import openapi_dumps
+
+    from vlalert.beliefs import request
+
+    cfg = LLMConfig()
+    jpegs = encode_frames(fake_frames("x", list(range(8))), 512, 85)
+    for instruction, frames in [('a "quoted" \\ label\nnon-ASCII: é ✓ \u2028', jpegs), ("no frames", [])]:
+        body = request.request_body(cfg, request.build_messages(instruction, frames, "low"))
+        assert request.request_json(cfg, instruction, frames, "low") == openapi_dumps(body)
+    monkeypatch.setattr(request.secrets, "token_hex", lambda n: "f" * 2 * n)  # a marker the text holds
+    instruction = f"see {'f' * 32}000000, the first frame's marker"
+    body = request.request_body(cfg, request.build_messages(instruction, jpegs, "high"))
+    assert request.request_json(cfg, instruction, jpegs, "high") == openapi_dumps(body)  # the fallback
 
 
 def test_request_key_and_cache_files(tmp_path):

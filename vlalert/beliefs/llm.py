@@ -54,7 +54,6 @@ from vlalert.beliefs.request import (
     LLMError,
     ReplyTooLarge,
     build_instruction,
-    build_messages,
     check_reply,
     completion_content,
     cost_usd,
@@ -62,7 +61,7 @@ from vlalert.beliefs.request import (
     max_reply_bytes,
     prompt_text,
     redact,
-    request_body,
+    request_json,
     reserve_usd,
     retry_instruction,
 )
@@ -305,34 +304,34 @@ class LLMBeliefProvider:
     def _redact(self, text: str) -> str:
         return redact(text, [self._key])
 
-    def _call(self, messages: list[dict[str, Any]]) -> tuple[str | None, dict[str, int]]:
-        """One chat completion (the client retries what is retryable); returns (content, usage).
-
-        It holds one of the `concurrency` request slots from the first attempt to the last (retries
-        and their waits included), and sends on that slot's own connection.
-        """
+    @contextmanager
+    def _request_slot(self) -> Iterator[int]:
+        """One of the `concurrency` request slots, held from a request's booking to its answer."""
         slot = self._slots.get()
         try:
-            client = self._get_client()
-            transport = self._transport  # None: a client the caller passed in (its own pool)
-            with transport.bind(slot) if transport is not None else nullcontext():
-                return self._post(client, messages)
+            yield slot
         finally:
             self._slots.put(slot)
 
-    def _post(self, client: Any, messages: list[dict[str, Any]]) -> tuple[str | None, dict[str, int]]:
+    def _call(self, body: bytes, slot: int) -> tuple[str | None, dict[str, int]]:
+        """One chat completion on `slot`'s own connection (the client retries what is retryable, on the
+        same slot); returns (content, usage)."""
+        client = self._get_client()
+        transport = self._transport  # None: a client the caller passed in (its own pool)
+        with transport.bind(slot) if transport is not None else nullcontext():
+            return self._post(client, body)
+
+    def _post(self, client: Any, body: bytes) -> tuple[str | None, dict[str, int]]:
         import httpx2
         import openai
 
         try:
-            # The client's generic `post` (its retries, timeouts and error mapping) with a plain JSON body,
-            # read back as plain JSON: `chat.completions.create` walks the messages through the SDK's
-            # TypedDict transform and builds pydantic models of the reply, which cost more CPU than all
-            # the rest of a request (frames, cache, ledger) together, under the GIL, and capped the rate
-            # at 64 in flight. The body is exactly what `create` sends.
-            resp = client.post(
-                "/chat/completions", body=request_body(self.cfg, messages), cast_to=httpx2.Response
-            )
+            # The client's generic `post` (its retries, timeouts and error mapping) with the JSON body as
+            # bytes (`request_json`), read back as plain JSON: `chat.completions.create` walks the messages
+            # through the SDK's TypedDict transform and builds pydantic models of the reply, which cost
+            # more CPU than all the rest of a request (frames, cache, ledger) together, under the GIL, and
+            # capped the rate at 64 in flight. The body is exactly what `create` sends.
+            resp = client.post("/chat/completions", content=body, cast_to=httpx2.Response)
             data = resp.json()
         except openai.APIStatusError as err:
             msg = self._redact(f"HTTP {err.status_code}: {err.message}")
@@ -366,17 +365,26 @@ class LLMBeliefProvider:
         if self._stop.is_set() or key in self._not_booked:  # batch mode: the cap left it out
             raise _BudgetStop("stopping")
         ledger = self.ledger
-        try:  # the worst case from the largest prompt seen, read in the booking's own transaction
-            booking: Reservation = ledger.reserve(
-                key,
-                lambda max_seen: reserve_usd(self.cfg, prompt, len(jpegs), max_seen),
-                wait_s=ledger.lease_s,  # requests in flight settle (or their lease lapses) by then
-                give_up=self._stop.is_set,
-            )
-        except CapReached:
-            raise _BudgetStop("budget") from None
+        body = request_json(self.cfg, instruction, jpegs, self.cfg.image_detail)
+        # The slot is taken before the booking: bookings are those of requests about to be sent or in
+        # flight (as many as slots), not of every worker's next tick, which would hold the budget that
+        # other jobs sharing the cap wait for.
+        with self._request_slot() as slot:
+            try:  # the worst case from the largest prompt seen, read in the booking's own transaction
+                booking: Reservation = ledger.reserve(
+                    key,
+                    lambda max_seen: reserve_usd(self.cfg, prompt, len(jpegs), max_seen),
+                    wait_s=ledger.lease_s,  # requests in flight settle (or their lease lapses) by then
+                    give_up=self._stop.is_set,
+                )
+            except CapReached:
+                raise _BudgetStop("budget") from None
+            try:
+                content, usage = self._call(body, slot)
+            except BaseException:
+                ledger.release(booking)
+                raise
         try:
-            content, usage = self._call(build_messages(instruction, jpegs, self.cfg.image_detail))
             self.cache.put(key, {"content": content, "usage": usage, "model": self.cfg.model})
         except BaseException:
             ledger.release(booking)

@@ -21,6 +21,7 @@ import email.policy
 import hashlib
 import json
 import re
+import socket
 import threading
 import time
 import zlib
@@ -281,6 +282,12 @@ class FakeLLMServer:
 
             def log_message(self, *args: Any) -> None:  # keep pytest output clean
                 pass
+
+            def setup(self) -> None:
+                super().setup()
+                # Headers and body go out as two writes: without TCP_NODELAY (which real servers set)
+                # the body waits for the client's delayed ACK of the headers, ~40 ms per reply.
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
             def do_GET(self) -> None:
                 path = self.path.split("?")[0].rstrip("/")

@@ -11,10 +11,11 @@ Two rates per case. `ticks_per_s` / `pct_of_ideal` (the target's measure) are en
 over the whole `run`, so they include what a run pays once: building the client and ledger, the
 first wave's ramp (the first `in_flight` ticks all being prepared at once, under the GIL, before the
 slots fill) and the last wave's drain. At 384 ticks, 6 waves of 64, that is about a wave of the
-run. `steady_ticks_per_s` / `steady_pct_of_ideal` is the rate requests reach the server between the
-first request that had to wait for a free slot (number `in_flight`) and the last one: what a run of
-132k ticks sees for all but its first and last second. Neither changes what is timed or the default
-tick counts, which stay as they were so results compare across revisions.
+run. `steady_ticks_per_s` / `steady_pct_of_ideal` is the rate requests reach the server from the
+first request that had to wait for a free slot (number `in_flight`), over whole rounds of
+`in_flight` requests: what a run of 132k ticks sees for all but its first and last second.
+Neither changes what is timed or the default tick counts, which stay as they were so results
+compare across revisions.
 
 `--baseline REV` also runs every case with the package as of git revision REV (checked out in a
 temporary worktree and put first on the child's PYTHONPATH), in the same run and alternating
@@ -146,11 +147,14 @@ def _worktree(rev: str, into: Path) -> Path:
 
 
 def _steady_rate(arrivals: list[float], in_flight: int) -> float | None:
-    """Requests per second reaching the server from the first that waited for a slot to the last."""
-    if len(arrivals) < in_flight + 2:
+    """Requests per second reaching the server from the first that waited for a slot (number
+    `in_flight`), over whole rounds of `in_flight` requests (requests bunch into waves: a window
+    ending inside one would count part of a wave in next to no time)."""
+    rounds = (len(arrivals) - 1 - in_flight) // in_flight
+    if rounds < 1:
         return None
     t = sorted(arrivals)
-    return (len(t) - 1 - in_flight) / (t[-1] - t[in_flight])
+    return rounds * in_flight / (t[in_flight + rounds * in_flight] - t[in_flight])
 
 
 def _case(

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from vlalert.beliefs.cache import request_key
+from vlalert.beliefs.frames import ClipJpegs
 from vlalert.beliefs.request import (
     FATAL_STATUSES,
     LLMError,
@@ -39,7 +40,6 @@ from vlalert.beliefs.request import (
     build_messages,
     completion_content,
     cost_usd,
-    encode_frames,
     prompt_text,
     request_body,
     reserve_usd,
@@ -64,11 +64,12 @@ class Provider(Protocol):
 
     cfg: LLMConfig
     window_cfg: WindowConfig
-    frames_loader: Callable[[str, Sequence[int]], Any]
     cache: ResponseCache
 
     @property
     def ledger(self) -> SpendLedger: ...
+
+    def clip_jpegs(self, contexts: Sequence[TickContext] | None = None) -> ClipJpegs: ...
 
     def _get_client(self) -> Any: ...
 
@@ -94,9 +95,9 @@ def _lines(
     cfg = provider.cfg
     max_seen = provider.ledger.max_prompt_tokens()
     seen: set[str] = set()
+    frames = provider.clip_jpegs(contexts)  # each clip read once, each frame encoded once
     for ctx in contexts:
-        frames = provider.frames_loader(ctx.path, list(ctx.frame_idx))
-        jpegs = encode_frames(frames, cfg.max_image_side, cfg.jpeg_quality)
+        jpegs = frames.jpegs(ctx.path, ctx.frame_idx)
         instruction = build_instruction(ctx, provider.window_cfg)
         prompt = prompt_text(instruction)
         key = request_key(cfg.model, prompt, jpegs)

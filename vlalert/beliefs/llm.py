@@ -37,17 +37,17 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 
 from vlalert.beliefs.batch import BatchReport, BatchRunner
 from vlalert.beliefs.cache import ResponseCache, request_key
+from vlalert.beliefs.frames import ClipJpegs, FramesLoader
 from vlalert.beliefs.ledger import CapReached, Reservation, SpendLedger
 from vlalert.beliefs.request import (
     FATAL_STATUSES,
@@ -57,7 +57,6 @@ from vlalert.beliefs.request import (
     check_reply,
     completion_content,
     cost_usd,
-    encode_frames,
     max_reply_bytes,
     prompt_text,
     redact,
@@ -75,8 +74,6 @@ log = logging.getLogger(__name__)
 
 PROVIDER = "llm"
 FALLBACK_PROVIDER = "rules-fallback"
-
-FramesLoader = Callable[[str, Sequence[int]], np.ndarray]
 
 
 # ---------------------------------------------------------------- errors
@@ -240,6 +237,7 @@ class LLMBeliefProvider:
         self.window_cfg = window_cfg
         self._key = api_key
         self.frames_loader = frames_loader
+        self._jpegs: ClipJpegs | None = None
         self.cache = cache if cache is not None else ResponseCache(cfg.cache_dir)
         self._ledger = ledger
         self.concurrency = int(concurrency or cfg.max_concurrency)
@@ -409,8 +407,7 @@ class LLMBeliefProvider:
 
     def tick_row(self, ctx: TickContext) -> tuple[dict[str, Any], bool]:
         """One tick's BELIEFS row and whether every answer it used came from the cache."""
-        frames = self.frames_loader(ctx.path, list(ctx.frame_idx))
-        jpegs = encode_frames(frames, self.cfg.max_image_side, self.cfg.jpeg_quality)
+        jpegs = self.clip_jpegs().jpegs(ctx.path, ctx.frame_idx)
         instruction = build_instruction(ctx, self.window_cfg)
         first = self._answer(instruction, jpegs)
         reply, reason = check_reply(first.content, ctx)
@@ -429,6 +426,16 @@ class LLMBeliefProvider:
         log.info("beliefs llm: %s tick %d falls back to rules: %s", ctx.video_id, ctx.tick, reason2)
         return self._row(ctx, rules_reply(ctx, self.labels_cfg), FALLBACK_PROVIDER, second.key, cost), cached
 
+    def clip_jpegs(self, contexts: Sequence[TickContext] | None = None) -> ClipJpegs:
+        """The frames of a pass over `contexts` (vlalert.beliefs.frames: each clip read once, each frame
+        encoded once); without contexts, the current pass's (or one that reads each window alone)."""
+        if contexts is not None or self._jpegs is None:
+            windows = [(c.path, c.frame_idx) for c in contexts or ()]
+            self._jpegs = ClipJpegs(
+                windows, self.frames_loader, self.cfg.max_image_side, self.cfg.jpeg_quality
+            )
+        return self._jpegs
+
     # -- all ticks
 
     def _collect(self, contexts: Sequence[TickContext], state: _RunState, bar: Any) -> None:
@@ -440,6 +447,7 @@ class LLMBeliefProvider:
             return self.tick_row(ctx)
 
         counts = state.counts
+        self.clip_jpegs(contexts)
         if contexts:  # before the workers start: they would otherwise all wait on the first one's import
             self.ledger  # noqa: B018
             self._get_client()

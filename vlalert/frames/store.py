@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 
 SPEC_KEY = b"vlalert.frames"  # schema metadata: the StoreSpec as JSON
 FINGERPRINT_KEY = b"vlalert.frames.fingerprint"  # chunk files only
-READ_BLOCK = 32  # frames decoded per call while reading a clip forward (bounds a worker's memory)
+READ_BLOCK = 32  # frames resized and encoded together while reading a clip forward (bounds memory)
 
 SCHEMA = pa.schema(
     [
@@ -160,23 +160,27 @@ def decode_frame(data: bytes | memoryview, spec: StoreSpec) -> np.ndarray:
 # ----------------------------------------------------------------------------------------- write
 
 
-def _blocks(items: Sequence[int], n: int) -> Iterator[list[int]]:
-    for a in range(0, len(items), n):
-        yield list(items[a : a + n])
-
-
 def encode_clip(clip: ClipFrames, spec: StoreSpec) -> list[bytes]:
     """The clip's needed frames, decoded in one forward pass, resized to the spec's size, encoded."""
     from vlalert.video import VideoFrames
     from vlalert.vlm.resize import resize_frames
 
     out: list[bytes] = []
+
+    def flush(block: list[np.ndarray]) -> None:
+        sized = resize_frames(np.stack(block), (spec.height, spec.width)).permute(0, 2, 3, 1).contiguous()
+        out.extend(encode_frame(f, spec) for f in sized.numpy())
+        block.clear()
+
     try:
         with VideoFrames(clip.path) as video:
-            for block in _blocks(clip.frames, READ_BLOCK):
-                frames = video.read(block)
-                sized = resize_frames(frames, (spec.height, spec.width)).permute(0, 2, 3, 1).contiguous()
-                out.extend(encode_frame(f, spec) for f in sized.numpy())
+            block: list[np.ndarray] = []
+            for _, frame in video.iter_forward(clip.frames):  # clip.frames: sorted, unique
+                block.append(frame)
+                if len(block) == READ_BLOCK:
+                    flush(block)
+            if block:
+                flush(block)
     except FrameReadError as err:  # a file that broke after ingest: say which clip
         raise err.for_clip(clip.video_id) from None
     except VideoError as err:

@@ -106,3 +106,35 @@ def test_a_provider_run_reads_each_clip_once_and_sends_the_per_tick_bytes(tmp_pa
             for j in encode_frames(loader(c.path, c.frame_idx), llm.max_image_side, llm.jpeg_quality)
         }
         assert sent == per_tick
+
+
+def test_clips_on_disk_are_decoded_forward_once_and_give_the_per_tick_bytes(tmp_path):
+    """The stage's own loader (ClipReader): one sequential decode per clip, the bytes of a per-tick read."""
+    import av
+
+    from vlalert.beliefs.frames import ClipReader
+    from vlalert.video import read_frames
+
+    path = tmp_path / "clip.mp4"
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for _ in range(40):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (48, 64, 3), np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    ticks = windows(str(path), 3)
+    calls = []
+
+    class Counting(ClipReader):
+        def forward(self, p, wanted):
+            calls.append(list(wanted))
+            yield from super().forward(p, wanted)
+
+    jp = ClipJpegs(ticks, Counting(), max_side=512, quality=90)
+    for p, idx in ticks:
+        assert jp.jpegs(p, idx) == encode_frames(read_frames(p, idx), 512, 90)
+    assert calls == [sorted({i for _, w in ticks for i in w})]

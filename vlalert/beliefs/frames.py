@@ -4,7 +4,8 @@ A tick's request carries its window's frames as JPEG. Read tick by tick, every r
 into its clip and decode a group of pictures (150-370 ms of CPU per 720p tick), and a frame that two
 ticks' windows share (1 Hz ticks with 2 s windows share half their frames) would be decoded and
 encoded twice. `ClipJpegs` instead reads, at the first request of a clip, every frame that any of
-the clip's ticks needs, in sorted order (one forward pass, in blocks that bound the memory), encodes
+the clip's ticks needs, in sorted order (one forward pass: `ClipReader.forward`, the sequential decode
+of `VideoFrames.iter_forward`; encoded in blocks that bound the memory), encodes
 each frame once (`encode_frames`, frame by frame: the bytes a per-tick read gives, so the answers
 already cached under those bytes stay valid), and frees the clip's JPEGs once its last tick has
 taken them. Requests of one clip wait for its pass; the other clips go on.
@@ -17,7 +18,7 @@ before the benchmark, whatever the model.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -25,6 +26,22 @@ from vlalert.beliefs.request import encode_frames
 
 FramesLoader = Callable[[str, Sequence[int]], np.ndarray]
 READ_BLOCK = 32  # frames decoded per call (a 720p frame is 2.7 MB as pixels; its JPEG ~30 KB)
+
+
+class ClipReader:
+    """The beliefs stage's frames loader for clips on disk: a window by index (`__call__`, any
+    order), or a clip's frames forward in one sequential decode (`forward`: what ClipJpegs uses)."""
+
+    def __call__(self, path: str, indices: Sequence[int]) -> np.ndarray:
+        from vlalert.video import read_frames
+
+        return read_frames(path, indices)
+
+    def forward(self, path: str, wanted: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
+        from vlalert.video import VideoFrames
+
+        with VideoFrames(path) as clip:
+            yield from clip.iter_forward(wanted)
 
 
 class ClipJpegs:
@@ -51,12 +68,25 @@ class ClipJpegs:
         self._guard = threading.Lock()
         self.clip_reads = 0  # passes made (one per clip unless a clip's JPEGs were freed and asked again)
 
+    def _encode(self, frames: np.ndarray) -> list[bytes]:
+        return encode_frames(frames, self.max_side, self.quality)
+
     def _read_clip(self, path: str, wanted: Sequence[int]) -> dict[int, bytes]:
         out: dict[int, bytes] = {}
-        for a in range(0, len(wanted), READ_BLOCK):
-            block = list(wanted[a : a + READ_BLOCK])
-            jpegs = encode_frames(self.loader(path, block), self.max_side, self.quality)
-            out.update(zip(block, jpegs, strict=True))
+        forward = getattr(self.loader, "forward", None)
+        if forward is not None:  # a clip decoded sequentially, frame by frame (ClipReader)
+            block: list[int] = []
+            frames: list[np.ndarray] = []
+            for i, frame in forward(path, wanted):
+                block.append(i)
+                frames.append(frame)
+                if len(block) == READ_BLOCK or i == wanted[-1]:
+                    out.update(zip(block, self._encode(np.stack(frames)), strict=True))
+                    block, frames = [], []
+        else:
+            for a in range(0, len(wanted), READ_BLOCK):
+                idx = list(wanted[a : a + READ_BLOCK])
+                out.update(zip(idx, self._encode(self.loader(path, idx)), strict=True))
         self.clip_reads += 1
         return out
 

@@ -78,9 +78,9 @@ def rules_row(ctx: TickContext, labels_cfg: LabelsConfig) -> dict[str, Any]:
 
 
 def _default_frames_loader() -> FramesLoader:
-    from vlalert.video import read_frames  # lazy: only the llm provider reads frames
+    from vlalert.beliefs.frames import ClipReader
 
-    return read_frames
+    return ClipReader()
 
 
 def generate_beliefs(

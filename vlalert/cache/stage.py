@@ -177,13 +177,14 @@ def _read_clip_frames(
     path: str, frame_lists: Sequence[Sequence[int]], size: tuple[int, int] | None = None
 ) -> list[np.ndarray]:
     """The frames of several ticks of one clip, each needed frame decoded once, in one sorted pass
-    (1 Hz ticks with 2 s windows share half their frames; sorted reads decode forward, no seeking),
+    (1 Hz ticks with 2 s windows share half their frames; one sequential decode, no seeking),
     resized to `size` (h, w) when given."""
     from vlalert.video import VideoFrames
 
     wanted = sorted({int(i) for idx in frame_lists for i in idx})
     with VideoFrames(path) as clip:
-        frames = clip.read(wanted)
+        got = dict(clip.iter_forward(wanted))
+    frames = np.stack([got[i] for i in wanted]) if wanted else np.zeros((0, 1, 1, 3), np.uint8)
     if size is not None and frames.shape[1:3] != tuple(size):
         from vlalert.vlm.resize import resize_frames
 

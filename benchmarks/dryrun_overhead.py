@@ -55,7 +55,8 @@ def bare_snakefile(listing: str) -> tuple[str, int]:
             body.append(f"    input: {', '.join(repr(i) for i in inputs)}")
         if outputs:
             body.append(f"    output: {', '.join(repr(o) for o in outputs)}")
-        body.append('    shell: "true"')
+        if name != "all":  # a target rule with a shell would always run
+            body.append('    shell: "true"')
         rules.append("\n".join(body))
     rules.sort(key=lambda r: not r.startswith("rule all:"))  # the default target first
     return "\n\n".join(rules) + "\n", n

@@ -303,24 +303,33 @@ def _clip_windows(path: Path) -> list[list[int]]:
     return [window_frames(float(t), CLIP_FPS, n, WindowConfig()) for t in ts]
 
 
-def _deliver(paths: list[Path], workers: int, kind: str, size: tuple[int, int]) -> dict[str, Any]:
-    """The cache stage's frame work (decode a clip's tick windows, resize to the model's size) for
-    2 x `workers` clips, in `workers` threads or spawned processes (vlalert.cache.stage.frame_pool)."""
+def _deliver(
+    paths: list[Path], workers: int, kind: str, size: tuple[int, int], store: Path | None = None
+) -> dict[str, Any]:
+    """The cache stage's frame work for 2 x `workers` clips, in `workers` threads or spawned processes
+    (vlalert.cache.stage.frame_pool): a clip's tick windows decoded and resized to the model's size,
+    or, given the frames stage's `store`, read from it (the pipeline's path since decode-once)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from vlalert.cache.stage import _read_clip_frames, frame_pool
+    from vlalert.cache.stage import _read_clip_frames, _read_store_frames, frame_pool
 
     pool = ThreadPoolExecutor(workers) if kind == "threads" else frame_pool(workers)
     clips = [paths[i % len(paths)] for i in range(2 * workers)]
     windows = {p: _clip_windows(p) for p in set(clips)}
+
+    def submit(p: Path) -> Any:
+        if store is not None:
+            return pool.submit(_read_store_frames, (str(store),), str(p), windows[p], p.stem)
+        return pool.submit(_read_clip_frames, str(p), windows[p], size)
+
     with pool:
         list(pool.map(abs, range(workers)))  # workers started before the clock runs
         t0, c0 = time.perf_counter(), time.process_time()
-        futures = [pool.submit(_read_clip_frames, str(p), windows[p], size) for p in clips]
+        futures = [submit(p) for p in clips]
         ticks = sum(len(f.result()) for f in futures)
         wall = time.perf_counter() - t0
     return {
-        "kind": kind,
+        "kind": kind if store is None else f"store, {kind}",
         "workers": workers,
         "clips": len(clips),
         "ticks": ticks,
@@ -350,30 +359,6 @@ def _build_store(paths: list[Path], size: tuple[int, int], out: Path, workers: i
         parent_cpu_s=round(time.process_time() - c0, 2),
         mb_per_1k_ticks=round(counts["bytes"] / ticks * 1000 / 1e6, 1),
     )
-
-
-def _deliver_store(paths: list[Path], workers: int, store: Path) -> dict[str, Any]:
-    """The cache stage's frame work since the frames stage: a clip's tick windows read from the
-    store in `workers` spawned processes (vlalert.cache.stage._read_store_frames), 2 x `workers` clips."""
-    from vlalert.cache.stage import _read_store_frames, frame_pool
-
-    clips = [paths[i % len(paths)] for i in range(2 * workers)]
-    windows = {p: _clip_windows(p) for p in set(clips)}
-    with frame_pool(workers) as pool:
-        list(pool.map(abs, range(workers)))
-        t0, c0 = time.perf_counter(), time.process_time()
-        futures = [pool.submit(_read_store_frames, (str(store),), str(p), windows[p], p.stem) for p in clips]
-        ticks = sum(len(f.result()) for f in futures)
-        wall = time.perf_counter() - t0
-    return {
-        "kind": "store, processes",
-        "workers": workers,
-        "clips": len(clips),
-        "ticks": ticks,
-        "wall_s": round(wall, 2),
-        "ticks_per_s": round(ticks / wall, 2),
-        "parent_cpu_s": round(time.process_time() - c0, 2),
-    }
 
 
 class _GenerateLoop(threading.Thread):
@@ -437,7 +422,7 @@ def sec_decode(ctx: Ctx, device: str, paths: list[Path]) -> dict[str, Any]:
         "gpu_busy_windows_4_threads": lambda: _deliver(paths, 4, "threads", size),
         "gpu_busy_windows_4_processes": lambda: _deliver(paths, 4, "processes", size),
         # the pipeline's frame work since the frames stage: windows read from the store
-        "gpu_busy_store_4_processes": lambda: _deliver_store(paths, 4, store),
+        "gpu_busy_store_4_processes": lambda: _deliver(paths, 4, "processes", size, store),
         # the frames stage itself (decode once) while the GPU generates
         "gpu_busy_frames_stage_4_workers": lambda: _build_store(
             paths, size, store.with_name("again.arrow"), 4

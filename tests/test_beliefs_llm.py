@@ -153,18 +153,24 @@ def test_frames_are_downscaled_to_max_image_side(tmp_path):
         assert img.size == (32, 24)
 
 
-def test_concurrency_is_bounded(tmp_path):
+def _slow_counting(delay: float):
+    """A reply script that holds each request `delay` s and counts the most held at once."""
     lock, state = threading.Lock(), {"now": 0, "max": 0}
 
     def slow(n, req):
         with lock:
             state["now"] += 1
             state["max"] = max(state["max"], state["now"])
-        time.sleep(0.15)
+        time.sleep(delay)
         with lock:
             state["now"] -= 1
         return Reply()
 
+    return slow, state
+
+
+def test_concurrency_is_bounded(tmp_path):
+    slow, state = _slow_counting(0.15)
     with FakeLLMServer(slow) as server:
         out = _run(tmp_path, server, max_concurrency=3)
     assert len(out) == N_TICKS
@@ -174,17 +180,7 @@ def test_concurrency_is_bounded(tmp_path):
 def test_one_kept_alive_connection_per_request_in_flight(tmp_path):
     """Each request slot sends on its own connection, kept alive: 3 in flight open 3 connections for
     all 8 ticks (more workers than slots prepare ticks meanwhile, without sending them)."""
-    lock, state = threading.Lock(), {"now": 0, "max": 0}
-
-    def slow(n, req):
-        with lock:
-            state["now"] += 1
-            state["max"] = max(state["max"], state["now"])
-        time.sleep(0.1)
-        with lock:
-            state["now"] -= 1
-        return Reply()
-
+    slow, state = _slow_counting(0.1)
     with FakeLLMServer(slow) as server:
         out = _run(tmp_path, server, max_concurrency=3)
         peers = collections.Counter(s.peer for s in server.seen)

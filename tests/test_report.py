@@ -20,21 +20,6 @@ from test_workflow import REPO, snakemake
 from vlalert.baselines import decode_clips
 from vlalert.heads.config import FSMConfig
 from vlalert.metrics import ScoringConfig
-from vlalert.report import (
-    TABLE_NAMES,
-    draw_clip_timeline,
-    figure_names,
-    label_windows,
-    plot_source_bars,
-    reliability_bins,
-    reliability_figure,
-    runs,
-    source_bars_figure,
-    timeline_clips,
-    timeline_figure,
-    write_report,
-    write_report_tables,
-)
 from vlalert.report.beliefs import (
     belief_clips,
     belief_figure,
@@ -49,6 +34,21 @@ from vlalert.report.data import (
     rejected_by_reason,
     rejected_figure,
     write_data_report,
+)
+from vlalert.report.evaluation import (
+    TABLE_NAMES,
+    draw_clip_timeline,
+    figure_names,
+    label_windows,
+    plot_source_bars,
+    reliability_bins,
+    reliability_figure,
+    runs,
+    source_bars_figure,
+    timeline_clips,
+    timeline_figure,
+    write_report,
+    write_report_tables,
 )
 from vlalert.report.facts import overview_labels, read_facts, run_facts
 from vlalert.report.training import head_loss_figure, sft_loss_figure

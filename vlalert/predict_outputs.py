@@ -85,7 +85,7 @@ def timeline_figure(table: pa.Table, tick_hz: float, title: str) -> Figure:
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    from vlalert.report import ACTION_COLORS, runs
+    from vlalert.report.evaluation import ACTION_COLORS, runs
 
     t = table.column("t_s").to_numpy()
     dt = 1.0 / tick_hz
@@ -134,7 +134,7 @@ def timeline_figure(table: pa.Table, tick_hz: float, title: str) -> Figure:
 def save_figure(fig: Figure, path: str | os.PathLike[str]) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    from vlalert.report import DPI
+    from vlalert.report.evaluation import DPI
 
     path = Path(path)
     FigureCanvasAgg(fig)

@@ -179,16 +179,19 @@ def _read_clip_frames(
     """The frames of several ticks of one clip, each needed frame decoded once, in one sorted pass
     (1 Hz ticks with 2 s windows share half their frames; one sequential decode, no seeking),
     resized to `size` (h, w) when given."""
+    from vlalert.frames.store import resized_forward
     from vlalert.video import VideoFrames
 
     wanted = sorted({int(i) for idx in frame_lists for i in idx})
     with VideoFrames(path) as clip:
-        got = dict(clip.iter_forward(wanted))
-    frames = np.stack([got[i] for i in wanted]) if wanted else np.zeros((0, 1, 1, 3), np.uint8)
-    if size is not None and frames.shape[1:3] != tuple(size):
-        from vlalert.vlm.resize import resize_frames
+        frames = np.concatenate(list(resized_forward(clip, wanted, size)))
+    return _windows(frames, wanted, frame_lists)
 
-        frames = resize_frames(frames, size).permute(0, 2, 3, 1).contiguous().numpy()
+
+def _windows(
+    frames: np.ndarray, wanted: Sequence[int], frame_lists: Sequence[Sequence[int]]
+) -> list[np.ndarray]:
+    """Each tick's window out of the frames at the sorted indices `wanted`."""
     pos = {f: k for k, f in enumerate(wanted)}
     return [frames[[pos[int(i)] for i in idx]] for idx in frame_lists]
 
@@ -196,11 +199,12 @@ def _read_clip_frames(
 def _read_store_frames(
     files: Sequence[str], path: str, frame_lists: Sequence[Sequence[int]], clip: str
 ) -> list[np.ndarray]:
-    """The ticks' windows of one clip from the frames stores (already at the model's size)."""
+    """The ticks' windows of one clip from the frames stores (already at the model's size); a frame
+    that neighbouring windows share is decoded once."""
     from vlalert.frames.store import open_stores
 
-    stores = open_stores(files)
-    return [stores.read(path, idx, clip) for idx in frame_lists]
+    wanted = sorted({int(i) for idx in frame_lists for i in idx})
+    return _windows(open_stores(files).read(path, wanted, clip), wanted, frame_lists)
 
 
 def _frame_worker_init() -> None:

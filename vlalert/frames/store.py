@@ -45,7 +45,7 @@ import pyarrow as pa
 
 from vlalert.atomic import atomic_path
 from vlalert.frames.config import FramesConfig
-from vlalert.video import FrameReadError, VideoError
+from vlalert.video import FrameReadError, VideoError, VideoFrames
 from vlalert.vlm.config import VLMConfig
 
 log = logging.getLogger(__name__)
@@ -160,32 +160,42 @@ def decode_frame(data: bytes | memoryview, spec: StoreSpec) -> np.ndarray:
 # ----------------------------------------------------------------------------------------- write
 
 
+def resized_forward(
+    video: VideoFrames, frames: Sequence[int], size: tuple[int, int] | None
+) -> Iterator[np.ndarray]:
+    """The sorted, unique `frames` of an opened clip, decoded in one forward pass and resized to `size`
+    (h, w) with the processor's resize (None: as decoded), as (n, h, w, 3) uint8 blocks of at most
+    READ_BLOCK frames, so that a long clip never holds all its frames at full size."""
+    from vlalert.vlm.resize import resize_frames
+
+    def sized(block: list[np.ndarray]) -> np.ndarray:
+        stacked = np.stack(block)
+        if size is None or stacked.shape[1:3] == tuple(size):
+            return stacked
+        return resize_frames(stacked, size).permute(0, 2, 3, 1).contiguous().numpy()
+
+    block: list[np.ndarray] = []
+    for _, frame in video.iter_forward(frames):
+        block.append(frame)
+        if len(block) == READ_BLOCK:
+            yield sized(block)
+            block = []
+    if block:
+        yield sized(block)
+
+
 def encode_clip(clip: ClipFrames, spec: StoreSpec) -> list[bytes]:
     """The clip's needed frames, decoded in one forward pass, resized to the spec's size, encoded."""
     from vlalert.video import VideoFrames
-    from vlalert.vlm.resize import resize_frames
-
-    out: list[bytes] = []
-
-    def flush(block: list[np.ndarray]) -> None:
-        sized = resize_frames(np.stack(block), (spec.height, spec.width)).permute(0, 2, 3, 1).contiguous()
-        out.extend(encode_frame(f, spec) for f in sized.numpy())
-        block.clear()
 
     try:
-        with VideoFrames(clip.path) as video:
-            block: list[np.ndarray] = []
-            for _, frame in video.iter_forward(clip.frames):  # clip.frames: sorted, unique
-                block.append(frame)
-                if len(block) == READ_BLOCK:
-                    flush(block)
-            if block:
-                flush(block)
+        with VideoFrames(clip.path) as video:  # clip.frames: sorted, unique
+            blocks = resized_forward(video, clip.frames, (spec.height, spec.width))
+            return [encode_frame(f, spec) for block in blocks for f in block]
     except FrameReadError as err:  # a file that broke after ingest: say which clip
         raise err.for_clip(clip.video_id) from None
     except VideoError as err:
         raise VideoError(f"clip {clip.video_id}: {err}") from None
-    return out
 
 
 def _worker_init() -> None:

@@ -195,9 +195,7 @@ def _iter_with_pyav(path: Path, wanted: Sequence[int]) -> Iterator[tuple[int, np
                 decoded += 1
                 if not todo:
                     break
-    except GeneratorExit:
-        raise
-    except Exception as err:
+    except Exception as err:  # not GeneratorExit (a BaseException): a consumer that stops early
         raise FrameReadError(f"frame {decoded}: {_short(err)}", frame=decoded) from None
     if todo:
         missing = sorted(todo)

@@ -472,7 +472,7 @@ def _metrics(trainer: SFTTrainer, job: SFTJob) -> dict[str, Any]:
     texts = generate_texts(
         model,
         tok,
-        TickDataset(val_rows, tok, vlm, with_target=False, frames=job.frame_stores()),
+        TickDataset(val_rows, tok, vlm, with_target=False, frames=run.train_set.frames),
         gen_idx,
         max_new_tokens=vlm.max_new_tokens,
         batch_size=cfg.gen_batch,

@@ -447,7 +447,10 @@ def test_the_cap_holds_across_concurrent_source_jobs(tmp_path):
         for c, (_out, err) in zip(children, outs, strict=True):
             assert c.returncode == 0, err[-3000:]
         paid = len(server.answered()) * ROW_COST
-    assert {o.split()[0] for o, _ in outs} == {"budget"}  # every job stopped at the shared cap
+    # The jobs stopped at the shared cap: 32 ticks cost more than it. Which ones is timing: a job that
+    # booked early may have answered all its 8 ticks before the others filled the cap.
+    outcomes = [o.split()[0] for o, _ in outs]
+    assert "budget" in outcomes and set(outcomes) <= {"budget", "done"}, outcomes
     print(f"4 source jobs, cap ${cap:.4f}: paid ${paid:.4f} ({len(server.answered())} answers)")
     assert paid <= cap
     # and the cap was used, not stopped early: the jobs waited for the others' worst-case bookings to

@@ -20,7 +20,7 @@ tick's label, and the reply is asked for as structured output (`TickReply` JSON 
   them to settle (their actual cost is below the worst case booked); one that cannot fit on what
   is settled is not sent and `BudgetExceeded` carries the partial result;
 - at most `concurrency` requests are in flight (the job's `llm_requests`), each on a kept-alive
-  connection of its own request slot; a few spare workers prepare and finish ticks meanwhile;
+  connection of its own request slot; a few spare workers prepare, book and finish ticks meanwhile;
 - 401/403/404 stop the whole stage at once (a wrong key, model or URL fails every request);
   another 4xx, or retries exhausted, fails that tick: the other ticks go on, the failure is not
   cached (a rerun asks again) and `RequestsFailed` lists it at the end. A refused request is
@@ -363,24 +363,29 @@ class LLMBeliefProvider:
             raise _BudgetStop("stopping")
         ledger = self.ledger
         body = request_json(self.cfg, instruction, jpegs, self.cfg.image_detail)
-        # The slot is taken before the booking: bookings are those of requests about to be sent or in
-        # flight (as many as slots), not of every worker's next tick, which would hold the budget that
-        # other jobs sharing the cap wait for.
-        with self._request_slot() as slot:
-            try:  # the worst case from the largest prompt seen, read in the booking's own transaction
-                booking: Reservation = ledger.reserve(
-                    key,
-                    lambda max_seen: reserve_usd(self.cfg, prompt, len(jpegs), max_seen),
-                    wait_s=ledger.lease_s,  # requests in flight settle (or their lease lapses) by then
-                    give_up=self._stop.is_set,
-                )
-            except CapReached:
-                raise _BudgetStop("budget") from None
-            try:
+        # Booked before a slot is taken, so that a slot freed by an answer goes to a request that is
+        # ready to send: booking on the slot put a ledger transaction (a group commit, several GIL
+        # handovers under 80 threads) between each answer and the next request, 13 ms at the median
+        # and 31 ms at p90 at 64 in flight, against 1 and 19 ms booked ahead. The bookings held are
+        # then those of the requests in flight and of the few spare workers' next ticks (at most
+        # `concurrency` x 1.25 + 1 worst cases; each is sent as soon as a slot frees).
+        try:  # the worst case from the largest prompt seen, read in the booking's own transaction
+            booking: Reservation = ledger.reserve(
+                key,
+                lambda max_seen: reserve_usd(self.cfg, prompt, len(jpegs), max_seen),
+                wait_s=ledger.lease_s,  # requests in flight settle (or their lease lapses) by then
+                give_up=self._stop.is_set,
+            )
+        except CapReached:
+            raise _BudgetStop("budget") from None
+        try:
+            with self._request_slot() as slot:
+                if self._stop.is_set():  # the stage stopped while this request waited for a slot
+                    raise _BudgetStop("stopping")
                 content, usage = self._call(body, slot)
-            except BaseException:
-                ledger.release(booking)
-                raise
+        except BaseException:
+            ledger.release(booking)
+            raise
         try:
             self.cache.put(key, {"content": content, "usage": usage, "model": self.cfg.model})
         except BaseException:

@@ -429,7 +429,7 @@ def test_badas_gate_runs_in_the_dag_on_real_dad_clips(converted, real_data, tmp_
 
     from vlalert.cache.store import vector_array
     from vlalert.heads.fsm import FSMConfig
-    from vlalert.metrics import ScoringConfig
+    from vlalert.metrics.config import ScoringConfig
     from vlalert.score import score_split
     from vlalert.summary import summarize_scores
 

@@ -8,17 +8,15 @@ import numpy as np
 import polars as pl
 import pytest
 
-from vlalert.metrics import (
+from vlalert.metrics.clip import (
     ClipSeries,
-    ScoringConfig,
-    aggregate_seeds,
     anticipation,
     clips_from_table,
     false_alerts_per_hour,
     recall_at_k,
-    summarize,
-    summarize_by_source,
 )
+from vlalert.metrics.config import ScoringConfig
+from vlalert.metrics.suite import aggregate_seeds, summarize, summarize_by_source
 
 CODE = {"S": "SILENT", "O": "OBSERVE", "A": "ALERT"}
 

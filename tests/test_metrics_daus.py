@@ -11,7 +11,10 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from vlalert.metrics import ClipSeries, ScoringConfig, clip_timeliness, clip_trust, daus, onsets
+from vlalert.metrics.clip import ClipSeries
+from vlalert.metrics.config import ScoringConfig
+from vlalert.metrics.daus import clip_timeliness, clip_trust, daus
+from vlalert.metrics.tick import onsets
 
 CFG = ScoringConfig()
 CODE = {"S": "SILENT", "O": "OBSERVE", "A": "ALERT"}

@@ -8,8 +8,13 @@ import numpy as np
 import pytest
 
 from vlalert.actions import action_codes
-from vlalert.metrics import tick_metrics
-from vlalert.metrics.tick import action_balanced_accuracy, action_macro_f1, alert_ap, alert_auroc
+from vlalert.metrics.tick import (
+    action_balanced_accuracy,
+    action_macro_f1,
+    alert_ap,
+    alert_auroc,
+    tick_metrics,
+)
 
 S, OBS, A = "SILENT", "OBSERVE", "ALERT"
 

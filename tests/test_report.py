@@ -19,7 +19,7 @@ from test_workflow import REPO, snakemake
 
 from vlalert.baselines import decode_clips
 from vlalert.heads.config import FSMConfig
-from vlalert.metrics import ScoringConfig
+from vlalert.metrics.config import ScoringConfig
 from vlalert.report.beliefs import (
     belief_clips,
     belief_figure,

@@ -31,7 +31,7 @@ from vlalert.baselines import (
 from vlalert.cache.store import CacheError, write_cache
 from vlalert.heads.config import DangerHeadConfig, FSMConfig, HeadsTrainConfig, PolicyHeadConfig
 from vlalert.heads.synthetic import synthetic_split
-from vlalert.metrics import ScoringConfig
+from vlalert.metrics.config import ScoringConfig
 from vlalert.schemas import POLICIES, check_table
 from vlalert.score import BASELINE_SEED, SEEDED_POLICIES, score_counts, score_split
 from vlalert.summary import format_summary, summarize_scores

@@ -37,6 +37,27 @@ def snakemake(
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
+HEAVY = ("numpy", "pyarrow", "polars", "pandas", "sklearn", "torch", "transformers", "PIL", "av", "decord")
+
+
+def test_parse_imports_nothing_heavy():
+    """The Snakefile's parse imports none of the heavy libraries (DESIGN: a no-op dry run within 1.3x a
+    bare Snakefile): the vlalert modules the Snakefile and rules/*.smk import at top level, imported
+    together in a fresh interpreter, leave none of them in sys.modules."""
+    lines = []
+    for f in [REPO / "Snakefile", *sorted((REPO / "rules").glob("*.smk"))]:
+        lines += [
+            ln
+            for ln in f.read_text().splitlines()
+            if re.match(r"(from vlalert\S* import|import vlalert)", ln)
+        ]
+    assert any("vlalert.config" in ln for ln in lines), lines  # the parse-time imports were found
+    code = "\n".join([*lines, "import sys", f"print([m for m in {HEAVY!r} if m in sys.modules])"])
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.strip() == "[]", f"parse-time imports pull {res.stdout.strip()}"
+
+
 def planned_jobs(dry_run_output: str) -> dict[str, int]:
     """Parse the 'Job stats' table of a dry run into {rule: count}."""
     stats = dry_run_output.split("Job stats:", 1)[1]

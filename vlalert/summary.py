@@ -1,7 +1,7 @@
 """The score stage's summary: every policy's metrics per source and seed, their mean and std, the table.
 
 `summarize_scores` reads the scores table of a split (vlalert.score) and computes the tick, clip
-and DAUS metrics of `vlalert.metrics` per (policy, source, seed), then mean and std over seeds;
+and DAUS metrics of `vlalert.metrics.suite` per (policy, source, seed), then mean and std over seeds;
 `format_summary` prints the table a reviewer reads first (summary.txt).
 """
 
@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 import pyarrow as pa
 
-from vlalert.metrics import OVERALL, ScoringConfig, aggregate_seeds, clips_from_table, summarize_by_source
+from vlalert.metrics.clip import clips_from_table
+from vlalert.metrics.config import ScoringConfig
+from vlalert.metrics.suite import OVERALL, aggregate_seeds, summarize_by_source
 from vlalert.schemas import POLICIES, SUMMARY, check_table
 
 if TYPE_CHECKING:
@@ -75,10 +77,10 @@ def _finite_or_none(x: float) -> float | None:
 def summarize_scores(
     scores: pa.Table, benchmark: pa.Table, scoring_cfg: ScoringConfig, tick_hz: float
 ) -> pa.Table:
-    """SUMMARY: every metric of `metrics.summarize` per policy x source (and "all"), mean ± std over seeds.
+    """SUMMARY: every metric of `metrics.suite.summarize` per policy x source (and "all"), mean ± std over seeds.
 
-    Each (policy, seed) is summarised on its own clips (`metrics.summarize_by_source`, clip score
-    p_alert), then `metrics.aggregate_seeds` takes mean and sample std over that policy's seeds; a
+    Each (policy, seed) is summarised on its own clips (`metrics.suite.summarize_by_source`, clip score
+    p_alert), then `metrics.suite.aggregate_seeds` takes mean and sample std over that policy's seeds; a
     metric undefined on a seed is left out of its mean and `n_seeds` says how many seeds remain.
     Undefined means and stds are null. Rows are ordered by policy (POLICIES order), source (sorted,
     "all" last), metric (summarize's order).

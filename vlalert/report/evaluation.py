@@ -34,7 +34,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from vlalert.actions import ACTIONS, Action, action_codes
-from vlalert.metrics import OVERALL
+from vlalert.metrics.suite import OVERALL
 from vlalert.schemas import POLICIES
 from vlalert.summary import clip_info, summary_grid
 

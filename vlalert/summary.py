@@ -77,7 +77,8 @@ def _finite_or_none(x: float) -> float | None:
 def summarize_scores(
     scores: pa.Table, benchmark: pa.Table, scoring_cfg: ScoringConfig, tick_hz: float
 ) -> pa.Table:
-    """SUMMARY: every metric of `metrics.suite.summarize` per policy x source (and "all"), mean ± std over seeds.
+    """SUMMARY: every metric of `metrics.suite.summarize` per policy x source (and "all"), mean ± std
+    over seeds.
 
     Each (policy, seed) is summarised on its own clips (`metrics.suite.summarize_by_source`, clip score
     p_alert), then `metrics.suite.aggregate_seeds` takes mean and sample std over that policy's seeds; a

@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vlalert.video import VideoError, VideoFrames, VideoInfo, list_frame_files, probe_video, read_frames
+from vlalert.video import (
+    VideoError,
+    VideoFrames,
+    VideoInfo,
+    in_blocks,
+    list_frame_files,
+    probe_video,
+    read_frames,
+)
 
 # Solid colours, far apart, with R != G != B so that a BGR/RGB swap or a wrong frame shows.
 COLOURS = [(200, 40, 40), (40, 200, 40), (40, 40, 200), (220, 220, 40), (40, 220, 220), (128, 128, 128)]
@@ -169,3 +177,12 @@ def test_widths_that_decord_cannot_copy_are_read_through_pyav(tmp_path, width):
     assert frames.shape == (2, 32, width, 3)
     for got, i in zip(frames, [7, 3], strict=True):
         assert np.abs(got.reshape(-1, 3).mean(axis=0) - np.array(colour(i))).max() < 8
+
+
+def test_in_blocks_groups_a_forward_read_in_order_without_losing_a_frame():
+    pairs = [(i, np.full((2, 3, 3), i, np.uint8)) for i in (0, 3, 4, 7, 9)]
+    blocks = list(in_blocks(iter(pairs), 2))
+    assert [idx for idx, _ in blocks] == [[0, 3], [4, 7], [9]]
+    assert [b.shape for _, b in blocks] == [(2, 2, 3, 3), (2, 2, 3, 3), (1, 2, 3, 3)]
+    assert [int(f[0, 0, 0]) for _, b in blocks for f in b] == [0, 3, 4, 7, 9]
+    assert list(in_blocks(iter([]), 2)) == []

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -203,6 +203,22 @@ def _iter_with_pyav(path: Path, wanted: Sequence[int]) -> Iterator[tuple[int, np
             f"frames {missing[:5]} could not be decoded (the stream ends after {decoded} frames)",
             frame=missing[0],
         )
+
+
+def in_blocks(frames: Iterable[tuple[int, np.ndarray]], size: int) -> Iterator[tuple[list[int], np.ndarray]]:
+    """(indices, frames stacked as (n, h, w, 3)) of consecutive groups of at most `size` of a forward
+    read's (index, frame) pairs (`VideoFrames.iter_forward`): what a reader that resizes or encodes
+    in batches takes, without ever holding a long clip's frames at full size."""
+    idx: list[int] = []
+    block: list[np.ndarray] = []
+    for i, frame in frames:
+        idx.append(i)
+        block.append(frame)
+        if len(block) == size:
+            yield idx, np.stack(block)
+            idx, block = [], []
+    if block:
+        yield idx, np.stack(block)
 
 
 def _read_with_pyav(path: Path, indices: list[int]) -> np.ndarray:

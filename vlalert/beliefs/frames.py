@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from vlalert.beliefs.request import encode_frames
+from vlalert.video import VideoFrames, in_blocks, read_frames
 
 FramesLoader = Callable[[str, Sequence[int]], np.ndarray]
 READ_BLOCK = 32  # frames decoded per call (a 720p frame is 2.7 MB as pixels; its JPEG ~30 KB)
@@ -33,13 +34,9 @@ class ClipReader:
     order), or a clip's frames forward in one sequential decode (`forward`: what ClipJpegs uses)."""
 
     def __call__(self, path: str, indices: Sequence[int]) -> np.ndarray:
-        from vlalert.video import read_frames
-
         return read_frames(path, indices)
 
     def forward(self, path: str, wanted: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
-        from vlalert.video import VideoFrames
-
         with VideoFrames(path) as clip:
             yield from clip.iter_forward(wanted)
 
@@ -75,14 +72,8 @@ class ClipJpegs:
         out: dict[int, bytes] = {}
         forward = getattr(self.loader, "forward", None)
         if forward is not None:  # a clip decoded sequentially, frame by frame (ClipReader)
-            block: list[int] = []
-            frames: list[np.ndarray] = []
-            for i, frame in forward(path, wanted):
-                block.append(i)
-                frames.append(frame)
-                if len(block) == READ_BLOCK or i == wanted[-1]:
-                    out.update(zip(block, self._encode(np.stack(frames)), strict=True))
-                    block, frames = [], []
+            for idx, frames in in_blocks(forward(path, wanted), READ_BLOCK):
+                out.update(zip(idx, self._encode(frames), strict=True))
         else:
             for a in range(0, len(wanted), READ_BLOCK):
                 idx = list(wanted[a : a + READ_BLOCK])

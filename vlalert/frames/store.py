@@ -45,7 +45,7 @@ import pyarrow as pa
 
 from vlalert.atomic import atomic_path
 from vlalert.frames.config import FramesConfig
-from vlalert.video import FrameReadError, VideoError, VideoFrames
+from vlalert.video import FrameReadError, VideoError, VideoFrames, in_blocks
 from vlalert.vlm.config import VLMConfig
 
 log = logging.getLogger(__name__)
@@ -168,20 +168,11 @@ def resized_forward(
     READ_BLOCK frames, so that a long clip never holds all its frames at full size."""
     from vlalert.vlm.resize import resize_frames
 
-    def sized(block: list[np.ndarray]) -> np.ndarray:
-        stacked = np.stack(block)
-        if size is None or stacked.shape[1:3] == tuple(size):
-            return stacked
-        return resize_frames(stacked, size).permute(0, 2, 3, 1).contiguous().numpy()
-
-    block: list[np.ndarray] = []
-    for _, frame in video.iter_forward(frames):
-        block.append(frame)
-        if len(block) == READ_BLOCK:
-            yield sized(block)
-            block = []
-    if block:
-        yield sized(block)
+    for _, block in in_blocks(video.iter_forward(frames), READ_BLOCK):
+        if size is None or block.shape[1:3] == tuple(size):
+            yield block
+        else:
+            yield resize_frames(block, size).permute(0, 2, 3, 1).contiguous().numpy()
 
 
 def encode_clip(clip: ClipFrames, spec: StoreSpec) -> list[bytes]:

@@ -15,6 +15,8 @@ from llm_server import base_config, clip_row
 from vlalert.beliefs.rules import (
     DEFAULT_SCENE,
     Scene,
+    analysis_text,
+    clear_kind,
     label_danger,
     scene_from_dota,
     scene_from_text,
@@ -266,6 +268,33 @@ def test_analyses_vary_with_the_scene(beliefs):
     assert any(w in dada for w in ("left",))
     alert = [r["analysis"] for r in hazard_rows if r["video_id"] == "pos_dota" and r["tick"] == 4][0]
     assert any(w in alert for w in ("brake now", "braking now", "react immediately"))
+
+
+def test_plain_phrasing_writes_one_text_per_meaning(source, beliefs):
+    """`beliefs.phrasing: plain`: the same beliefs and actions, each meaning worded one way only."""
+    videos, labels = source
+    plain = generate_beliefs(labels, videos, validate_config(base_config(phrasing="plain")), SCENE_TRUTH)
+    assert plain.column("belief").to_pylist() == beliefs.column("belief").to_pylist()
+    by_meaning: dict[tuple[str, str], set[str]] = {}  # (clip, belief): one clip has one scenario and ego flag
+    for row in plain.to_pylist():
+        by_meaning.setdefault((row["video_id"], row["belief"]), set()).add(row["analysis"])
+    assert max(len(texts) for texts in by_meaning.values()) == 1
+    assert sum(len(texts) for texts in by_meaning.values()) < plain.num_rows  # ticks did share a meaning
+    assert plain.column("analysis").to_pylist() != beliefs.column("analysis").to_pylist()
+
+
+def test_analysis_wording_is_keyed_and_plain_takes_the_first():
+    belief = Belief(
+        hazard="vehicle", where="ahead", motion="braking", ttc_s=1.2, danger=0.8, ego_involved=True
+    )
+    plain = analysis_text(belief, "ALERT", None)
+    assert plain == "A vehicle ahead is braking hard, about 1.2 s away; braking now avoids contact."
+    assert analysis_text(belief, "ALERT", "v1|3") == analysis_text(belief, "ALERT", "v1|3")
+    assert len({analysis_text(belief, "ALERT", f"v{i}|3") for i in range(20)}) > 3
+    clear = Belief(hazard="none", where="none", motion="none", ttc_s=None, danger=0.0, ego_involved=False)
+    assert analysis_text(clear, "SILENT", None, clear=clear_kind("negative-following")).startswith(
+        "A vehicle ahead"
+    )
 
 
 def test_scene_from_annotation_texts():

@@ -84,6 +84,7 @@ RERUNS = [
     ("config.yaml", "sources.dota.consensus_clock_fps", 20.0, {"ingest/dota"}),
     ("config.yaml", "sources.dota.gate_provider", ["consensus", "scene"], {"gate/dota"}),
     ("config.yaml", "beliefs.progress", False, {"beliefs/*"}),
+    ("config.yaml", "beliefs.phrasing", "varied", {"beliefs/*", "tiny_model"}),
     ("config.yaml", "model.max_new_tokens", 100, {"sft", "cache"}),
     ("config.yaml", "model.system_prompt", "hi", {"tiny_model", "sft", "cache"}),
     ("config.yaml", "model.tiny.pretrain.steps", 50, {"tiny_model", "sft", "cache"}),

@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 from tiny_helpers import TINY_CORPUS, TINY_SEED
 
+from vlalert.beliefs.rules import analysis_text
 from vlalert.beliefs.schema import agreement_errors
 from vlalert.beliefs.text import parse_belief_text
 from vlalert.config import WindowConfig
@@ -36,6 +37,19 @@ def test_captions_say_what_is_visible_and_how_soon_it_would_hit():
         "SILENT",
     )
     assert not belief.ego_involved and belief.ttc_s is None
+
+
+def test_captions_are_worded_as_the_rules_provider_words_its_targets():
+    analysis, belief, action = perception_caption("ahead", "braking", 1.0, "vehicle")
+    assert analysis == analysis_text(belief, action, None)  # plain: each slot's first wording
+    keyed, _, _ = perception_caption("ahead", "braking", 1.0, "vehicle", key="pretrain3|1")
+    assert keyed == analysis_text(belief, action, "pretrain3|1")
+    clear, _, _ = perception_caption("none", "none", None, "vehicle", scenario="negative-oncoming")
+    assert clear.startswith("Oncoming traffic")
+    cfg = PretrainConfig(scenes=6, windows_per_scene=2, width=96, height=64)
+    plain = [w.analysis for w in render_corpus(cfg, WINDOW, "plain")]
+    varied = [w.analysis for w in render_corpus(cfg, WINDOW, "varied")]
+    assert len(set(plain)) < len(set(varied))
 
 
 def test_the_corpus_is_a_function_of_its_seed_and_its_captions_are_valid_targets():

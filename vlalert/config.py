@@ -184,8 +184,15 @@ class LLMConfig(StrictModel):
     batch_completion_window: Literal["24h"] = "24h"
 
 
+# How the `rules` provider words its analyses: "varied" picks each slot's wording by a hash of the
+# tick (several phrasings per meaning, as an LLM writes them); "plain" always the first (one text per
+# meaning: what the demo's tiny VLM can learn from a few hundred ticks, see vlalert.beliefs.rules).
+Phrasing = Literal["varied", "plain"]
+
+
 class BeliefsConfig(StrictModel):
     provider: Literal["rules", "llm"] = "rules"
+    phrasing: Phrasing = "varied"  # of the rules provider, and of its fallbacks under the llm provider
     progress: bool = True  # tqdm bar with done / cached / failed counts (llm provider)
     llm: LLMConfig = Field(default_factory=LLMConfig)
 

@@ -342,10 +342,14 @@ class TinyModelSlice(StageSlice):
     """tiny_model: the demo's tiny Qwen3-VL (vlalert.vlm.tiny.build_tiny_model)."""
 
     STAGE = "tiny_model"
-    UNTRACKED = {"model": _all_but(VLMConfig, *TINY_MODEL_KEYS)}  # unread by build_tiny_model
+    UNTRACKED = {  # unread by build_tiny_model
+        "model": _all_but(VLMConfig, *TINY_MODEL_KEYS),
+        "beliefs": _all_but(BeliefsConfig, "phrasing"),
+    }
 
     model: VLMConfig
     window: WindowConfig  # the pretraining windows have a tick's frames and span
+    beliefs: BeliefsConfig  # the captions are worded as the rules provider words its targets
 
 
 class _RunFolders(StageSlice):

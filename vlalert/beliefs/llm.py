@@ -67,7 +67,7 @@ from vlalert.beliefs.request import (
 from vlalert.beliefs.rules import TickContext, rules_reply
 from vlalert.beliefs.schema import TickReply
 from vlalert.beliefs.text import belief_text
-from vlalert.config import LabelsConfig, LLMConfig, WindowConfig
+from vlalert.config import LabelsConfig, LLMConfig, Phrasing, WindowConfig
 from vlalert.schemas import table_from_rows
 
 log = logging.getLogger(__name__)
@@ -231,9 +231,11 @@ class LLMBeliefProvider:
         ledger: SpendLedger | None = None,
         client: Any = None,
         concurrency: int | None = None,
+        phrasing: Phrasing = "varied",
     ) -> None:
         self.cfg = cfg
         self.labels_cfg = labels_cfg
+        self.phrasing = phrasing  # of the rules fallback
         self.window_cfg = window_cfg
         self._key = api_key
         self.frames_loader = frames_loader
@@ -429,7 +431,9 @@ class LLMBeliefProvider:
         if reply is not None:
             return self._row(ctx, reply, PROVIDER, second.key, cost), cached
         log.info("beliefs llm: %s tick %d falls back to rules: %s", ctx.video_id, ctx.tick, reason2)
-        return self._row(ctx, rules_reply(ctx, self.labels_cfg), FALLBACK_PROVIDER, second.key, cost), cached
+        return self._row(
+            ctx, rules_reply(ctx, self.labels_cfg, self.phrasing), FALLBACK_PROVIDER, second.key, cost
+        ), cached
 
     def clip_jpegs(self, contexts: Sequence[TickContext] | None = None) -> ClipJpegs:
         """The frames of a pass over `contexts` (vlalert.beliefs.frames: each clip read once, each frame

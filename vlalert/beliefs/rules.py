@@ -16,7 +16,12 @@ Per tick:
 - ego_involved = the clip's flag; unknown (None) counts as involved only on ALERT ticks, which
   the gate has confirmed.
 The analysis is one sentence built from several templates and phrasings chosen by a hash of
-(video_id, tick), so the corpus is varied but every rerun writes the same text.
+(video_id, tick), so the corpus is varied but every rerun writes the same text (`beliefs.phrasing:
+varied`); or always with each slot's first wording (`plain`: one text per meaning). The demo uses
+plain: its tiny VLM, SFT'd on a few hundred ticks, decodes greedily, and where the ALERT branch's
+probability is split over several wordings (3 timings with numbers against 2 "no collision course")
+the greedy path takes the calmer one, so the VLM never said ALERT on the test split (its own action
+AUROC 0.52 against 0.71 with plain phrasing, measured on the demo).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from typing import Any
 
 from vlalert.beliefs.schema import ALERT_DANGER_MIN, Belief, TickReply, agreement_errors
 from vlalert.beliefs.text import clean_analysis
-from vlalert.config import LabelsConfig
+from vlalert.config import LabelsConfig, Phrasing
 from vlalert.labels import effective_t_event
 from vlalert.ticks import TIME_EPS
 
@@ -358,8 +363,10 @@ _SENTENCES = {
 }
 
 
-def _pick(ctx: TickContext, slot: str, options: Sequence[str]) -> str:
-    digest = hashlib.sha256(f"{ctx.video_id}|{ctx.tick}|{slot}".encode()).digest()
+def _pick(key: str | None, slot: str, options: Sequence[str]) -> str:
+    if key is None:
+        return options[0]
+    digest = hashlib.sha256(f"{key}|{slot}".encode()).digest()
     return options[int.from_bytes(digest[:8], "big") % len(options)]
 
 
@@ -367,35 +374,42 @@ def _cap(s: str) -> str:
     return s[:1].upper() + s[1:]
 
 
-def _clear_kind(ctx: TickContext) -> str:
-    scenario = str((ctx.scene_clip or {}).get("scenario") or "")
-    if scenario == "negative-following":
-        return "clear-lead"
-    if scenario == "negative-oncoming":
-        return "clear-oncoming"
-    return "clear"
+CLEAR_KINDS: dict[str, str] = {"negative-following": "clear-lead", "negative-oncoming": "clear-oncoming"}
 
 
-def rules_analysis(ctx: TickContext, belief: Belief) -> str:
-    """One sentence naming the agent, its side, its motion, the timing and the advice."""
+def clear_kind(scenario: str | None) -> str:
+    """Which set of no-hazard sentences fits a synthetic scenario (a steady lead car, oncoming traffic)."""
+    return CLEAR_KINDS.get(scenario or "", "clear")
+
+
+def analysis_text(
+    belief: Belief, action: str, key: str | None, *, other_road_users: bool = False, clear: str = "clear"
+) -> str:
+    """One sentence naming the agent, its side, its motion, the timing and the advice.
+
+    The wording of each slot is picked by a hash of (`key`, slot), so a corpus is varied and a rerun
+    writes the same text; `key` None: the plain phrasing, each slot's first wording (one text per
+    meaning). `other_road_users`: an OBSERVE whose conflict is known not to involve us.
+    `clear`: the set of sentences of a tick without hazard (`clear_kind`). Shared by the `rules`
+    provider and the tiny model's caption pretraining (vlalert.vlm.pretrain), so the demo VLM comes
+    to SFT already speaking the targets' phrasing, as a real VLM comes fluent in English.
+    """
     if belief.hazard == "none":
-        return clean_analysis(_pick(ctx, "sentence", _SENTENCES[_clear_kind(ctx)]))
-    agent = _pick(ctx, "agent", _AGENT[belief.hazard])
-    place = _pick(ctx, "place", _PLACE[belief.where])
-    motion = _pick(ctx, "motion", _MOTION[belief.motion])
+        return clean_analysis(_pick(key, "sentence", _SENTENCES[clear]))
+    agent = _pick(key, "agent", _AGENT[belief.hazard])
+    place = _pick(key, "place", _PLACE[belief.where])
+    motion = _pick(key, "motion", _MOTION[belief.motion])
     if belief.ttc_s is not None and belief.ttc_s < 0.05:
-        timing = _pick(ctx, "timing", _CONTACT)
+        timing = _pick(key, "timing", _CONTACT)
     elif belief.ttc_s is not None:
-        timing = _pick(ctx, "timing", _TIMING).format(t=belief.ttc_s)
-    elif ctx.action == "ALERT":  # no collision course yet, but the label says act now
-        timing = _pick(ctx, "timing", _NO_TTC_ALERT)
+        timing = _pick(key, "timing", _TIMING).format(t=belief.ttc_s)
+    elif action == "ALERT":  # no collision course yet, but the label says act now
+        timing = _pick(key, "timing", _NO_TTC_ALERT)
     else:
-        timing = _pick(ctx, "timing", _NO_TTC)
-    advice_key = ctx.action
-    if ctx.action == "OBSERVE" and ctx.ego_involved is False:  # known, not merely unconfirmed
-        advice_key = "OBSERVE-other"
-    advice = _pick(ctx, "advice", _ADVICE[advice_key])
-    template = _pick(ctx, "sentence", _SENTENCES["hazard"])
+        timing = _pick(key, "timing", _NO_TTC)
+    advice_key = "OBSERVE-other" if action == "OBSERVE" and other_road_users else action
+    advice = _pick(key, "advice", _ADVICE[advice_key])
+    template = _pick(key, "sentence", _SENTENCES["hazard"])
     text = template.format(
         Agent=_cap(agent),
         agent=agent,
@@ -408,10 +422,26 @@ def rules_analysis(ctx: TickContext, belief: Belief) -> str:
     return clean_analysis(text)
 
 
-def rules_reply(ctx: TickContext, labels_cfg: LabelsConfig) -> TickReply:
+def phrasing_key(phrasing: Phrasing, key: str) -> str | None:
+    """`analysis_text`'s key for `phrasing`: `key` when varied, None when plain."""
+    return key if phrasing == "varied" else None
+
+
+def rules_analysis(ctx: TickContext, belief: Belief, phrasing: Phrasing = "varied") -> str:
+    """The analysis of one tick; varied `phrasing` picks its wording by a hash of (video_id, tick)."""
+    return analysis_text(
+        belief,
+        ctx.action,
+        phrasing_key(phrasing, f"{ctx.video_id}|{ctx.tick}"),
+        other_road_users=ctx.ego_involved is False,  # known, not merely unconfirmed
+        clear=clear_kind(str((ctx.scene_clip or {}).get("scenario") or "")),
+    )
+
+
+def rules_reply(ctx: TickContext, labels_cfg: LabelsConfig, phrasing: Phrasing = "varied") -> TickReply:
     """Analysis + belief + action of one tick; the action is the label's, and they always agree."""
     belief = rules_belief(ctx, labels_cfg)
     errs = agreement_errors(belief, ctx.action)
     if errs:  # only reachable with a label that contradicts the design's own rules
         raise ValueError(f"{ctx.video_id} tick {ctx.tick}: rules belief disagrees with the label: {errs}")
-    return TickReply(analysis=rules_analysis(ctx, belief), belief=belief, action=ctx.action)
+    return TickReply(analysis=rules_analysis(ctx, belief, phrasing), belief=belief, action=ctx.action)

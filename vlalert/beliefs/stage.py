@@ -24,7 +24,7 @@ from vlalert.beliefs.request import api_key_from_env
 from vlalert.beliefs.rules import PROVIDER as RULES_PROVIDER
 from vlalert.beliefs.rules import TickContext, rules_reply, tick_context
 from vlalert.beliefs.text import belief_text
-from vlalert.config import LabelsConfig, WorkflowConfig
+from vlalert.config import LabelsConfig, Phrasing, WorkflowConfig
 from vlalert.schemas import table_from_rows
 
 
@@ -62,8 +62,8 @@ def belief_contexts(
     return out
 
 
-def rules_row(ctx: TickContext, labels_cfg: LabelsConfig) -> dict[str, Any]:
-    reply = rules_reply(ctx, labels_cfg)
+def rules_row(ctx: TickContext, labels_cfg: LabelsConfig, phrasing: Phrasing = "varied") -> dict[str, Any]:
+    reply = rules_reply(ctx, labels_cfg, phrasing)
     return {
         "video_id": ctx.video_id,
         "tick": ctx.tick,
@@ -105,7 +105,7 @@ def generate_beliefs(
     """
     contexts = belief_contexts(labels, videos, cfg, scene_truth)
     if cfg.beliefs.provider == "rules":
-        return table_from_rows("beliefs", [rules_row(c, cfg.labels) for c in contexts])
+        return table_from_rows("beliefs", [rules_row(c, cfg.labels, cfg.beliefs.phrasing) for c in contexts])
     llm_cfg = cfg.beliefs.llm
     provider = LLMBeliefProvider(
         llm_cfg,
@@ -115,6 +115,7 @@ def generate_beliefs(
         frames_loader=frames_loader or _default_frames_loader(),
         client=client,
         concurrency=concurrency,
+        phrasing=cfg.beliefs.phrasing,
     )
     return provider.run(contexts, progress=cfg.beliefs.progress)
 

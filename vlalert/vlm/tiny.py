@@ -23,7 +23,7 @@ from typing import Any
 from vlalert.actions import ACTIONS
 from vlalert.atomic import publish_tree
 from vlalert.beliefs.text import ANALYSIS_TAG, ASSESSMENT_TAG
-from vlalert.config import WindowConfig
+from vlalert.config import Phrasing, WindowConfig
 from vlalert.vlm.config import VLMConfig
 from vlalert.vlm.tokenizer import (
     ENDOFTEXT,
@@ -159,11 +159,12 @@ def build_tiny_model(
     seed: int,
     *,
     window: WindowConfig | None = None,
+    phrasing: Phrasing = "varied",
     on_log: Callable[[str], None] | None = None,
 ) -> Path:
     """Train the tokenizer on `corpus` (+ the prompt texts and the pretraining captions), build the tiny
     model, pretrain it (`vlm_cfg.tiny.pretrain`, on windows shaped as `window`'s ticks, the default
-    window when None) and save it; return its dir."""
+    window when None; captions worded with the rules provider's `phrasing`) and save it; return its dir."""
     import torch
     from transformers import GenerationConfig
 
@@ -183,7 +184,7 @@ def build_tiny_model(
     windows = []
     if pre.enabled:
         t0 = time.monotonic()
-        windows = list(render_corpus(pre, window or WindowConfig()))
+        windows = list(render_corpus(pre, window or WindowConfig(), phrasing))
         say(f"pretraining corpus: {len(windows)} captioned windows rendered in {time.monotonic() - t0:.1f} s")
     captions = caption_texts(windows)
     # Prompt texts are repeated up to the BPE frequency threshold: they occur once in the list but in

@@ -18,6 +18,7 @@ with job_logging(snakemake.log[0]) as log:
         job.model,
         seed=job.model.tiny.seed,
         window=job.window,
+        phrasing=job.beliefs.phrasing,
         on_log=log.info,
     )
     log.info("tiny model in %s from %d train targets", out, len(corpus))

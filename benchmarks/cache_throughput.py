@@ -206,18 +206,38 @@ def count_flops(ex: Extractor, examples, batch: int) -> int:
 
 
 def bench_extract(
-    model, tok, vlm: VLMConfig, n_ticks: int, batch: int, max_new: int, rounds: int, device: str
+    model,
+    tok,
+    vlm: VLMConfig,
+    n_ticks: int,
+    batch: int,
+    max_new: int,
+    rounds: int,
+    device: str,
+    kv_caches: tuple[str, ...] = ("dynamic",),
 ) -> dict[str, Any]:
+    """Extraction ticks/s with the Conv3d patch embedding ("unpatched") and its Linear rewrite
+    ("patched"), both with the dynamic key/value cache; and "patched_{kv}" for each other cache of
+    `kv_caches` (vlalert.cache.extract: "static" compiles the decoding step on CUDA). Warm-up runs
+    each once first (allocator, kernels, compilation: its seconds are reported as `warmup_s`)."""
     depth = model.config.text_config.num_hidden_layers
     layers, policy = LAYERS.get(depth, ((depth,), depth))
-    ex = Extractor(model, tok, layers, policy, max_new, "cached")
+    extractors = {"unpatched": "dynamic", "patched": "dynamic"}
+    extractors.update({f"patched_{kv}": kv for kv in kv_caches if kv != "dynamic"})
     examples = make_examples(tok, vlm, n_ticks)  # CPU tensors: each batch is moved when it runs
-    run_examples(ex, examples[:batch], batch, teacher_forced=False)  # warm-up (allocator, kernels)
-    seconds: dict[str, list[float]] = {"unpatched": [], "patched": []}
+    warmup_s: dict[str, float] = {}
+    for kv in dict.fromkeys(extractors.values()):
+        t0 = time.perf_counter()
+        ex = Extractor(model, tok, layers, policy, max_new, "cached", kv)
+        run_examples(ex, examples[:batch], batch, teacher_forced=False)
+        _sync(device)
+        warmup_s[kv] = round(time.perf_counter() - t0, 2)
+    seconds: dict[str, list[float]] = {mode: [] for mode in extractors}
     outputs: dict[str, list] = {}
     for _ in range(rounds):
-        for mode in ("unpatched", "patched"):
-            (fuse_patch_embed if mode == "patched" else unfuse_patch_embed)(model)
+        for mode, kv in extractors.items():
+            (unfuse_patch_embed if mode == "unpatched" else fuse_patch_embed)(model)
+            ex = Extractor(model, tok, layers, policy, max_new, "cached", kv)
             _sync(device)
             t0 = time.perf_counter()
             outputs[mode] = run_examples(ex, examples, batch, teacher_forced=False)
@@ -225,10 +245,13 @@ def bench_extract(
             seconds[mode].append(time.perf_counter() - t0)
     unfuse_patch_embed(model)
     tps = {mode: n_ticks / statistics.median(s) for mode, s in seconds.items()}
-    z_err = max(
-        max_relative_error(torch.from_numpy(a.z), torch.from_numpy(b.z))
-        for a, b in zip(outputs["unpatched"], outputs["patched"], strict=True)
-    )
+
+    def z_error(mode: str, reference: str) -> float:
+        return max(
+            max_relative_error(torch.from_numpy(a.z), torch.from_numpy(b.z))
+            for a, b in zip(outputs[reference], outputs[mode], strict=True)
+        )
+
     prompt_tokens = len(examples[0]["input_ids"])
     return {
         "ticks": n_ticks,
@@ -240,8 +263,15 @@ def bench_extract(
         "frames": [8, *vlm.image_size],
         "ticks_per_s": tps,
         "speedup_patched": tps["patched"] / tps["unpatched"],
+        "speedup_kv_cache": {
+            mode: tps[mode] / tps["patched"] for mode in extractors if mode.startswith("patched_")
+        },
+        "warmup_s": warmup_s,
         "seconds": seconds,
-        "z_max_relative_error_patched_vs_unpatched": z_err,
+        "z_max_relative_error_patched_vs_unpatched": z_error("patched", "unpatched"),
+        "z_max_relative_error_vs_dynamic": {
+            mode: z_error(mode, "patched") for mode in extractors if mode.startswith("patched_")
+        },
         "generated_tokens_per_tick": statistics.mean(v.n_generated_tokens for v in outputs["patched"]),
         "text_hidden": model.config.text_config.hidden_size,
         "text_layers": depth,

@@ -31,6 +31,9 @@ def test_gpu_suite_runs_every_section_at_toy_width(tmp_path):
     }
     assert not failed, failed
     assert sections["extract"]["flops_per_tick"] > 0
+    pipe = sections["extract"]["by_batch"][str(sections["extract"]["pipeline_batch"])]
+    assert set(pipe["ticks_per_s"]) == {"unpatched", "patched", "patched_static"}
+    assert pipe["z_max_relative_error_vs_dynamic"]["patched_static"] < 1e-4  # same states, static cache
     assert sections["cache_stage"]["ticks"] == 4
     assert sections["cache_stage"]["frames_stage"]["frames"] > 0  # the shard read the frames store
     decode = sections["decode"]

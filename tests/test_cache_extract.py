@@ -20,6 +20,7 @@ from vlalert.cache.extract import (
     generate_batch,
     run_examples,
     span_positions,
+    static_cache_length,
     strip_stop,
     teacher_forced_batch,
 )
@@ -104,8 +105,8 @@ def _examples(tok, with_target):
     return [build_example(r, _frames(r, i), tok, CFG, with_target=with_target) for i, r in enumerate(ROWS)]
 
 
-def _extractor(model, tok, hidden_pass="cached", max_new=64):
-    return Extractor(model, tok, LAYERS, POLICY, max_new, hidden_pass)
+def _extractor(model, tok, hidden_pass="cached", max_new=64, kv_cache="dynamic"):
+    return Extractor(model, tok, LAYERS, POLICY, max_new, hidden_pass, kv_cache)
 
 
 class _Force(LogitsProcessor):
@@ -155,15 +156,16 @@ def test_teacher_forcing_reads_the_belief_span(tiny):
         assert BELIEF_OPEN in v.generated_text and v.generated_text.endswith("<|/ACTION|>")
 
 
+@pytest.mark.parametrize("kv_cache", ["dynamic", "static"])
 @pytest.mark.parametrize("hidden_pass", ["cached", "full"])
-def test_generation_forced_to_the_target_equals_teacher_forcing(tiny, hidden_pass, monkeypatch):
+def test_generation_forced_to_the_target_equals_teacher_forcing(tiny, hidden_pass, kv_cache, monkeypatch):
     model, tok = tiny
     prompts = _examples(tok, with_target=False)
     targets = [e["input_ids"][e["prompt_length"] :].tolist() for e in _examples(tok, with_target=True)]
     width = max(len(e["input_ids"]) for e in prompts)
     force = LogitsProcessorList([_Force(targets, width, tok.pad_token_id)])
     monkeypatch.setattr(model, "generate", functools.partial(model.generate, logits_processor=force))
-    generated = generate_batch(_extractor(model, tok, hidden_pass), prompts)
+    generated = generate_batch(_extractor(model, tok, hidden_pass, kv_cache=kv_cache), prompts)
     monkeypatch.undo()
     forced = teacher_forced_batch(_extractor(model, tok), _examples(tok, with_target=True))
     for g, f in zip(generated, forced, strict=True):
@@ -171,6 +173,37 @@ def test_generation_forced_to_the_target_equals_teacher_forcing(tiny, hidden_pas
         assert g.belief_parsed and g.belief_span_found and not g.teacher_forced
         assert g.n_belief_tokens == f.n_belief_tokens
         assert _rel(g.z, f.z) <= TOL and _rel(g.r, f.r) <= TOL
+
+
+def test_static_cache_length_is_a_bucket_that_holds_generation_and_the_hidden_pass():
+    assert static_cache_length(100, 28) == 128  # exactly full: width + max_new slots
+    assert static_cache_length(101, 28) == 256
+    assert static_cache_length(888, 192) == 1152
+    assert {static_cache_length(w, 192) for w in range(886, 893)} == {1152}  # widths share one graph
+
+
+@pytest.mark.parametrize("hidden_pass", ["cached", "full"])
+def test_a_static_kv_cache_gives_the_tokens_and_states_of_the_dynamic_one(tiny, hidden_pass, monkeypatch):
+    model, tok = tiny
+    prompts = _examples(tok, with_target=False)
+    dynamic = generate_batch(_extractor(model, tok, hidden_pass, max_new=40), prompts)
+    caches = []
+
+    def generate(**kwargs):
+        out = type(model).generate(model, **kwargs)
+        caches.append(out.cache)
+        return out
+
+    monkeypatch.setattr(model, "generate", generate)
+    static = generate_batch(_extractor(model, tok, hidden_pass, max_new=40, kv_cache="static"), prompts)
+    monkeypatch.undo()
+    width = max(len(e["input_ids"]) for e in prompts)
+    assert type(caches[0]).__name__ == "StaticCache"  # the library allocated it, at the bucketed length
+    assert caches[0].layers[0].max_cache_len == static_cache_length(width, 40)
+    for d, s in zip(dynamic, static, strict=True):
+        assert s.n_generated_tokens == d.n_generated_tokens == 40  # a random model never stops
+        assert s.generated_text == d.generated_text
+        assert _rel(s.z, d.z) <= TOL and _rel(s.r, d.r) <= TOL
 
 
 def test_a_generation_without_a_span_falls_back_to_all_generated_tokens(tiny):

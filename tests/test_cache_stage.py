@@ -204,9 +204,9 @@ def test_shards_partition_the_split_and_the_gather_indexes_them(world, tmp_path)
 
 
 def test_params_leave_out_speed_keys_and_check_the_tiny_models_depth():
-    params = stage_params(config(batch_size=16, patch_embed="none"), "cache")
+    params = stage_params(config(batch_size=16, patch_embed="none", kv_cache="static"), "cache")
     assert params == stage_params(config(), "cache")
-    assert "batch_size" not in params["cache"] and "patch_embed" not in params["cache"]
+    assert not {"batch_size", "patch_embed", "kv_cache"} & set(params["cache"])
     assert params["cache"]["belief_layers"] == [1, 2, 3, 4]
     bad = validate_config(config().model_dump() | {"cache": {}})  # the 4B defaults: layers 20..33
     with pytest.raises(ConfigError, match="outside \\[0, 4\\]"):
@@ -235,7 +235,8 @@ def test_the_chunks_fingerprints_hold_the_cache_slices_tracked_fields(tmp_path, 
         return [c.fingerprint for c in plan.chunks]
 
     base = fingerprints(config())
-    assert len(set(base)) == 1 and fingerprints(config(batch_size=5, workers=1, device="cpu")) == base
+    assert len(set(base)) == 1
+    assert fingerprints(config(batch_size=5, workers=1, device="cpu", kv_cache="static")) == base
     assert fingerprints(validate_config(config().model_dump() | {"run": "r2", "results": "out"})) == base
     assert fingerprints(config(merge_adapter=False)) != base
     other_model = validate_config(config().model_dump() | {"model": {"max_new_tokens": 9}})
@@ -277,8 +278,10 @@ def test_a_killed_job_resumes_to_the_same_cache(world, tmp_path):
     done_before = sorted(p.name for p in first_chunk.parent.glob("chunk-*.parquet"))
     assert not (killed / "part-00000.parquet").exists(), "the job finished before it could be killed"
     assert 1 <= len(done_before) < 6
-    # resume here (our in-place patch instead of the library's: a speed key, so the chunks still count)
-    _, resumed = _run(world, killed, config(patch_embed="inplace", chunk_ticks=1))
+    # resume here (our in-place patch instead of the library's, a static key/value cache: speed keys,
+    # so the chunks still count)
+    _, resumed = _run(world, killed, config(patch_embed="inplace", chunk_ticks=1, kv_cache="static"))
+    assert resumed["kv_cache"] == "static"
     assert resumed["resumed_chunks"] == len(done_before)
     assert resumed["computed_rows"] == 6 - len(done_before)
     _, uninterrupted = _run(world, clean, config(patch_embed="inplace", chunk_ticks=1))

@@ -30,6 +30,7 @@ SPEED_KEYS: tuple[str, ...] = (
     "progress",
     "patch_embed",
     "hidden_pass",
+    "kv_cache",
 )
 
 
@@ -54,6 +55,10 @@ class CacheConfig(StrictModel):
     # cache (the prompt and the video are not recomputed); "full": one forward pass over prompt +
     # generated tokens from scratch. Equal up to float rounding (tested); "cached" costs ~1/10.
     hidden_pass: Literal["cached", "full"] = "cached"
+    # Generation's key/value cache (vlalert.cache.extract): "dynamic" (transformers' default) or
+    # "static", preallocated at a bucketed length so that on CUDA transformers compiles the decoding
+    # step once per batch size. Same tokens and states; which is faster is the GPU suite's to say.
+    kv_cache: Literal["dynamic", "static"] = "dynamic"
     batch_size: int = Field(8, ge=1)  # ticks per generate/forward call, after sorting by length
     chunk_ticks: int = Field(256, ge=1)  # ticks per resumable chunk inside a shard job
     workers: int = Field(2, ge=1, le=64)  # processes that decode and resize frames ahead of the model

@@ -160,6 +160,7 @@ def load_extractor(
         policy_layer=cache.policy_layer,
         max_new_tokens=cfg.model.max_new_tokens,
         hidden_pass=cache.hidden_pass,
+        kv_cache=cache.kv_cache,
     )
     facts = {
         "patch_embed": fusion_state(model),
@@ -511,6 +512,7 @@ def _shard_summary(
         "belief_layers": list(cache.belief_layers),
         "policy_layer": cache.policy_layer,
         "hidden_pass": cache.hidden_pass,
+        "kv_cache": cache.kv_cache,
         "batch_size": cache.batch_size,
         "teacher_forced_split": plan.teacher_forced,
         **facts,

@@ -325,13 +325,14 @@ def _deliver(
     paths: list[Path], workers: int, kind: str, size: tuple[int, int], store: Path | None = None
 ) -> dict[str, Any]:
     """The cache stage's frame work for 2 x `workers` clips, in `workers` threads or spawned processes
-    (vlalert.cache.stage.frame_pool): a clip's tick windows decoded and resized to the model's size,
+    (vlalert.video.frame_worker_pool): a clip's tick windows decoded and resized to the model's size,
     or, given the frames stage's `store`, read from it (the pipeline's path since decode-once)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from vlalert.cache.stage import _read_clip_frames, _read_store_frames, frame_pool
+    from vlalert.cache.stage import _read_clip_frames, _read_store_frames
+    from vlalert.video import frame_worker_pool
 
-    pool = ThreadPoolExecutor(workers) if kind == "threads" else frame_pool(workers)
+    pool = ThreadPoolExecutor(workers) if kind == "threads" else frame_worker_pool(workers)
     clips = [paths[i % len(paths)] for i in range(2 * workers)]
     windows = {p: _clip_windows(p) for p in set(clips)}
 

@@ -329,7 +329,7 @@ def test_the_rules_inputs_follow_the_model_and_adapter_settings(tmp_path):
 def test_frames_resized_in_worker_processes_give_the_same_inputs(world, tmp_path):
     """The stage decodes and resizes frames in spawned processes (off the model's interpreter);
     the examples are the bytes `build_example` makes from the frames at their own size."""
-    from vlalert.cache.stage import frame_pool
+    from vlalert.video import frame_worker_pool
     from vlalert.vlm.inputs import build_example
     from vlalert.vlm.loading import load_tokenizer
 
@@ -345,7 +345,7 @@ def test_frames_resized_in_worker_processes_give_the_same_inputs(world, tmp_path
         rows.append(_row(tmp_path, "big", t) | {"path": str(clip), "frame_idx": window})
     cfg = config()
     tok = load_tokenizer(world["model"])
-    with frame_pool(2) as pool:
+    with frame_worker_pool(2) as pool:
         examples = prepare_examples(rows, tok, cfg, False, pool)
     for row, ex in zip(rows, examples, strict=True):
         ref = build_example(row, raw[row["frame_idx"]], tok, cfg.model, with_target=False)

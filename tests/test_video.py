@@ -186,3 +186,43 @@ def test_in_blocks_groups_a_forward_read_in_order_without_losing_a_frame():
     assert [b.shape for _, b in blocks] == [(2, 2, 3, 3), (2, 2, 3, 3), (1, 2, 3, 3)]
     assert [int(f[0, 0, 0]) for _, b in blocks for f in b] == [0, 3, 4, 7, 9]
     assert list(in_blocks(iter([]), 2)) == []
+
+
+POOL_SCRIPT = """
+import os, sys, time
+from vlalert.video import frame_worker_pool
+
+pool = frame_worker_pool(2)
+list(pool.map(abs, range(8)))  # both workers started
+print(" ".join(str(p) for p in pool._processes), flush=True)
+time.sleep(600)  # killed here, its pool never shut down
+"""
+
+
+def _alive(pid: int) -> bool:
+    """A process that exists and is not a zombie (an exited orphan that init has not reaped yet)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+def test_frame_workers_exit_when_their_job_is_killed():
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    job = subprocess.Popen([sys.executable, "-c", POOL_SCRIPT], stdout=subprocess.PIPE, text=True)
+    try:
+        workers = [int(p) for p in job.stdout.readline().split()]
+        assert len(workers) == 2 and all(_alive(p) for p in workers)
+    finally:
+        job.send_signal(signal.SIGKILL)
+        job.wait()
+    deadline = time.monotonic() + 20
+    while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in workers), f"frame workers {workers} outlived their killed job"

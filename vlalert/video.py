@@ -20,9 +20,13 @@ file and the frame (and the clip, once a caller adds it with `FrameReadError.for
 from __future__ import annotations
 
 import math
+import multiprocessing
 import os
 import re
+import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -67,6 +71,39 @@ def decoder_threads() -> int:
         return max(0, int(os.environ.get("OMP_NUM_THREADS", "0")))
     except ValueError:
         return 0
+
+
+def frame_worker_pool(workers: int) -> ProcessPoolExecutor:
+    """`workers` spawned processes that decode (and resize, encode) frames beside a job's main work:
+    spawned, since the parent may hold CUDA and threads; one thread each, as `workers` is the job's
+    CPU share for frames; each exits when the job that spawned it dies (`frame_worker_init`)."""
+    return ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=frame_worker_init,
+        initargs=(os.getpid(),),
+    )
+
+
+def frame_worker_init(parent: int) -> None:
+    """One thread, and an exit when `parent` dies.
+
+    A job that is SIGKILLed (a cluster's out-of-memory kill, `kill -9`, a test of resumption) never
+    shuts its pool down, and a spawned worker holds both ends of its own call queue, so it would
+    wait on it for ever: two orphans of ~285 MB each were found alive 30 minutes after a killed
+    cache job. A daemon thread watches the parent instead.
+    """
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+    threading.Thread(target=_exit_with_parent, args=(parent,), name="parent-watch", daemon=True).start()
+
+
+def _exit_with_parent(parent: int, every_s: float = 0.5) -> None:
+    while os.getppid() == parent:  # a dead parent's children are handed to init (or a subreaper)
+        time.sleep(every_s)
+    os._exit(1)
 
 
 # A frame whose container timestamp is further than this (in frames) from index / fps is placed at

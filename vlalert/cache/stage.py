@@ -23,11 +23,10 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -51,7 +50,7 @@ from vlalert.cache.store import (
 )
 from vlalert.devices import resolve_device
 from vlalert.stage_config import CacheSlice
-from vlalert.video import FrameReadError
+from vlalert.video import FrameReadError, frame_worker_pool
 from vlalert.vlm.config import VLMConfig
 
 log = logging.getLogger("vlalert.cache")
@@ -206,21 +205,6 @@ def _read_store_frames(
 
     wanted = sorted({int(i) for idx in frame_lists for i in idx})
     return _windows(open_stores(files).read(path, wanted, clip), wanted, frame_lists)
-
-
-def _frame_worker_init() -> None:
-    """A frame worker uses one thread: `cache.workers` processes are the stage's CPU share for frames."""
-    os.environ["OMP_NUM_THREADS"] = "1"
-    import torch
-
-    torch.set_num_threads(1)
-
-
-def frame_pool(workers: int) -> Executor:
-    """`workers` processes that decode and resize frames (spawned: the parent holds CUDA and threads)."""
-    return ProcessPoolExecutor(
-        workers, mp_context=multiprocessing.get_context("spawn"), initializer=_frame_worker_init
-    )
 
 
 def frames_identity(frames: Sequence[str]) -> list[dict[str, Any]] | None:
@@ -429,7 +413,7 @@ def _compute_chunks(
         dynamic_ncols=True,
     )
     tokenizer = ex.tokenizer
-    with frame_pool(cache.workers) as pool, ThreadPoolExecutor(1) as ahead:
+    with frame_worker_pool(cache.workers) as pool, ThreadPoolExecutor(1) as ahead:
 
         def prepare(chunk: _Chunk) -> list[dict[str, Any]]:
             return prepare_examples(

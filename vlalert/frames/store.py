@@ -30,12 +30,10 @@ import hashlib
 import io
 import json
 import logging
-import multiprocessing
 import os
 import shutil
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +43,7 @@ import pyarrow as pa
 
 from vlalert.atomic import atomic_path
 from vlalert.frames.config import FramesConfig
-from vlalert.video import FrameReadError, VideoError, VideoFrames, in_blocks
+from vlalert.video import FrameReadError, VideoError, VideoFrames, frame_worker_pool, in_blocks
 from vlalert.vlm.config import VLMConfig
 
 log = logging.getLogger(__name__)
@@ -189,14 +187,6 @@ def encode_clip(clip: ClipFrames, spec: StoreSpec) -> list[bytes]:
         raise VideoError(f"clip {clip.video_id}: {err}") from None
 
 
-def _worker_init() -> None:
-    """A decoding worker uses one thread: `workers` processes are the job's CPUs."""
-    os.environ["OMP_NUM_THREADS"] = "1"
-    import torch
-
-    torch.set_num_threads(1)
-
-
 def _encode_job(args: tuple[ClipFrames, StoreSpec]) -> list[bytes]:
     return encode_clip(*args)
 
@@ -276,13 +266,7 @@ def write_store(
     resumed = len(chunks) - len(todo)
     if resumed:
         log.info("frames: %d of %d chunks already done (resumed)", resumed, len(chunks))
-    pool = (
-        ProcessPoolExecutor(
-            workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init
-        )
-        if workers > 1 and todo
-        else None
-    )
+    pool = frame_worker_pool(workers) if workers > 1 and todo else None
     bar = tqdm(total=sum(len(chunks[k]) for k in todo), desc="frames", unit="clip", disable=not progress)
     try:
         for k in todo:

@@ -290,6 +290,17 @@ def matmul_peak_tflops(device: str, n: int = 8192, reps: int = 20) -> float:
     return 2 * n**3 / (ms * 1e-3) / 1e12
 
 
+def copy_bandwidth_tbs(device: str, nbytes: int = 2 << 30, reps: int = 20) -> float:
+    """Measured memory bandwidth (TB/s) of a device-to-device copy of `nbytes` (each byte read and
+    written once): what a memory-bound decoding step streams at (benchmarks/extraction_roofline.py)."""
+    src = torch.empty(nbytes // 2, device=device, dtype=torch.bfloat16).normal_()
+    dst = torch.empty_like(src)
+    for _ in range(3):
+        dst.copy_(src)
+    ms = _median_ms(lambda: dst.copy_(src), reps, device)
+    return 2 * nbytes / (ms * 1e-3) / 1e12
+
+
 # ------------------------------------------------------------------------------------------- main
 
 

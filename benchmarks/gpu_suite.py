@@ -5,7 +5,8 @@ downloaded; the widths are those of Qwen/Qwen3-VL-4B-Instruct's config.json, see
 cache_throughput.QWEN3_VL_4B), the sections run in this order and each adds its part to the JSON as
 soon as it ends, so a run stopped by its time limit keeps what it measured:
 
-1. peak        measured dense bf16 matmul throughput (8192^3): the denominator of MFU.
+1. peak        measured dense bf16 matmul throughput (8192^3): the denominator of MFU; and the memory
+               bandwidth of a 2 GiB device copy (what a memory-bound decoding step streams at).
 2. extract     cache extraction (greedy generation + the cached hidden-state pass, vlalert.cache.extract)
                at several batch sizes, Conv3d patch embedding vs its Linear rewrite, ticks/s and MFU
                (FLOPs of one batch at the pipeline's batch size counted by torch's FlopCounterMode).
@@ -14,6 +15,9 @@ soon as it ends, so a run stopped by its time limit keeps what it measured:
                generates exactly max_new_tokens tokens, as many or more than a trained model writes.
                At the pipeline's batch also with the static key/value cache (--kv-caches), which
                transformers compiles on CUDA (its warm-up, compilation included, is reported).
+               The best rate against the roofline of the measured peak and bandwidth
+               (benchmarks/extraction_roofline.py): the share of the ceiling it reaches, and the
+               share the <= 1 h goal needs.
 3. decode      sequential decoding of 1280 x 720 30 fps H.264 clips (vlalert.video.VideoFrames, the
                decoder every stage uses) alone, and with 1 and 4 decoding threads while the GPU
                generates in the main thread (the cache stage's shape: decode threads beside the model
@@ -158,8 +162,18 @@ def sec_peak(device: str, toy: bool) -> dict[str, Any]:
         n = 512
         a, b = torch.randn(n, n), torch.randn(n, n)
         ms = cache_throughput._median_ms(lambda: a @ b, 5, device)
-        return {"dtype": "float32", "n": n, "tflops": 2 * n**3 / (ms * 1e-3) / 1e12}
-    return {"dtype": "bfloat16", "n": 8192, "tflops": cache_throughput.matmul_peak_tflops(device)}
+        return {
+            "dtype": "float32",
+            "n": n,
+            "tflops": 2 * n**3 / (ms * 1e-3) / 1e12,
+            "bandwidth_tbs": cache_throughput.copy_bandwidth_tbs(device, 64 << 20, 5),
+        }
+    return {
+        "dtype": "bfloat16",
+        "n": 8192,
+        "tflops": cache_throughput.matmul_peak_tflops(device),
+        "bandwidth_tbs": cache_throughput.copy_bandwidth_tbs(device),
+    }
 
 
 class Ctx:
@@ -201,6 +215,7 @@ def sec_extract(
     peak: float | None,
     flops: bool = True,
     kv_caches: tuple[str, ...] = ("dynamic",),
+    bandwidth: float | None = None,
 ) -> dict[str, Any]:
     import cache_throughput as ct
     import torch
@@ -264,8 +279,8 @@ def sec_extract(
             str(b): round(per_tick * v["ticks_per_s"]["patched"] / 1e12 / peak, 4)
             for b, v in out["by_batch"].items()
         }
-    best, best_at = max(
-        (rate, f"batch {b}, {mode}")
+    best, best_b, best_mode = max(
+        (rate, int(b), mode)
         for b, v in out["by_batch"].items()
         for mode, rate in v["ticks_per_s"].items()
         if mode != "unpatched"
@@ -273,10 +288,49 @@ def sec_extract(
     out["full_scale_hours_132k_ticks"] = {
         "pipeline_batch": round(132_000 / ctx.ticks_per_s_b8 / 3600, 2),
         "best_batch": round(132_000 / best / 3600, 2),
-        "best": best_at,
+        "best": f"batch {best_b}, {best_mode}",
         "goal_hours": 1.0,
     }
+    if peak and bandwidth:
+        out["roofline"] = roofline_of(
+            model.config, ctx.examples[0], max_new, per_tick, best_b, best, peak, bandwidth
+        )
     return out
+
+
+def roofline_of(
+    config: Any,
+    example: dict[str, Any],
+    max_new: int,
+    counted_per_tick: float,
+    batch: int,
+    rate: float,
+    peak: float,
+    bandwidth: float,
+) -> dict[str, Any]:
+    """The measured best rate against the roofline of this GPU's measured peak and bandwidth
+    (benchmarks/extraction_roofline.py), whose analytic FLOPs are checked against the count."""
+    import extraction_roofline as er
+
+    grid = example["video_grid_thw"][0]
+    tick = er.Tick(
+        prompt_tokens=int(example["input_ids"].shape[0]),
+        patches=int(grid.prod()),
+        groups=int(grid[0]),
+        new_tokens=max_new,
+    )
+    analytic = sum(er.tick_flops(config, tick).values())
+    ceiling = er.roofline(config, tick, batch, er.Device("this device", peak, bandwidth, "measured"))
+    return er.rounded(
+        {
+            "batch": batch,
+            "flops_per_tick_analytic_over_counted": analytic / counted_per_tick,
+            "seconds_per_batch": ceiling["seconds_per_batch"],
+            "ticks_per_s_ceiling": ceiling["ticks_per_s_ceiling"],
+            "share_of_ceiling_reached": rate / ceiling["ticks_per_s_ceiling"],
+            "share_of_ceiling_goal_needs": ceiling["share_of_ceiling_goal_needs"],
+        }
+    )
 
 
 def _decode_clip(path: Path) -> tuple[int, float]:
@@ -736,6 +790,7 @@ def main() -> None:
     ctx = Ctx()
     peak = suite.run("peak", sec_peak, 10, device, args.toy) if want("peak") else None
     tflops = peak.get("tflops") if isinstance(peak, dict) else None
+    bandwidth = peak.get("bandwidth_tbs") if isinstance(peak, dict) else None
     with tempfile.TemporaryDirectory(prefix="gpu_suite_") as td:
         tmp = Path(td)
         if want("extract") or want("decode") or want("cache_stage"):
@@ -751,6 +806,7 @@ def main() -> None:
                 tflops,
                 not args.no_flops,
                 kv_caches,
+                bandwidth,
             )
             ctx.vlm_max_new = pipeline_settings(args.toy)[2]
         if want("decode"):

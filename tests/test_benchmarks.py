@@ -31,6 +31,10 @@ def test_gpu_suite_runs_every_section_at_toy_width(tmp_path):
     }
     assert not failed, failed
     assert sections["extract"]["flops_per_tick"] > 0
+    assert sections["peak"]["bandwidth_tbs"] > 0
+    roof = sections["extract"]["roofline"]  # the analytic FLOPs are the counted ones, at toy width too
+    assert roof["flops_per_tick_analytic_over_counted"] == pytest.approx(1.0, rel=1e-3)
+    assert 0 < roof["share_of_ceiling_reached"] and roof["ticks_per_s_ceiling"] > 0
     pipe = sections["extract"]["by_batch"][str(sections["extract"]["pipeline_batch"])]
     assert set(pipe["ticks_per_s"]) == {"unpatched", "patched", "patched_static"}
     assert pipe["z_max_relative_error_vs_dynamic"]["patched_static"] < 1e-4  # same states, static cache

@@ -73,10 +73,10 @@ class Tick:
     new_tokens: int
 
 
-def _text_layer_flops(t: Any) -> float:
-    """FLOPs of one text decoder layer's projections per token."""
+def _text_layer_params(t: Any) -> int:
+    """Weights of one text decoder layer's projections (attention and gated MLP; norms are noise)."""
     q, kv = t.num_attention_heads * t.head_dim, t.num_key_value_heads * t.head_dim
-    return 2.0 * (t.hidden_size * (2 * q + 2 * kv) + 3 * t.hidden_size * t.intermediate_size)
+    return t.hidden_size * (2 * q + 2 * kv) + 3 * t.hidden_size * t.intermediate_size
 
 
 def _text_attention_flops(t: Any, queries: float, keys: float) -> float:
@@ -84,36 +84,44 @@ def _text_attention_flops(t: Any, queries: float, keys: float) -> float:
     return 4.0 * t.num_attention_heads * t.head_dim * queries * keys * t.num_hidden_layers
 
 
+def _text_flops(t: Any, tokens: float, keys: float, logits: int) -> float:
+    """`tokens` tokens through every text layer, each over `keys` keys, and `logits` rows of logits."""
+    return (
+        2.0 * _text_layer_params(t) * t.num_hidden_layers * tokens
+        + _text_attention_flops(t, tokens, keys)
+        + 2.0 * t.hidden_size * t.vocab_size * logits
+    )
+
+
 def tick_flops(config: Any, tick: Tick) -> dict[str, float]:
     """FLOPs of one tick's extraction by part (see module doc); `config` a Qwen3VLConfig."""
     t, v = config.text_config, config.vision_config
-    layer = _text_layer_flops(t) * t.num_hidden_layers
-    lm_head = 2.0 * t.hidden_size * t.vocab_size
     p, s = tick.patches, tick.prompt_tokens
     patch_in = v.in_channels * v.temporal_patch_size * v.patch_size**2
     block = 2.0 * (4 * v.hidden_size**2 + 2 * v.hidden_size * v.intermediate_size)
-    per_group = p / tick.groups
     merged = p / v.spatial_merge_size**2
     wide = v.hidden_size * v.spatial_merge_size**2
     mergers = 1 + len(v.deepstack_visual_indexes)
     vision = (
         2.0 * p * patch_in * v.hidden_size
-        + v.depth * (p * block + 4.0 * v.hidden_size * per_group * p)
+        + v.depth * (p * block + 4.0 * v.hidden_size * (p / tick.groups) * p)
         + mergers * merged * 2.0 * (wide * wide + wide * v.out_hidden_size)
     )
-    prefill = s * layer + _text_attention_flops(t, s, s) + lm_head
-    steps = tick.new_tokens - 1  # the prefill gives the first token
-    # step j (1..steps) feeds one token over s + j keys
-    decode = steps * (layer + lm_head) + _text_attention_flops(t, 1, steps * s + steps * (steps + 1) / 2)
+    # the prefill gives the first token; step j = 1 .. new_tokens - 1 feeds one token over s + j keys
+    decode = sum(_text_flops(t, 1, s + j, 1) for j in range(1, tick.new_tokens))
     hidden = tick.new_tokens + 1  # the last prompt token and the generated ones, logits of the last
-    hidden_pass = hidden * layer + _text_attention_flops(t, hidden, s + tick.new_tokens) + lm_head
-    return {"vision": vision, "prefill": prefill, "decode": decode, "hidden_pass": hidden_pass}
+    return {
+        "vision": vision,
+        "prefill": _text_flops(t, s, s, 1),
+        "decode": decode,
+        "hidden_pass": _text_flops(t, hidden, s + tick.new_tokens, 1),
+    }
 
 
 def text_weight_bytes(config: Any) -> float:
-    """bf16 bytes of the text tower's weights (read once per decoding step)."""
+    """bf16 bytes of the text tower's weights (read once per decoding step; the embedding is the LM head)."""
     t = config.text_config
-    return BF16_BYTES * (_text_layer_flops(t) / 2.0 * t.num_hidden_layers + t.vocab_size * t.hidden_size)
+    return BF16_BYTES * (_text_layer_params(t) * t.num_hidden_layers + t.vocab_size * t.hidden_size)
 
 
 def kv_bytes_per_token(config: Any) -> float:
@@ -127,12 +135,10 @@ def roofline(config: Any, tick: Tick, batch: int, device: Device) -> dict[str, A
     bw = device.bandwidth_tbs * 1e12
     f = tick_flops(config, tick)
     weights, kv = text_weight_bytes(config), kv_bytes_per_token(config)
-    t = config.text_config
-    per_step_flops = _text_layer_flops(t) * t.num_hidden_layers + 2.0 * t.hidden_size * t.vocab_size
     decode_s = memory_bound_steps = 0.0
     for j in range(1, tick.new_tokens):
         keys = tick.prompt_tokens + j
-        flops_s = batch * (per_step_flops + _text_attention_flops(t, 1, keys)) / peak
+        flops_s = batch * _text_flops(config.text_config, 1, keys, 1) / peak
         bytes_s = (weights + batch * keys * kv) / bw
         decode_s += max(flops_s, bytes_s)
         memory_bound_steps += bytes_s > flops_s
@@ -142,8 +148,7 @@ def roofline(config: Any, tick: Tick, batch: int, device: Device) -> dict[str, A
         "decode_s": decode_s,
         "hidden_pass_s": batch * f["hidden_pass"] / peak,
     }
-    total = sum(parts.values())
-    rate = batch / total
+    rate = batch / sum(parts.values())
     return {
         "device": asdict(device),
         "batch": batch,

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -43,6 +42,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from hostinfo import describe_host
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = REPO / "tests"
@@ -294,7 +295,7 @@ def main() -> None:
         "head": subprocess.run(
             ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
         ).stdout.strip(),
-        "host": {"cpus": os.cpu_count(), "python": platform.python_version(), "load": os.getloadavg()},
+        "host": describe_host(),
         "rows": [{k: v for k, v in r.items() if k != "profile"} for r in rows],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -37,7 +37,6 @@ import argparse
 import copy
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -47,6 +46,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from hostinfo import describe_host
 
 from vlalert.beliefs.schema import Belief  # noqa: E402
 from vlalert.beliefs.text import target_text  # noqa: E402
@@ -324,7 +324,7 @@ def main() -> None:
     dtype = torch.bfloat16 if args.full else torch.float32
 
     report: dict[str, Any] = {
-        "machine": platform.platform(),
+        "host": describe_host(),
         "torch": torch.__version__,
         "device": torch.cuda.get_device_name() if args.full else f"cpu ({torch.get_num_threads()} threads)",
         "dtype": str(dtype).removeprefix("torch."),

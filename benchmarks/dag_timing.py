@@ -11,13 +11,14 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from hostinfo import describe_host
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
@@ -64,8 +65,8 @@ def main() -> None:
         if args.keep is None:
             shutil.rmtree(workdir, ignore_errors=True)
     result = {
-        "machine": f"{platform.processor() or platform.machine()}, {args.cores} cores requested",
-        "python": platform.python_version(),
+        "host": describe_host(),
+        "cores_requested": args.cores,
         "target": args.target,
         "demo_dag_s": round(full, 2),
         "noop_dry_run_s": round(noop, 3),

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import re
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from hostinfo import describe_host
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
@@ -98,7 +98,7 @@ def main() -> None:
         "best_s": best,
         "ratio": round(ratio, 3),
         "target_ratio": 1.3,
-        "host": {"cpus": os.cpu_count(), "python": platform.python_version(), "load": list(os.getloadavg())},
+        "host": describe_host(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -29,6 +27,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from hostinfo import describe_host
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -161,9 +160,7 @@ def main() -> None:
         print("  ".join(str(r[h]).ljust(w) for h, w in zip(header, widths, strict=True)))
     result = {
         "clip": {"width": W, "height": H, "fps": FPS, "frames": n, "codec": "h264 (libx264, GOP 30)"},
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible",
-        "cpu_model": _cpu_model(),
-        "python": platform.python_version(),
+        "host": describe_host(),
         "pyav": av.__version__,
         "repeat": args.repeat,
         "rows": rows,
@@ -171,16 +168,6 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -42,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from frame_verify import FPS, H, W, scene  # noqa: E402
+from hostinfo import describe_host
 
 from vlalert.config import TicksConfig, WindowConfig  # noqa: E402
 from vlalert.frames.store import ClipFrames, FrameStores, StoreSpec, write_store  # noqa: E402
@@ -158,7 +158,7 @@ def main() -> None:
         "what": "CPU ms per tick (one thread): a tick's 8 frames read from the clip and resized (before), "
         "the frames stage's one pass (build, per tick), the window read from the store (after)",
         "model_size": list(SIZE),
-        "host": {"cpus": os.cpu_count(), "python": platform.python_version(), "load": list(os.getloadavg())},
+        "host": describe_host(),
         "rows": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -36,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from hostinfo import describe_host
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -326,9 +327,7 @@ def main() -> None:
     dry = dry_run_full_graph()
     print(f"dry run of the full-scale job graph: {dry['jobs']} jobs in {dry['wall_s']} s")
     report = {
-        "machine": platform.platform(),
-        "cpu": platform.processor() or "",
-        "cores": os.cpu_count(),
+        "host": describe_host(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "scales": results,
         "cpu_s_per_tick_ratio_largest_vs_smallest": linearity,

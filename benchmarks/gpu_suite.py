@@ -58,6 +58,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from hostinfo import describe_host
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -772,7 +774,7 @@ def main() -> None:
     meta = {
         "what": "toy-width CPU smoke run" if args.toy else "full-width GPU run",
         "device": torch.cuda.get_device_name() if device == "cuda" else f"cpu, {os.cpu_count()} cores",
-        "host_cpus": os.cpu_count(),
+        "host": describe_host(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "python": platform.python_version(),

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 import time
 from dataclasses import replace
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from hostinfo import describe_host
 
 from vlalert.cache.store import write_cache
 from vlalert.heads.config import HeadsTrainConfig
@@ -155,8 +155,7 @@ def main() -> None:
         "device": args.device,
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
-        "machine": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
+        "host": describe_host(),
         "results": rows,
     }
     args.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import statistics
 import tempfile
@@ -33,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from hostinfo import describe_host
 
 from vlalert.vlm.config import SFTConfig, TinyModelConfig, VLMConfig
 from vlalert.vlm.inputs import IGNORE_INDEX, VIDEO_TYPE, frames_to_pixels
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     seq = int(batch["input_ids"].shape[1])
     result = {
         "model": "Qwen3-VL-4B architecture" + (" at tiny width" if args.tiny_width else ""),
-        "device": torch.cuda.get_device_name() if on_gpu else platform.processor() or "cpu",
+        "device": torch.cuda.get_device_name() if on_gpu else describe_host()["cpu_model"],
         "torch": torch.__version__,
         "dtype": str(dtype).removeprefix("torch."),
         "threads": torch.get_num_threads(),

@@ -58,3 +58,4 @@ def test_full_scale_cpu_case_runs_at_a_small_scale(tmp_path):
     assert large["benchmark_rows"]["test"] > 0 and large["summary_rows"] > 0
     dry = report["dry_run_full_graph"]
     assert dry["returncode"] == 0 and dry["jobs"] > 50, dry
+    assert report["host"]["cpu_model"] and report["host"]["cpus"] >= 1  # the result names its CPU

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from vlalert.frame_files import list_frame_files
 from vlalert.video import (
     VideoError,
     VideoFrames,
     VideoInfo,
     in_blocks,
-    list_frame_files,
     probe_video,
     read_frames,
 )

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".png"})
+from vlalert.frame_files import IMAGE_SUFFIXES, list_frame_files
 
 
 class VideoError(Exception):
@@ -121,18 +121,6 @@ class VideoInfo:
 
 def is_frame_folder(path: str | os.PathLike[str]) -> bool:
     return Path(path).is_dir()
-
-
-def _natural_key(name: str) -> tuple[Any, ...]:
-    # "2.jpg" before "10.jpg": sources zero-pad, but a user's re-export may not.
-    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
-
-
-def list_frame_files(folder: str | os.PathLike[str]) -> list[Path]:
-    """The image files of a frame folder in frame order (natural sort of the file names)."""
-    folder = Path(folder)
-    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
-    return sorted(files, key=lambda p: _natural_key(p.name))
 
 
 def frame_number(file: Path) -> int | None:

@@ -48,7 +48,7 @@ from vlalert.stage_config import StageSlice, slice_of
 # entry is missing.
 _TABLES = ("actions", "schemas", "atomic", "devices", "strict")
 _TICKS = ("labels", "splits", "ticks", *_TABLES)
-_BELIEFS = ("beliefs", "video", *_TICKS)
+_BELIEFS = ("beliefs", "frame_files", "video", *_TICKS)
 # the heads package less heads.synthetic (test and benchmark data, built on the label rule)
 _HEADS = (
     *(
@@ -63,7 +63,7 @@ _HEADS = (
     *("cache.store", *_TABLES),
 )
 _SCORES = ("score", "baselines", "summary", "metrics", *_HEADS, *_BELIEFS)
-_SOURCES = ("sources", "video", *_TABLES)
+_SOURCES = ("sources", "frame_files", "video", *_TABLES)
 STAGE_CODE: dict[str, tuple[str, ...]] = {
     "download_hub": ("download", "download_config", *_SOURCES),
     "check_source": ("download", "download_config", "source_files", *_SOURCES),
@@ -72,12 +72,12 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     "gate": (
         *("gate", "badas.config", "badas.model", "badas.provider", "badas.windows"),
         *("sources.base", "sources.common", "sources.consensus"),  # the consensus CSV's column names
-        *("synthetic.truth", "ticks", "video", *_TABLES),
+        *("synthetic.truth", "ticks", "frame_files", "video", *_TABLES),
     ),
     "relabel": _TICKS,
     "beliefs": ("synthetic.truth", *_BELIEFS),
-    "frames": ("frames", "video", "vlm.config", "vlm.resize", "download_config", *_TABLES),
-    "benchmark": ("benchmark", "sources", "video", *_TICKS),
+    "frames": ("frames", "frame_files", "video", "vlm.config", "vlm.resize", "download_config", *_TABLES),
+    "benchmark": ("benchmark", "sources", "frame_files", "video", *_TICKS),
     "tiny_model": (
         *("vlm.config", "vlm.data", "vlm.inputs", "vlm.loss", "vlm.pretrain", "vlm.resize", "vlm.tiny"),
         "vlm.tokenizer",

@@ -63,7 +63,7 @@ def need_one_of(
 
 
 def has_images(folder: Path) -> bool:
-    from vlalert.video import IMAGE_SUFFIXES
+    from vlalert.frame_files import IMAGE_SUFFIXES
 
     try:
         with os.scandir(folder) as it:

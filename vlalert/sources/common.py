@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from vlalert.config import SourceConfig
+from vlalert.frame_files import list_frame_files
 from vlalert.sources.base import Rejection
-from vlalert.video import list_frame_files
 
 
 class FieldError(ValueError):

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from vlalert.config import SourceConfig
+from vlalert.frame_files import IMAGE_SUFFIXES
 from vlalert.sources.base import Annotation, Rejection
 from vlalert.sources.checks import FolderSpec, Problem, frame_clip, need_one_of, rel_subdirs, subdirs
 from vlalert.sources.common import (
@@ -31,7 +32,6 @@ from vlalert.sources.common import (
     times_from,
 )
 from vlalert.sources.plugin import SourceKind
-from vlalert.video import IMAGE_SUFFIXES
 
 FPS = 30.0
 CONSENSUS_CLOCK_FPS = 30.0  # the clips' own clock (no evidence of another; README "Clocks")

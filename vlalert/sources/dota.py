@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from vlalert.config import SourceConfig
+from vlalert.frame_files import IMAGE_SUFFIXES
 from vlalert.sources.base import Annotation, Rejection
 from vlalert.sources.checks import (
     MP4,
@@ -42,7 +43,6 @@ from vlalert.sources.common import (
     times_from,
 )
 from vlalert.sources.plugin import SourceKind
-from vlalert.video import IMAGE_SUFFIXES
 
 FPS = 10.0
 # The BADAS consensus CSV for DoTA writes times on DoTA's own 10 fps clock: on the real val metadata

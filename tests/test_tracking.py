@@ -78,6 +78,37 @@ def test_each_kind_lists_the_files_its_adapter_reads(tmp_path):
     assert set(listing["annotations"]) == {str(dada / "DADA2000_video_annotations.xlsx"), str(split)}
 
 
+def test_the_listing_is_the_same_on_one_thread_or_many(tmp_path, monkeypatch):
+    """Threads only where a stat waits on the file system (a probe of the first files); the listing
+    itself, and so the fingerprint, never depends on which was taken."""
+    dada = tmp_path / "dada"
+    put(dada / "DADA2000_video_annotations.xlsx")
+    for clip in range(12):
+        for frame in range(40):
+            put(dada / f"{1 + clip % 3}/{clip:03d}/images/{frame:04d}.jpg", bytes(frame % 5))
+    src = SourceConfig(kind="dada2000", root=str(dada))
+    folders = [(str(dada / rel), *rest) for rel, *rest in sf._media_folders(src)]
+    one = sf._list_folders(folders, threads=1)
+    assert sum(map(len, one)) == 12 * 40
+    assert sf._list_folders(folders, threads=8) == one
+
+    pools: list[int] = []
+
+    class Recorded(sf.ThreadPoolExecutor):
+        def __init__(self, workers: int) -> None:
+            pools.append(workers)
+            super().__init__(workers)
+
+    monkeypatch.setattr(sf, "ThreadPoolExecutor", Recorded)
+    monkeypatch.setattr(sf, "PROBE_FILES", 100)
+    monkeypatch.setattr(sf, "LATENCY_BOUND_S", 1.0)  # every stat is fast: one thread
+    fast = sf.source_fingerprint(src)
+    assert pools == []
+    monkeypatch.setattr(sf, "LATENCY_BOUND_S", 0.0)  # every stat waits: the rest on STAT_THREADS
+    assert sf._list_folders(folders) == one and pools == [sf.STAT_THREADS]
+    assert sf.source_fingerprint(src) == fast
+
+
 def test_annotations_count_by_content_and_clips_by_size_and_mtime(tmp_path):
     root = tmp_path / "nexar"
     csv = put(root / "train.csv", b"id,time_of_event,time_of_alert,target\n00001,,,0\n")

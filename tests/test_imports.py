@@ -2,10 +2,10 @@
 
 The stages run sources -> gate -> labels -> beliefs -> benchmark -> vlm -> cache -> heads -> metrics
 -> score/report, with entry points (predict, cli, workflow) on top and a foundation below them all
-(config models, schemas, the results layout, atomic writes, video decoding, the tick grid). A module
-may import its own stage, an earlier one or the foundation; importing a later stage would make an
-early stage depend on code that a later one owns, which is how circles start. Imports inside
-functions count as well.
+(config models, schemas, the results layout, atomic writes, frame folders, video decoding, the tick
+grid). A module may import its own stage, an earlier one or the foundation; importing a later stage
+would make an early stage depend on code that a later one owns, which is how circles start. Imports
+inside functions count as well.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ FOUNDATION = (
     "vlalert.layout",
     "vlalert.log_lines",
     "vlalert.schemas",
+    "vlalert.frame_files",
     "vlalert.video",
     "vlalert.config",
     "vlalert.stage_config",

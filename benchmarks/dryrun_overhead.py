@@ -9,7 +9,7 @@ pairs. Two ratios: best over best, and the median of the pairs' ratios (each pai
 shared 2-core VM one lucky bare run moves the first by 0.1-0.2 (1.20-1.40 over four runs of one
 revision); the pairs share the machine's state of the moment, so their median moves less.
 
-    python benchmarks/dryrun_overhead.py --workdir /path/to/finished/demo [--repeat 5]
+    python benchmarks/dryrun_overhead.py --workdir /path/to/finished/demo [--repeat 9]
 
 Prints a table and writes benchmarks/results/dryrun_overhead.json.
 """

@@ -47,7 +47,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -777,7 +776,6 @@ def main() -> None:
         "host": describe_host(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
-        "python": platform.python_version(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
     suite = Suite(args.out, args.budget_s, meta)

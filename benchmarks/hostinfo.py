@@ -1,9 +1,10 @@
 """The machine a benchmark ran on, recorded the same way in every result JSON.
 
 This project's numbers come from 2-core VMs whose CPUs differ: the same demo takes 4 min 47 s on a
-Xeon with AVX-512 and 6-15 min on an AMD EPYC with AVX2, depending on the host's load. A ratio is
-only comparable with one measured on the same CPU under a similar load, so each result names the CPU
-model, whether it has AVX-512, the cores visible and the load averages when it was written.
+Xeon with AVX-512, 6 min 33 s on an AMD EPYC Zen 5 (AVX-512) and 15 min on an older AMD EPYC with
+AVX2 only, all sold as "AMD EPYC" or "Xeon". A ratio is only comparable with one measured on the same
+CPU under a similar load, so each result names the CPU model, whether it has AVX-512, the cores
+visible and the load averages when it was written.
 `platform.processor()` is empty on most Linux systems, so the model comes from /proc/cpuinfo.
 """
 
